@@ -1,0 +1,163 @@
+"""The ``placement`` command: local clusters, their status, and the demo.
+
+    placement cluster start 4        # labelled local cluster node0..node3 on 127.0.0.10-13
+    placement status [--json]        # nodes, labels, resources
+    placement cluster stop           # ends exactly that cluster's processes
+    placement demo                   # every policy on a local cluster, checked
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ClusterNotFoundError, LocalClusterError, PlacementError
+from .local_cluster import (
+    DEFAULT_FIRST_ADDRESS,
+    DEFAULT_LABEL_AMOUNT,
+    DEFAULT_OBJECT_STORE_MB,
+    DEFAULT_PORT,
+    DEFAULT_START_TIMEOUT,
+    ClusterSpec,
+    default_state_dir,
+    start_cluster,
+    stop_cluster,
+)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _node_count(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"N must be a positive whole number of nodes, got {text!r}: e.g. scripts/start_cluster.sh 4"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"N must be at least 1, got {value}: e.g. scripts/start_cluster.sh 4")
+    return value
+
+
+def _add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir", type=Path, default=None,
+        help=f"the cluster's state directory (default $PLACEMENT_STATE_DIR or {default_state_dir()})",
+    )
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    spec = ClusterSpec(
+        nodes=args.nodes,
+        state_dir=args.state_dir or default_state_dir(),
+        port=args.port,
+        first_address=args.first_address,
+        cpus_per_node=args.cpus,
+        object_store_mb=args.object_store_mb,
+        label_amount=args.label_amount,
+        label_prefix=args.label_prefix,
+        dashboard=args.dashboard,
+        token_auth=not args.no_token_auth,
+    )
+    if not spec.token_auth:
+        _say("WARNING: token authentication is off: anyone who can reach these ports can run code as you")
+    state = start_cluster(spec, timeout=args.timeout, say=_say)
+    print(f"cluster of {len(state.nodes)} nodes is up at {state.address} (started in {state.start_seconds:.1f}s)")
+    print(f"state directory: {state.state_dir}")
+    print(f"connect: {state.connect_line()}")
+    print(f"stop:    scripts/stop_cluster.sh --state-dir {state.state_dir}")
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    state_dir = args.state_dir or default_state_dir()
+    ended = stop_cluster(state_dir, keep_logs=args.keep_logs)
+    if not ended:
+        print(f"no cluster processes were running in {state_dir}")
+    else:
+        print(f"stopped {len(ended)} processes of the cluster in {state_dir}:")
+        for line in ended:
+            print(f"  {line}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .cluster import read_snapshot
+    from .connect import connect
+    from .status import status_table
+
+    connect(args.address, state_dir=args.state_dir)
+    snapshot = read_snapshot(label_prefix=args.label_prefix)
+    if args.json:
+        print(snapshot.to_json())
+    else:
+        print(status_table(snapshot))
+        print(f"\n{len(snapshot.live)} alive, {len(snapshot.dead)} dead, {len(snapshot.placeable)} labelled")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(nodes=args.nodes, state_dir=args.state_dir, say=_say)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="placement", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    status = commands.add_parser("status", help="show the nodes of the cluster")
+    _add_state_dir(status)
+    status.add_argument("--address", default=None, help="a Ray cluster address instead of the local cluster")
+    status.add_argument("--json", action="store_true", help="print the snapshot as JSON (loadable by ClusterSnapshot.from_json)")
+    status.add_argument("--label-prefix", default="node", help="prefix of node label resources (default node)")
+    status.set_defaults(run=_cmd_status)
+
+    cluster = commands.add_parser("cluster", help="start, stop or show a labelled local cluster")
+    actions = cluster.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="start N labelled nodes on loopback addresses")
+    start.add_argument("nodes", type=_node_count, metavar="N", help="number of nodes")
+    _add_state_dir(start)
+    start.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"head (GCS) port (default {DEFAULT_PORT})")
+    start.add_argument("--first-address", default=DEFAULT_FIRST_ADDRESS, help=f"address of node0 (default {DEFAULT_FIRST_ADDRESS})")
+    start.add_argument("--cpus", type=int, default=1, help="CPUs per node (default 1)")
+    start.add_argument("--object-store-mb", type=int, default=DEFAULT_OBJECT_STORE_MB, help=f"object store per node in MiB (default {DEFAULT_OBJECT_STORE_MB})")
+    start.add_argument("--label-amount", type=int, default=DEFAULT_LABEL_AMOUNT, help=f"amount of the node<i> resource per node (default {DEFAULT_LABEL_AMOUNT})")
+    start.add_argument("--label-prefix", default="node", help="label prefix (default node)")
+    start.add_argument("--dashboard", action="store_true", help="also start Ray's dashboard on 127.0.0.1:8265")
+    start.add_argument("--no-token-auth", action="store_true", help="turn token authentication off (not recommended)")
+    start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT, help="seconds to wait for all nodes")
+    start.set_defaults(run=_cmd_start)
+    stop = actions.add_parser("stop", help="end exactly the processes of the cluster")
+    _add_state_dir(stop)
+    stop.add_argument("--keep-logs", action="store_true", help="keep Ray's logs under <state-dir>/ray")
+    stop.set_defaults(run=_cmd_stop)
+    show = actions.add_parser("status", help="same as `placement status`")
+    _add_state_dir(show)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=_cmd_status, address=None, label_prefix="node")
+
+    demo = commands.add_parser("demo", help="run every policy on a local cluster and check each promise")
+    demo.add_argument("--nodes", type=_node_count, default=4, help="nodes of the cluster it starts when none runs (default 4)")
+    _add_state_dir(demo)
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (LocalClusterError, ClusterNotFoundError, PlacementError) as exc:
+        print(f"placement: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Exceptions of the toolkit.
+
+Every exception keeps its data in ``args`` so it pickles across Ray workers unchanged, and its
+message names the fix.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+# Rule names a PlacementError can carry: which feasibility rule refused the request.
+NO_CLUSTER_NODES = "no-live-nodes"
+NO_LABELLED_NODES = "no-labelled-nodes"
+UNKNOWN_LABEL = "unknown-label"
+UNKNOWN_NODE = "unknown-node"
+DEAD_NODE = "dead-node"
+RESOURCES_EXCEED_NODES = "resources-exceed-every-node"
+SPREAD_EXHAUSTED = "anti-affinity-exhausted"
+GROUPS_EXHAUSTED = "packing-exhausted"
+BAD_OPTIONS = "contradicting-options"
+NOT_IN_RAY = "not-inside-ray"
+
+
+class PlacementError(Exception):
+    """A placement that cannot happen, refused before anything was submitted.
+
+    >>> err = PlacementError(UNKNOWN_LABEL, "no live node is labelled node9", "use one of node0, node1")
+    >>> err.rule, err.fix
+    ('unknown-label', 'use one of node0, node1')
+    >>> import pickle; pickle.loads(pickle.dumps(err)).rule
+    'unknown-label'
+    """
+
+    def __init__(self, rule: str, detail: str, fix: str, nodes: Sequence[str] = ()) -> None:
+        super().__init__(rule, detail, fix, tuple(nodes))
+
+    @property
+    def rule(self) -> str:
+        return self.args[0]
+
+    @property
+    def detail(self) -> str:
+        return self.args[1]
+
+    @property
+    def fix(self) -> str:
+        return self.args[2]
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The nodes (labels or ids) the rule was checked against."""
+        return self.args[3]
+
+    def __str__(self) -> str:
+        return f"{self.detail} (rule: {self.rule}). Fix: {self.fix}"
+
+
+class ClusterNotFoundError(RuntimeError):
+    """No Ray cluster to read or to connect to; the message says how to get one."""
+
+
+class LocalClusterError(RuntimeError):
+    """A local cluster could not be started, stopped or read; the message says why and what to do."""

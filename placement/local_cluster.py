@@ -1,0 +1,461 @@
+"""Labelled multi-node Ray clusters on one machine, for laptops, tests and CI.
+
+Node i listens on its own loopback address (head 127.0.0.10, node i 127.0.0.(10+i)), carries the
+custom resource ``node<i>`` and the Ray label ``placement.node=node<i>``. Token authentication is
+on by default. Everything a cluster owns lives in its state directory; stopping a cluster ends
+exactly the processes that mention that directory (and their children), never another cluster's.
+
+>>> from placement.local_cluster import ClusterSpec, start_cluster, stop_cluster
+>>> state = start_cluster(ClusterSpec(nodes=2, state_dir="/tmp/pl-doc"))   # doctest: +SKIP
+>>> state.address                                                          # doctest: +SKIP
+'127.0.0.10:6390'
+>>> stop_cluster("/tmp/pl-doc")                                            # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psutil
+
+from .errors import LocalClusterError
+from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
+
+DEFAULT_FIRST_ADDRESS = "127.0.0.10"
+DEFAULT_PORT = 6390  # not Ray's 6379, so a user's own default Ray cluster is left alone
+DEFAULT_LABEL_AMOUNT = 1000
+DEFAULT_OBJECT_STORE_MB = 128
+DEFAULT_START_TIMEOUT = 120.0
+MAX_NODES = 64
+# Rough resident memory of one idle node (raylet, agents, log monitor), for the size check.
+_NODE_OVERHEAD_MB = 350
+# Ray puts unix sockets under <temp-dir>/session_<date>_<pid>/sockets/; Linux allows 107 bytes.
+_MAX_TEMP_DIR_CHARS = 40
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+STATE_FILE = "cluster.json"
+TOKEN_FILE = "token"
+LOCK_FILE = "lock"
+RAY_TEMP_SUBDIR = "ray"
+LOG_SUBDIR = "logs"
+
+
+def default_state_dir() -> Path:
+    """``$PLACEMENT_STATE_DIR``, else ``/tmp/placement-<uid>/cluster``."""
+    configured = os.environ.get("PLACEMENT_STATE_DIR")
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"placement-{os.getuid()}" / "cluster"
+
+
+def ray_executable() -> str:
+    """The ``ray`` command of the Python running this code (so versions always match)."""
+    beside = Path(sys.executable).parent / "ray"
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if not found:
+        raise LocalClusterError("the `ray` command is not installed: pip install 'ray>=2.60'")
+    return found
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What to start. Validated by :meth:`validate` before anything runs."""
+
+    nodes: int
+    state_dir: Path | str = field(default_factory=default_state_dir)
+    port: int = DEFAULT_PORT
+    first_address: str = DEFAULT_FIRST_ADDRESS
+    cpus_per_node: int = 1
+    object_store_mb: int = DEFAULT_OBJECT_STORE_MB
+    label_amount: int = DEFAULT_LABEL_AMOUNT
+    label_prefix: str = DEFAULT_LABEL_PREFIX
+    dashboard: bool = False
+    token_auth: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
+
+    def node_address(self, index: int) -> str:
+        return str(ipaddress.IPv4Address(self.first_address) + index)
+
+    def node_label(self, index: int) -> str:
+        return f"{self.label_prefix}{index}"
+
+    def validate(self) -> None:
+        """Raise LocalClusterError naming the fix for any value that cannot work."""
+        nodes = self.nodes
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+            raise LocalClusterError(
+                f"the number of nodes must be a positive whole number, got {nodes!r}: "
+                "e.g. scripts/start_cluster.sh 4"
+            )
+        if nodes > MAX_NODES:
+            raise LocalClusterError(
+                f"{nodes} nodes is more than one machine should run ({MAX_NODES} at most; each is a "
+                "full Ray node): use fewer nodes, or a real multi-host cluster"
+            )
+        need_mb = nodes * (_NODE_OVERHEAD_MB + self.object_store_mb)
+        have_mb = psutil.virtual_memory().available // 2**20
+        if need_mb > 0.8 * have_mb:
+            raise LocalClusterError(
+                f"{nodes} nodes need about {need_mb} MiB of memory, this machine has {have_mb} MiB "
+                "available: use fewer nodes or a smaller --object-store-mb"
+            )
+        try:
+            first = ipaddress.IPv4Address(self.first_address)
+        except ValueError:
+            raise LocalClusterError(
+                f"--first-address {self.first_address!r} is not an IPv4 address: use e.g. 127.0.0.10"
+            ) from None
+        addresses = [ipaddress.IPv4Address(int(first) + i) for i in range(nodes)] if int(first) + nodes < 2**32 else []
+        if not addresses or not all(a in _LOOPBACK for a in addresses):
+            raise LocalClusterError(
+                f"local clusters use loopback addresses only; {nodes} nodes from {self.first_address} "
+                "leave 127.0.0.0/8: use --first-address 127.0.0.10"
+            )
+        # Ray rewrites 127.0.0.1 to the machine's routable address; .0 and .255 are not host addresses.
+        if any(a == ipaddress.IPv4Address("127.0.0.1") or int(a) & 0xFF in (0, 255) for a in addresses):
+            raise LocalClusterError(
+                f"{nodes} nodes from {self.first_address} would use 127.0.0.1 or an address ending in .0 "
+                "or .255: use --first-address 127.0.0.10"
+            )
+        if not (1024 <= self.port <= 65535):
+            raise LocalClusterError(f"--port must be between 1024 and 65535, got {self.port}")
+        for name in ("cpus_per_node", "label_amount"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "cpus_per_node" else 1):
+                raise LocalClusterError(
+                    f"{name.replace('_', '-')} must be a whole number (Ray truncates custom resource "
+                    f"totals to whole units), got {value!r}"
+                )
+        if not isinstance(self.object_store_mb, int) or self.object_store_mb < 80:
+            raise LocalClusterError(
+                f"--object-store-mb must be a whole number >= 80 (Ray's minimum is 75 MiB), got {self.object_store_mb!r}"
+            )
+        if not self.label_prefix.isidentifier():
+            raise LocalClusterError(
+                f"--label-prefix must be a plain name such as 'node', got {self.label_prefix!r}"
+            )
+        temp_dir = str(self.state_dir / RAY_TEMP_SUBDIR)
+        if len(temp_dir) > _MAX_TEMP_DIR_CHARS:
+            raise LocalClusterError(
+                f"state directory {self.state_dir} is too long for Ray's unix sockets (107 bytes): "
+                f"use a --state-dir of at most {_MAX_TEMP_DIR_CHARS - len(RAY_TEMP_SUBDIR) - 1} characters, e.g. /tmp/pl-1"
+            )
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What a started cluster recorded in ``<state_dir>/cluster.json``."""
+
+    state_dir: Path
+    address: str
+    nodes: tuple[dict[str, str], ...]  # {"label": "node0", "address": "127.0.0.10"}
+    token_path: Path | None
+    started_at: float
+    start_seconds: float
+    spec: dict[str, Any]
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.state_dir / RAY_TEMP_SUBDIR
+
+    def env(self) -> dict[str, str]:
+        """Environment variables a process needs to reach this cluster (address and token)."""
+        env = {"RAY_ADDRESS": self.address, "RAY_USAGE_STATS_ENABLED": "0"}
+        if self.token_path is not None:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
+        return env
+
+    def connect_line(self) -> str:
+        exports = " ".join(f"{k}={v}" for k, v in self.env().items() if k != "RAY_USAGE_STATS_ENABLED")
+        return f"export {exports}   # then ray.init() or placement.connect()"
+
+
+def load_state(state_dir: Path | str | None = None) -> ClusterState | None:
+    """The recorded state of the cluster in ``state_dir``, or None when none was started there."""
+    path = Path(state_dir or default_state_dir()) / STATE_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise LocalClusterError(f"cannot read {path}: {exc}; remove it and start the cluster again") from exc
+    return ClusterState(
+        state_dir=Path(raw["state_dir"]),
+        address=raw["address"],
+        nodes=tuple(raw["nodes"]),
+        token_path=Path(raw["token_path"]) if raw.get("token_path") else None,
+        started_at=raw["started_at"],
+        start_seconds=raw["start_seconds"],
+        spec=raw["spec"],
+    )
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def _mentions(cmdline: list[str], directory: str) -> bool:
+    """Whether a command line names ``directory`` itself or a path inside it."""
+    inside = directory + os.sep
+    for arg in cmdline:
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if value == directory or value.startswith(inside) or f"={inside}" in arg or arg.endswith(f"={directory}"):
+            return True
+    return False
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def cluster_processes(state_dir: Path | str | None = None) -> list[psutil.Process]:
+    """Live processes of the cluster in ``state_dir``: those of this user whose command line names
+    its Ray temp dir, and all their descendants (workers and agents rename themselves)."""
+    temp_dir = str(Path(state_dir or default_state_dir()).absolute() / RAY_TEMP_SUBDIR)
+    uid = os.getuid()
+    roots: list[psutil.Process] = []
+    for proc in psutil.process_iter(["cmdline", "uids"]):
+        try:
+            if proc.info["uids"] is None or proc.info["uids"].real != uid:
+                continue
+            if proc.pid != os.getpid() and _mentions(proc.info["cmdline"] or [], temp_dir):
+                roots.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    found = {p.pid: p for p in roots}
+    for root in roots:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in root.children(recursive=True):
+                found.setdefault(child.pid, child)
+    return [p for p in found.values() if _alive(p)]
+
+
+def node_processes(state_dir: Path | str, node_address: str) -> list[psutil.Process]:
+    """The processes of one node of a local cluster: its raylet (with workers and agents) and the
+    daemons started for it; killing them is how tests make a node die."""
+    raylets = []
+    for proc in cluster_processes(state_dir):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            cmdline = proc.cmdline()
+            if cmdline and Path(cmdline[0]).name == "raylet" and f"--node_ip_address={node_address}" in cmdline:
+                raylets.append(proc)
+    found = {}
+    for raylet in raylets:
+        found[raylet.pid] = raylet
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in raylet.children(recursive=True):
+                found[child.pid] = child
+    return list(found.values())
+
+
+def end_processes(procs: list[psutil.Process], grace: float = 10.0) -> list[str]:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns a line per process ended."""
+    described = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            described.append(f"pid {proc.pid} {proc.name()}")
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    remaining = list(procs)
+    while remaining and time.monotonic() < deadline:
+        remaining = [p for p in remaining if _alive(p)]
+        time.sleep(0.1)
+    for proc in remaining:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs([p for p in remaining], timeout=5)
+    return described
+
+
+# -- start and stop ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    with open(state_dir / LOCK_FILE, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LocalClusterError(
+                f"another start or stop is running on {state_dir}: wait for it to finish"
+            ) from None
+        yield
+
+
+def _port_in_use(port: int) -> bool:
+    # Ray's GCS listens on every interface, so the port must be free on all of them.
+    # SO_REUSEADDR as gRPC sets it: sockets in TIME-WAIT from a stopped cluster do not count.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return True
+    return False
+
+
+def _write_token(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    os.chmod(path, 0o600)  # also when the file existed with looser bits
+
+
+def _ray_start_args(spec: ClusterSpec, index: int, address: str) -> list[str]:
+    label = spec.node_label(index)
+    args = [
+        ray_executable(), "start",
+        "--node-ip-address", spec.node_address(index),
+        "--temp-dir", str(spec.state_dir / RAY_TEMP_SUBDIR),
+        "--num-cpus", str(spec.cpus_per_node),
+        "--object-store-memory", str(spec.object_store_mb * 2**20),
+        "--resources", json.dumps({label: spec.label_amount}),
+        "--labels", f"{LABEL_KEY}={label}",
+        "--disable-usage-stats",
+    ]
+    if index == 0:
+        args += ["--head", "--port", str(spec.port), "--include-dashboard", str(spec.dashboard).lower()]
+    else:
+        args += ["--address", address]
+    return args
+
+
+def _ray_env(token_path: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine
+    if token_path is not None:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
+    return env
+
+
+def _run_ray_start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    # A log file, not a pipe: `ray start` leaves daemons behind that would hold a pipe open.
+    with open(log_path, "w") as log:
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def probe_nodes(env: dict[str, str], expect: int, timeout: float) -> list[dict[str, Any]]:
+    """Connect a throwaway driver (its own process: Ray caches the token per process) and wait until
+    ``expect`` nodes are alive. Returns the alive nodes' records; raises on timeout."""
+    cmd = [sys.executable, "-m", "placement.probe", str(expect), str(timeout)]
+    try:
+        done = subprocess.run(
+            cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout + 30,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise LocalClusterError(f"no answer from the cluster at {env.get('RAY_ADDRESS')} within {timeout:.0f}s") from None
+    if done.returncode != 0:
+        raise LocalClusterError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "probe failed")
+    return json.loads(done.stdout)
+
+
+def start_cluster(
+    spec: ClusterSpec, timeout: float = DEFAULT_START_TIMEOUT, say: Callable[[str], None] = lambda _: None
+) -> ClusterState:
+    """Start ``spec.nodes`` labelled nodes and wait until all are alive (at most ``timeout`` s)."""
+    spec.validate()
+    state_dir = Path(spec.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state_dir, 0o700)
+    with _locked(state_dir):
+        running = cluster_processes(state_dir)
+        if running:
+            raise LocalClusterError(
+                f"a cluster is already running in {state_dir} ({len(running)} processes): stop it with "
+                f"scripts/stop_cluster.sh --state-dir {state_dir}, or use another --state-dir"
+            )
+        if _port_in_use(spec.port):
+            raise LocalClusterError(
+                f"port {spec.port} is already in use: pick a free one with --port, or stop what listens there"
+            )
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        log_dir = state_dir / LOG_SUBDIR
+        log_dir.mkdir(exist_ok=True)
+        token_path = state_dir / TOKEN_FILE if spec.token_auth else None
+        if token_path is not None:
+            _write_token(token_path)
+        env = _ray_env(token_path)
+        address = f"{spec.node_address(0)}:{spec.port}"
+        began = time.monotonic()
+        try:
+            say(f"starting head {spec.node_label(0)} at {address}")
+            _wait_ray_start(spec, [0], address, env, log_dir, began + timeout)
+            # One node at a time: nodes of one session race for the same unix socket names.
+            for index in range(1, spec.nodes):
+                say(f"starting {spec.node_label(index)} at {spec.node_address(index)}")
+                _wait_ray_start(spec, [index], address, env, log_dir, began + timeout)
+            remaining = max(5.0, timeout - (time.monotonic() - began))
+            alive = probe_nodes({**env, "RAY_ADDRESS": address}, spec.nodes, remaining)
+        except BaseException:
+            end_processes(cluster_processes(state_dir))
+            raise
+        state = ClusterState(
+            state_dir=state_dir,
+            address=address,
+            nodes=tuple({"label": spec.node_label(i), "address": spec.node_address(i)} for i in range(spec.nodes)),
+            token_path=token_path,
+            started_at=time.time(),
+            start_seconds=round(time.monotonic() - began, 2),
+            spec={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
+        )
+        record = {**asdict(state), "state_dir": str(state_dir), "token_path": str(token_path) if token_path else None}
+        (state_dir / STATE_FILE).write_text(json.dumps(record, indent=2))
+        say(f"{len(alive)} nodes alive after {state.start_seconds:.1f}s")
+        return state
+
+
+def _wait_ray_start(
+    spec: ClusterSpec, indexes: list[int], address: str, env: dict[str, str], log_dir: Path, deadline: float
+) -> None:
+    started = {
+        i: _run_ray_start(_ray_start_args(spec, i, address), env, log_dir / f"start-{spec.node_label(i)}.log")
+        for i in indexes
+    }
+    for i, proc in started.items():
+        log_path = log_dir / f"start-{spec.node_label(i)}.log"
+        try:
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise LocalClusterError(
+                f"{spec.node_label(i)} did not start in time: read {log_path} and "
+                f"{spec.state_dir / RAY_TEMP_SUBDIR}/session_latest/logs/"
+            ) from None
+        if code != 0:
+            tail = log_path.read_text().strip().splitlines()[-3:]
+            raise LocalClusterError(
+                f"`ray start` for {spec.node_label(i)} failed (exit {code}): read {log_path}; it ends with: "
+                + " | ".join(tail)
+            )
+
+
+def stop_cluster(state_dir: Path | str | None = None, keep_logs: bool = False) -> list[str]:
+    """End every process of the cluster in ``state_dir`` and nothing else; returns what was ended."""
+    state_dir = Path(state_dir or default_state_dir()).absolute()
+    if not state_dir.exists():
+        return []
+    with _locked(state_dir):
+        ended = end_processes(cluster_processes(state_dir))
+        for name in (STATE_FILE, TOKEN_FILE):
+            (state_dir / name).unlink(missing_ok=True)
+        if not keep_logs:
+            shutil.rmtree(state_dir / RAY_TEMP_SUBDIR, ignore_errors=True)
+        return ended

@@ -1,0 +1,25 @@
+"""Names shared by the local cluster scripts, the snapshot and the policies."""
+from __future__ import annotations
+
+import re
+
+DEFAULT_LABEL_PREFIX = "node"
+# Ray node label set on every node of a local cluster (``ray start --labels``); its value is the
+# node's placement label, e.g. ``node3``.
+LABEL_KEY = "placement.node"
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers numerically: node2 before node10.
+
+    >>> sorted(["node10", "node2", "node1"], key=natural_key)
+    ['node1', 'node2', 'node10']
+    """
+    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(text))
+
+
+def label_pattern(prefix: str) -> re.Pattern[str]:
+    """The custom-resource names that are node labels for ``prefix``: the prefix and a number."""
+    return re.compile(rf"^{re.escape(prefix)}\d+$")

@@ -1,0 +1,101 @@
+"""Shared fixtures: one real 4-node local cluster per session, isolated from the user's Ray.
+
+Every cluster a test starts lives under ROOT; at the end of the session anything still running
+there is stopped and reported, so no test leaves a Ray process behind unnoticed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Isolate from the user's Ray before anything imports it: Ray may read ~/.ray/auth_token, and
+# RAY_ADDRESS or RAY_AUTH_* would point the tests at another cluster.
+_HOME = tempfile.mkdtemp(prefix="plh-")
+os.environ["HOME"] = _HOME
+for _name in [n for n in os.environ if n.startswith("RAY_AUTH") or n == "RAY_ADDRESS"]:
+    del os.environ[_name]
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# Short: Ray's unix socket paths live under it.
+ROOT = Path(tempfile.mkdtemp(prefix="plt-", dir="/tmp"))
+os.environ["PLACEMENT_STATE_DIR"] = str(ROOT / "none")  # no cluster here: connect() must not find one
+
+from placement.local_cluster import ClusterSpec, cluster_processes, start_cluster, stop_cluster  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SESSION_FIRST_ADDRESS = "127.0.0.20"
+SESSION_NODES = 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process, without the token this process may have picked up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def run_python(code: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (no Ray initialised, no token) and capture its output."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=clean_env(**env), stdin=subprocess.DEVNULL, cwd=REPO)
+
+
+def new_state_dir(name: str) -> Path:
+    return ROOT / name
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """A real 4-node labelled cluster (node0..node3 on 127.0.0.20-23) for the whole session."""
+    spec = ClusterSpec(
+        nodes=SESSION_NODES,
+        state_dir=new_state_dir("main"),
+        port=free_port(),
+        first_address=SESSION_FIRST_ADDRESS,
+        cpus_per_node=2,
+    )
+    state = start_cluster(spec)
+    try:
+        yield state
+    finally:
+        stop_cluster(spec.state_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(local_cluster):
+    """This test process connected, as a driver, to the session cluster."""
+    import ray
+
+    import placement
+
+    placement.connect(state_dir=local_cluster.state_dir)
+    try:
+        yield local_cluster
+    finally:
+        ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    leftovers = []
+    for state_dir in sorted(p for p in ROOT.iterdir() if p.is_dir()):
+        if cluster_processes(state_dir):
+            leftovers.append(str(state_dir))
+            stop_cluster(state_dir)
+    shutil.rmtree(ROOT, ignore_errors=True)
+    shutil.rmtree(_HOME, ignore_errors=True)
+    if leftovers:
+        print(f"\nERROR: tests left Ray clusters running in {leftovers}; they were stopped now", file=sys.stderr)
+        session.exitstatus = 1
