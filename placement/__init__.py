@@ -6,12 +6,24 @@
 """
 from .cluster import SnapshotCache, current_snapshot, read_snapshot
 from .connect import Connection, connect
+from .decision import Decision
 from .errors import ClusterNotFoundError, LocalClusterError, PlacementError
+from .plan import Plan
+from .policies import Affinity, AntiAffinity, Fallback, Local, Packing, Policy, RoundRobin
 from .snapshot import ClusterSnapshot, NodeInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Affinity",
+    "AntiAffinity",
+    "Decision",
+    "Fallback",
+    "Local",
+    "Packing",
+    "Plan",
+    "Policy",
+    "RoundRobin",
     "ClusterNotFoundError",
     "ClusterSnapshot",
     "Connection",

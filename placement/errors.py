@@ -18,6 +18,7 @@ SPREAD_EXHAUSTED = "anti-affinity-exhausted"
 GROUPS_EXHAUSTED = "packing-exhausted"
 BAD_OPTIONS = "contradicting-options"
 NOT_IN_RAY = "not-inside-ray"
+ACTOR_NOT_RUNNING = "actor-not-running"
 
 
 class PlacementError(Exception):

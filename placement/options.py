@@ -1,0 +1,106 @@
+"""The one place where a Decision becomes Ray options, and where user options are checked.
+
+- hard, resource backend: ``resources={"node3": pin}`` (merged with the user's resources);
+- hard, node_id backend: ``NodeAffinitySchedulingStrategy(node_id, soft=False)``;
+- hard, label backend: ``label_selector={"placement.node": "node3"}``;
+- soft: a custom resource demand cannot be soft in Ray, so soft resource and node_id placements
+  use ``NodeAffinitySchedulingStrategy(node_id, soft=True)``; soft label placements add a
+  ``fallback_strategy`` to any other node. Ray then runs the work elsewhere if the node is gone.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from . import errors
+from .decision import LABEL, NODE_ID, RESOURCE, Decision
+from .errors import PlacementError
+from .naming import LABEL_KEY
+
+# Options a policy sets itself: a user value would contradict it (and Ray rejects
+# placement_group together with scheduling_strategy).
+_POLICY_OWNED = ("scheduling_strategy", "placement_group", "label_selector", "fallback_strategy")
+
+
+def check_user_options(options: Mapping[str, Any]) -> None:
+    """Refuse options that contradict placement, before anything is submitted."""
+    for name in _POLICY_OWNED:
+        value = options.get(name)
+        if value is not None and not (name == "placement_group" and value == "default"):  # Ray's default
+            raise PlacementError(
+                errors.BAD_OPTIONS,
+                f"the option {name}= contradicts the placement policy, which decides where the work runs",
+                f"drop {name}= from the options, or submit without a policy (fn.options(...).remote())",
+            )
+    resources = options.get("resources") or {}
+    if not isinstance(resources, Mapping):
+        raise TypeError(f"resources must be a dict of name to amount, got {type(resources).__name__}")
+    for name in ("CPU", "GPU", "memory", "object_store_memory"):
+        if name in resources:
+            keyword = {"CPU": "num_cpus", "GPU": "num_gpus"}.get(name, name)
+            raise ValueError(f"do not put {name!r} inside resources=: Ray wants {keyword}= for it")
+    for name, amount in resources.items():
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or amount < 0:
+            raise ValueError(f"resources[{name!r}] must be a finite number >= 0, got {amount!r}")
+        if 0 < amount < 1e-4:
+            raise ValueError(
+                f"resources[{name!r}]={amount} is below Ray's resolution of 0.0001 and would be truncated to 0: "
+                "ask for at least 0.0001"
+            )
+    for name in ("num_cpus", "num_gpus", "memory"):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def demand_of(options: Mapping[str, Any]) -> dict[str, float]:
+    """The resources a task or actor with these options needs on one node, to check feasibility.
+    Without num_cpus both need 1 CPU to be placed (an actor then holds 0 while alive).
+
+    >>> demand_of({"num_cpus": 2, "resources": {"disk": 1}})
+    {'CPU': 2.0, 'disk': 1.0}
+    >>> demand_of({})
+    {'CPU': 1.0}
+    """
+    num_cpus = options.get("num_cpus")
+    demand = {"CPU": float(1 if num_cpus is None else num_cpus)}
+    if options.get("num_gpus"):
+        demand["GPU"] = float(options["num_gpus"])
+    if options.get("memory"):
+        demand["memory"] = float(options["memory"])
+    for name, amount in (options.get("resources") or {}).items():
+        demand[name] = float(amount)
+    return {name: amount for name, amount in demand.items() if amount > 0}
+
+
+def placement_options(decision: Decision) -> dict[str, Any]:
+    """Ray options that put work where ``decision`` says."""
+    node = decision.node
+    if decision.soft:
+        if decision.backend == LABEL:
+            return {
+                "label_selector": {LABEL_KEY: node.label},
+                "fallback_strategy": [{"label_selector": {LABEL_KEY: f"!{node.label}"}}],
+            }
+        return {"scheduling_strategy": _node_affinity(node.node_id, soft=True)}
+    if decision.backend == RESOURCE:
+        return {"resources": {node.label: decision.pin_amount}}
+    if decision.backend == NODE_ID:
+        return {"scheduling_strategy": _node_affinity(node.node_id, soft=False)}
+    return {"label_selector": {LABEL_KEY: node.label}}
+
+
+def merged_options(user: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
+    """The user's options with the placement's, keeping every user option (resources are merged)."""
+    placed = placement_options(decision)
+    merged = {**user, **placed}
+    if "resources" in placed and user.get("resources"):
+        merged["resources"] = {**user["resources"], **placed["resources"]}
+    return merged
+
+
+def _node_affinity(node_id: str, soft: bool) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node_id, soft=soft)

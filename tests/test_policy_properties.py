@@ -1,0 +1,355 @@
+"""Property tests of the pure policies over generated clusters (no Ray): invariants, not examples."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from placement import (
+    Affinity,
+    AntiAffinity,
+    ClusterSnapshot,
+    Fallback,
+    Local,
+    Packing,
+    PlacementError,
+    RoundRobin,
+)
+from placement import errors
+from placement.decision import BACKENDS, LABEL, NODE_ID, RESOURCE
+from placement.naming import LABEL_KEY
+
+settings.register_profile("placement", deadline=None, max_examples=60,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("placement")
+
+
+# One node: (labelled, zone, alive draw, has Ray label draw, CPUs).
+_NODE = st.tuples(st.booleans(), st.integers(0, 4), st.integers(0, 9), st.integers(0, 9), st.integers(0, 16))
+
+
+@st.composite
+def clusters(draw, min_nodes: int = 1, max_nodes: int = 200):
+    """Snapshots of 1..200 nodes: random CPUs, some unlabelled, about 20% dead, zones, Ray labels."""
+    raw = draw(st.lists(_NODE, min_size=min_nodes, max_size=max_nodes))
+    label_ids = draw(st.permutations(range(len(raw))))
+    nodes = []
+    for i, (labelled, zone, alive, ray_label, cpus) in enumerate(raw):
+        label = f"node{label_ids[i]}" if labelled or i == 0 else None
+        labels = {"zone": f"z{zone}"}
+        if label and ray_label > 0:
+            labels[LABEL_KEY] = label
+        nodes.append({
+            "id": f"{i:056x}",
+            "address": f"127.0.{i // 250}.{i % 250 + 2}",
+            "label": label,
+            "alive": alive > 1,
+            "labels": labels,
+            "resources": {"CPU": cpus},
+        })
+    return ClusterSnapshot.from_dicts(nodes)
+
+
+def candidates(snap: ClusterSnapshot, backend: str = RESOURCE):
+    if backend == RESOURCE:
+        return [n for n in snap.placeable]
+    if backend == LABEL:
+        return [n for n in snap.placeable if n.labels.get(LABEL_KEY) == n.label]
+    return list(snap.live)
+
+
+def run(policy, snap, k, demand=None, **kw):
+    return [policy.decide(snap, demand, **kw) for _ in range(k)]
+
+
+# -- RoundRobin ----------------------------------------------------------------------------------
+
+
+@given(clusters(), st.integers(1, 600), st.sampled_from(BACKENDS))
+def test_round_robin_counts_differ_by_at_most_one(snap, k, backend):
+    cands = candidates(snap, backend)
+    assume(cands)
+    decisions = run(RoundRobin(backend=backend), snap, k)
+    counts = Counter(d.node.node_id for d in decisions)
+    per_node = [counts.get(n.node_id, 0) for n in cands]
+    assert max(per_node) - min(per_node) <= 1
+    assert set(counts) <= {n.node_id for n in cands}
+    assert all(d.node.alive for d in decisions)
+
+
+@given(clusters(), st.integers(1, 300), st.integers(1, 16))
+def test_round_robin_places_only_where_demand_fits_and_refuses_exactly_when_none_can(snap, k, cpus):
+    cands = candidates(snap)
+    assume(cands)
+    fits = [n for n in cands if n.cpus >= cpus]
+    policy = RoundRobin()
+    if not fits:
+        with pytest.raises(PlacementError) as refusal:
+            policy.decide(snap, {"CPU": cpus})
+        assert refusal.value.rule == errors.RESOURCES_EXCEED_NODES
+        return
+    counts = Counter(d.node.node_id for d in run(policy, snap, k, {"CPU": cpus}))
+    assert set(counts) <= {n.node_id for n in fits}
+    per_node = [counts.get(n.node_id, 0) for n in fits]
+    assert max(per_node) - min(per_node) <= 1
+
+
+@given(clusters(max_nodes=60), st.data())
+def test_weighted_round_robin_keeps_every_node_within_one_of_its_share(snap, data):
+    cands = candidates(snap)
+    assume(cands)
+    chosen = data.draw(st.lists(st.sampled_from(cands), min_size=1, unique_by=lambda n: n.node_id))
+    weights = {n.label: data.draw(st.floats(0.01, 100)) for n in chosen}
+    total = sum(weights.values())
+    policy = RoundRobin(weights=weights)
+    counts: Counter = Counter()
+    for k in range(1, data.draw(st.integers(1, 400)) + 1):
+        counts[policy.decide(snap).node_name] += 1
+        for label, weight in weights.items():
+            assert abs(counts[label] - k * weight / total) < 1 + 1e-9
+    assert set(counts) <= set(weights)
+
+
+@given(clusters(max_nodes=60), st.integers(1, 300))
+def test_capacity_weights_follow_cpus(snap, k):
+    with_cpus = [n for n in candidates(snap) if n.cpus > 0]
+    assume(with_cpus)
+    total = sum(n.cpus for n in with_cpus)
+    counts = Counter(d.node.node_id for d in run(RoundRobin(weights="capacity"), snap, k))
+    for node in with_cpus:
+        assert abs(counts[node.node_id] - k * node.cpus / total) < 1 + 1e-9
+
+
+@given(clusters(), st.integers(0, 10_000), st.integers(1, 50))
+def test_same_seed_same_sequence(snap, seed, k):
+    assume(candidates(snap))
+    first = [d.node.node_id for d in run(RoundRobin(seed=seed), snap, k)]
+    again = [d.node.node_id for d in run(RoundRobin(seed=seed), snap, k)]
+    assert first == again
+
+
+# -- AntiAffinity --------------------------------------------------------------------------------
+
+
+@given(clusters(), st.integers(1, 3), st.sampled_from(BACKENDS))
+def test_strict_anti_affinity_is_distinct_then_refuses_exactly_when_full(snap, per_node, backend):
+    cands = candidates(snap, backend)
+    assume(cands)
+    policy = AntiAffinity(max_per_node=per_node, backend=backend)
+    capacity = len(cands) * per_node
+    decisions = run(policy, snap, capacity)
+    counts = Counter(d.node.node_id for d in decisions)
+    assert max(counts.values()) == per_node and len(counts) == len(cands)
+    # The first len(cands) placements are on distinct nodes (least-used first).
+    assert len({d.node.node_id for d in decisions[: len(cands)]}) == len(cands)
+    with pytest.raises(PlacementError) as refusal:
+        policy.decide(snap)
+    assert refusal.value.rule == errors.SPREAD_EXHAUSTED
+    assert f"scripts/start_cluster.sh {len(cands) + 1}" in refusal.value.fix
+
+
+@given(clusters(), st.integers(1, 400))
+def test_soft_anti_affinity_never_refuses_and_stays_even(snap, k):
+    cands = candidates(snap)
+    assume(cands)
+    decisions = run(AntiAffinity(strict=False), snap, k)
+    counts = Counter(d.node.node_id for d in decisions)
+    per_node = [counts.get(n.node_id, 0) for n in cands]
+    assert max(per_node) - min(per_node) <= 1
+    assert [d.fallback for d in decisions] == [i >= len(cands) for i in range(k)]
+
+
+@given(clusters())
+def test_anti_affinity_across_topology_values(snap):
+    zones = {n.labels["zone"] for n in candidates(snap)}
+    assume(zones)
+    policy = AntiAffinity(topology="zone")
+    decisions = run(policy, snap, len(zones))
+    assert {d.node.labels["zone"] for d in decisions} == zones
+    with pytest.raises(PlacementError, match="values of 'zone'"):
+        policy.decide(snap)
+
+
+def test_anti_affinity_release_frees_a_slot():
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}, {"id": "b", "label": "node1"}])
+    policy = AntiAffinity()
+    first, _ = run(policy, snap, 2)
+    policy.release(first)
+    assert policy.decide(snap).node.node_id == first.node.node_id
+
+
+# -- Packing -------------------------------------------------------------------------------------
+
+
+@given(clusters(), st.lists(st.integers(0, 40), min_size=1, max_size=300))
+def test_packing_colocates_groups_and_separates_them_while_nodes_remain(snap, groups):
+    cands = candidates(snap)
+    assume(cands)
+    policy = Packing()
+    node_of: dict[int, str] = {}
+    for group in groups:
+        if group not in node_of and len(node_of) == len(cands):
+            with pytest.raises(PlacementError) as refusal:
+                policy.decide(snap, group=group)
+            assert refusal.value.rule == errors.GROUPS_EXHAUSTED
+            continue
+        decision = policy.decide(snap, group=group)
+        assert node_of.setdefault(group, decision.node.node_id) == decision.node.node_id
+    assert len(set(node_of.values())) == len(node_of)  # one group per node
+
+
+@given(clusters(), st.lists(st.integers(0, 40), min_size=1, max_size=300))
+def test_soft_packing_never_refuses_and_keeps_groups_together(snap, groups):
+    cands = candidates(snap)
+    assume(cands)
+    policy = Packing(strict=False)
+    node_of: dict[int, str] = {}
+    for group in groups:
+        decision = policy.decide(snap, group=group)
+        assert node_of.setdefault(group, decision.node.node_id) == decision.node.node_id
+    per_node = Counter(node_of.values())
+    if len(node_of) >= len(cands):
+        assert max(per_node.values()) - min(per_node.get(n.node_id, 0) for n in cands) <= 1
+
+
+def test_packing_needs_a_group():
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}])
+    with pytest.raises(ValueError, match="group="):
+        Packing().decide(snap)
+
+
+# -- Affinity and Local --------------------------------------------------------------------------
+
+
+@given(clusters(), st.integers(1, 50), st.sampled_from(BACKENDS))
+def test_affinity_without_target_follows_its_first_choice(snap, k, backend):
+    assume(candidates(snap, backend))
+    decisions = run(Affinity(backend=backend), snap, k)
+    assert len({d.node.node_id for d in decisions}) == 1
+    assert decisions[0].node.alive
+
+
+@given(clusters(), st.data())
+def test_affinity_to_a_label_or_id(snap, data):
+    cands = candidates(snap)
+    assume(cands)
+    node = data.draw(st.sampled_from(cands))
+    assert {d.node.node_id for d in run(Affinity(node.label), snap, 5)} == {node.node_id}
+    assert {d.node.node_id for d in run(Affinity(node.node_id), snap, 5)} == {node.node_id}
+
+
+@given(clusters())
+def test_affinity_refuses_unknown_and_dead_targets(snap):
+    with pytest.raises(PlacementError) as unknown:
+        Affinity("node99999").decide(snap)
+    if not snap.live:
+        assert unknown.value.rule == errors.NO_CLUSTER_NODES
+        return
+    assert unknown.value.rule in (errors.UNKNOWN_LABEL, errors.NO_LABELLED_NODES)
+    for dead in snap.dead:
+        with pytest.raises(PlacementError) as refusal:
+            Affinity(dead.node_id, backend=NODE_ID).decide(snap)
+        assert refusal.value.rule == errors.DEAD_NODE
+        if snap.live:
+            moved = Affinity(dead.node_id, soft=True, backend=NODE_ID).decide(snap)
+            assert moved.fallback and moved.node.alive
+
+
+@given(clusters())
+def test_local_pins_to_the_callers_node(snap):
+    for node in snap.live:
+        assert Local().decide(snap, caller_node_id=node.node_id).node is node
+    for node in snap.dead:
+        with pytest.raises(PlacementError):
+            Local().decide(snap, caller_node_id=node.node_id)
+
+
+# -- every policy --------------------------------------------------------------------------------
+
+ALL_POLICIES = [RoundRobin, Affinity, AntiAffinity, Packing, Local]
+
+
+@given(clusters(), st.sampled_from(ALL_POLICIES), st.sampled_from(BACKENDS))
+def test_refusal_when_no_candidate_node(snap, policy_type, backend):
+    no_labels = ClusterSnapshot.from_dicts([{"id": n.node_id, "alive": n.alive, "resources": {"CPU": 1}}
+                                            for n in snap.nodes])
+    policy = policy_type(backend=backend)
+    kwargs = {"group": "g"} if policy.needs_group else {}
+    caller = no_labels.live[0].node_id if no_labels.live else "x" * 56
+    if backend == NODE_ID and no_labels.live:
+        assert policy.decide(no_labels, caller_node_id=caller, **kwargs).node.alive
+        return
+    with pytest.raises(PlacementError) as refusal:
+        policy.decide(no_labels, caller_node_id=caller, **kwargs)
+    expected = errors.NO_LABELLED_NODES if no_labels.live else errors.NO_CLUSTER_NODES
+    assert refusal.value.rule == expected
+    assert "start_cluster.sh" in refusal.value.fix
+
+
+@given(clusters(max_nodes=30), st.sampled_from(ALL_POLICIES), st.integers(1, 60))
+def test_dead_nodes_never_chosen_and_plans_are_deterministic(snap, policy_type, k):
+    assume(candidates(snap))
+    policy = policy_type(soft=True) if policy_type in (RoundRobin, Affinity) else (
+        policy_type(strict=False) if policy_type in (AntiAffinity, Packing) else policy_type())
+    groups = [i % 7 for i in range(k)]
+    caller = candidates(snap)[0].node_id
+    first = policy.plan(snap, k, groups=groups, caller_node_id=caller)
+    again = policy.plan(snap, k, groups=groups, caller_node_id=caller)
+    assert first.refused is None
+    assert [d.node.node_id for d in first.decisions] == [d.node.node_id for d in again.decisions]
+    assert all(d.node.alive for d in first.decisions)
+    assert "why" in first.table()
+
+
+def test_fallback_composition_marks_fallbacks():
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}, {"id": "b", "label": "node1"}])
+    policy = AntiAffinity() | RoundRobin()
+    decisions = run(policy, snap, 4)
+    assert [d.fallback for d in decisions] == [False, False, True, True]
+    assert "fell back to RoundRobin()" in decisions[2].reason
+    assert isinstance(policy, Fallback) and repr(policy) == "AntiAffinity() | RoundRobin()"
+
+
+def test_plan_explains_each_choice_and_the_refusal():
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}, {"id": "b", "label": "node1"}])
+    plan = AntiAffinity().plan(snap, 3)
+    assert plan.counts() == {"node0": 1, "node1": 1}
+    assert isinstance(plan.refused, PlacementError)
+    assert "holds the fewest" in plan.table() and "refused" in plan.table()
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+
+def _hammer(policy, snap, threads=8, each=1000, **kw):
+    results: list = []
+    lock = threading.Lock()
+
+    def work():
+        mine = [policy.decide(snap, **kw) for _ in range(each)]
+        with lock:
+            results.extend(mine)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return results
+
+
+def test_round_robin_from_8_threads_stays_exactly_balanced():
+    snap = ClusterSnapshot.from_dicts([{"id": str(i), "label": f"node{i}"} for i in range(7)])
+    counts = Counter(d.node_name for d in _hammer(RoundRobin(), snap))
+    assert sum(counts.values()) == 8000
+    assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_anti_affinity_from_8_threads_stays_distinct():
+    snap = ClusterSnapshot.from_dicts([{"id": str(i), "label": f"node{i}"} for i in range(100)])
+    policy = AntiAffinity(max_per_node=80)
+    counts = Counter(d.node_name for d in _hammer(policy, snap))
+    assert sum(counts.values()) == 8000 and set(counts.values()) == {80}
