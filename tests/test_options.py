@@ -1,0 +1,51 @@
+"""Decision -> Ray options, and the checks on user options (pure)."""
+from __future__ import annotations
+
+import pytest
+
+from placement import ClusterSnapshot, PlacementError
+from placement.decision import LABEL, NODE_ID, RESOURCE, Decision
+from placement.options import check_user_options, demand_of, merged_options, placement_options
+
+SNAP = ClusterSnapshot.from_dicts([
+    {"id": "a" * 56, "label": "node0", "labels": {"placement.node": "node0"}},
+    {"id": "b" * 56, "label": "node1"},  # labelled by resource only, no Ray label
+])
+
+
+def decision(label: str, backend: str, soft: bool) -> Decision:
+    return Decision(SNAP.by_label[label], "test", "test", backend, soft, 0.001)
+
+
+def test_hard_backends():
+    assert placement_options(decision("node0", RESOURCE, False)) == {"resources": {"node0": 0.001}}
+    strategy = placement_options(decision("node0", NODE_ID, False))["scheduling_strategy"]
+    assert (strategy.node_id, strategy.soft) == ("a" * 56, False)
+    assert placement_options(decision("node0", LABEL, False)) == {"label_selector": {"placement.node": "node0"}}
+
+
+@pytest.mark.parametrize("backend", [RESOURCE, NODE_ID, LABEL])
+def test_soft_uses_label_selector_with_fallback_on_labelled_nodes(backend):
+    assert placement_options(decision("node0", backend, True)) == {
+        "label_selector": {"placement.node": "node0"},
+        "fallback_strategy": [{"label_selector": {"placement.node": "!node0"}}],
+    }
+    strategy = placement_options(decision("node1", backend, True))["scheduling_strategy"]
+    assert (strategy.node_id, strategy.soft) == ("b" * 56, True)
+
+
+def test_merge_keeps_user_options_and_resources():
+    merged = merged_options({"num_cpus": 2, "resources": {"disk": 1}, "name": "x"}, decision("node0", RESOURCE, False))
+    assert merged == {"num_cpus": 2, "resources": {"disk": 1, "node0": 0.001}, "name": "x"}
+
+
+def test_demand_and_option_checks():
+    assert demand_of({"num_cpus": 0}) == {}
+    assert demand_of({"num_gpus": 1, "memory": 10}) == {"CPU": 1.0, "GPU": 1.0, "memory": 10.0}
+    check_user_options({"placement_group": "default", "num_cpus": 1})
+    with pytest.raises(PlacementError, match="drop scheduling_strategy="):
+        check_user_options({"scheduling_strategy": "SPREAD"})
+    with pytest.raises(ValueError, match="num_cpus"):
+        check_user_options({"resources": {"CPU": 2}})
+    with pytest.raises(ValueError, match="at least 0.0001"):
+        check_user_options({"resources": {"x": 5e-5}})

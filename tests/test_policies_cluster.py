@@ -1,0 +1,184 @@
+"""Every policy and every backend on a real 4-node cluster, tasks and actors: where each piece of
+work actually ran (read inside it) matches the policy."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import ray
+
+from placement import Affinity, AntiAffinity, Local, Packing, PlacementError, RoundRobin, current_snapshot
+from placement import errors
+from placement.decision import BACKENDS
+
+from .conftest import SESSION_NODES
+
+pytestmark = pytest.mark.cluster
+
+
+@ray.remote(num_cpus=0)
+def where() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def where(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def plain_where() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def submit(handle, n: int, kind: str):
+    """Place n tasks or actors; returns (decisions, nodes they really ran on)."""
+    decisions, refs, actors = [], [], []
+    for _ in range(n):
+        made = handle.remote()
+        decisions.append(handle.last_decision)
+        if kind == "actor":
+            actors.append(made)
+            refs.append(made.where.remote())
+        else:
+            refs.append(made)
+    ran = ray.get(refs, timeout=120)
+    for actor in actors:
+        ray.kill(actor)
+    return decisions, ran
+
+
+@pytest.fixture
+def labels(ray_cluster):
+    return {n.node_id: n.label for n in current_snapshot(refresh=True).placeable}
+
+
+KINDS = {"task": where, "actor": Probe}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("soft", [False, True])
+def test_round_robin(labels, backend, kind, soft):
+    handle = RoundRobin(backend=backend, soft=soft).place(KINDS[kind])
+    decisions, ran = submit(handle, 2 * SESSION_NODES, kind)
+    assert ran == [d.node.node_id for d in decisions]
+    assert Counter(labels[n] for n in ran) == {label: 2 for label in labels.values()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_affinity_to_label_and_to_first_choice(labels, backend, kind):
+    decisions, ran = submit(Affinity("node2", backend=backend).place(KINDS[kind]), 3, kind)
+    assert {labels[n] for n in ran} == {"node2"}
+    decisions, ran = submit(Affinity(backend=backend).place(KINDS[kind]), 3, kind)
+    assert len(set(ran)) == 1 and ran[0] == decisions[0].node.node_id
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_affinity_follows_an_actor(labels, backend):
+    actor = Affinity("node3", backend=backend).place(Probe).remote()
+    try:
+        ran = ray.get([Affinity(actor, backend=backend).place(where).remote() for _ in range(3)])
+        assert {labels[n] for n in ran} == {"node3"}
+    finally:
+        ray.kill(actor)
+
+
+def test_affinity_follows_an_actor_placed_by_ray(labels):
+    actor = Probe.remote()  # placed by Ray, not by a policy: its node comes from Ray's actor table
+    try:
+        home = ray.get(actor.where.remote())
+        assert ray.get(Affinity(actor).place(where).remote()) == home
+    finally:
+        ray.kill(actor)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_anti_affinity_spreads_and_refuses_before_submitting(labels, backend, kind):
+    policy = AntiAffinity(backend=backend)
+    handle = policy.place(KINDS[kind])
+    decisions, ran = submit(handle, SESSION_NODES, kind)
+    assert ran == [d.node.node_id for d in decisions]
+    assert len(set(ran)) == SESSION_NODES
+    with pytest.raises(PlacementError) as refusal:
+        handle.remote()
+    assert refusal.value.rule == errors.SPREAD_EXHAUSTED
+    assert "start_cluster.sh 5" in str(refusal.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_packing_keeps_groups_together_and_apart(labels, backend, kind):
+    policy = Packing(backend=backend)
+    by_group = {}
+    for group in ("p0", "p1", "p2"):
+        decisions, ran = submit(policy.place(KINDS[kind], group=group), 3, kind)
+        assert ran == [d.node.node_id for d in decisions]
+        assert len(set(ran)) == 1
+        by_group[group] = ran[0]
+    assert len(set(by_group.values())) == 3
+    # .options(group=...) reuses the group's node.
+    assert ray.get(policy.place(where).options(group="p1").remote()) == by_group["p1"]
+
+
+def test_local_from_driver_and_inside_tasks(labels):
+    driver_node = ray.get_runtime_context().get_node_id()
+    assert set(ray.get([Local().place(where).remote() for _ in range(3)])) == {driver_node}
+
+    @ray.remote(num_cpus=0)
+    def parent() -> tuple[str, list[str]]:
+        children = [Local().place(plain_where).remote() for _ in range(4)]
+        return ray.get_runtime_context().get_node_id(), ray.get(children)
+
+    spread = RoundRobin().place(parent)
+    results = ray.get([spread.remote() for _ in range(SESSION_NODES)])
+    assert {labels[p] for p, _ in results} == set(labels.values())
+    for parent_node, children in results:
+        assert set(children) == {parent_node}
+
+
+def test_user_options_are_kept(labels):
+    handle = AntiAffinity().place(Probe, name="kept-name", num_cpus=1, max_restarts=1)
+    actor = handle.remote()
+    try:
+        assert ray.get(ray.get_actor("kept-name").where.remote()) == handle.last_decision.node.node_id
+    finally:
+        ray.kill(actor)
+    handle = RoundRobin().place(where, num_cpus=2, resources={f"node{SESSION_NODES - 1}": 1})
+    # The user's resources are merged with the policy's; node3's resource makes only node3 fit.
+    assert labels[ray.get(handle.remote())] == f"node{SESSION_NODES - 1}"
+
+
+@pytest.mark.parametrize("make, options, rule", [
+    (lambda: RoundRobin(), {"num_cpus": 64}, errors.RESOURCES_EXCEED_NODES),
+    (lambda: RoundRobin(), {"resources": {"gpu-like": 1}}, errors.RESOURCES_EXCEED_NODES),
+    (lambda: Affinity("node9"), {}, errors.UNKNOWN_LABEL),
+    (lambda: Affinity("f" * 56, backend="node_id"), {}, errors.UNKNOWN_NODE),
+])
+def test_infeasible_requests_raise_before_submitting(ray_cluster, make, options, rule):
+    with pytest.raises(PlacementError) as refusal:
+        make().place(where, **options).remote()
+    assert refusal.value.rule == rule and refusal.value.fix
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"scheduling_strategy": "SPREAD"}, PlacementError),
+    ({"placement_group": object()}, PlacementError),
+    ({"label_selector": {"a": "b"}}, PlacementError),
+    ({"resources": {"CPU": 1}}, ValueError),
+    ({"resources": {"x": 0.00001}}, ValueError),
+    ({"num_cpus": float("nan")}, ValueError),
+])
+def test_contradicting_options_are_refused_at_place_time(ray_cluster, options, error):
+    with pytest.raises(error):
+        RoundRobin().place(where, **options)
+
+
+def test_place_plain_functions_and_refuse_non_callables(labels):
+    assert ray.get(Affinity("node1").place(plain_where).remote()) in labels
+    with pytest.raises(TypeError, match="not the result of calling it"):
+        RoundRobin().place(42)
+    with pytest.raises(TypeError, match="already bound with .options"):
+        RoundRobin().place(where.options(num_cpus=1))
