@@ -7,6 +7,7 @@
 from .cluster import SnapshotCache, current_snapshot, read_snapshot
 from .connect import Connection, connect
 from .decision import Decision
+from .executor import LocalExecutor, PlacementExecutor, RayFuture
 from .errors import ClusterNotFoundError, LocalClusterError, PlacementError
 from .plan import Plan
 from .policies import Affinity, AntiAffinity, Fallback, Local, Packing, Policy, RoundRobin
@@ -20,8 +21,11 @@ __all__ = [
     "Decision",
     "Fallback",
     "Local",
+    "LocalExecutor",
     "Packing",
     "Plan",
+    "PlacementExecutor",
+    "RayFuture",
     "Policy",
     "RoundRobin",
     "ClusterNotFoundError",
