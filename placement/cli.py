@@ -43,6 +43,16 @@ def _node_count(text: str) -> int:
     return value
 
 
+def _resources(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resources must be JSON such as '{{\"accel\": 1}}', got {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--resources must be a JSON object such as '{{\"accel\": 1}}', got {text!r}")
+    return value
+
+
 def _add_state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir", type=Path, default=None,
@@ -62,6 +72,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         label_prefix=args.label_prefix,
         dashboard=args.dashboard,
         token_auth=not args.no_token_auth,
+        extra_resources=args.resources,
     )
     if not spec.token_auth:
         _say("WARNING: token authentication is off: anyone who can reach these ports can run code as you")
@@ -103,7 +114,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(nodes=args.nodes, state_dir=args.state_dir, say=_say)
+    return run_demo(nodes=args.nodes, state_dir=args.state_dir, port=args.port, say=_say)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--object-store-mb", type=int, default=DEFAULT_OBJECT_STORE_MB, help=f"object store per node in MiB (default {DEFAULT_OBJECT_STORE_MB})")
     start.add_argument("--label-amount", type=int, default=DEFAULT_LABEL_AMOUNT, help=f"amount of the node<i> resource per node (default {DEFAULT_LABEL_AMOUNT})")
     start.add_argument("--label-prefix", default="node", help="label prefix (default node)")
+    start.add_argument("--resources", type=_resources, default={},
+                       help='extra custom resources on every node, as JSON, e.g. \'{"accel": 1}\'')
     start.add_argument("--dashboard", action="store_true", help="also start Ray's dashboard on 127.0.0.1:8265")
     start.add_argument("--no-token-auth", action="store_true", help="turn token authentication off (not recommended)")
     start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT, help="seconds to wait for all nodes")
@@ -144,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run every policy on a local cluster and check each promise")
     demo.add_argument("--nodes", type=_node_count, default=4, help="nodes of the cluster it starts when none runs (default 4)")
     _add_state_dir(demo)
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help="head port of the cluster it starts")
     demo.set_defaults(run=_cmd_demo)
     return parser
 

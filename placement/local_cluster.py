@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 import psutil
 
 from .errors import LocalClusterError
-from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
+from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY, label_pattern
 
 DEFAULT_FIRST_ADDRESS = "127.0.0.10"
 DEFAULT_PORT = 6390  # not Ray's 6379, so a user's own default Ray cluster is left alone
@@ -84,9 +84,11 @@ class ClusterSpec:
     label_prefix: str = DEFAULT_LABEL_PREFIX
     dashboard: bool = False
     token_auth: bool = True
+    extra_resources: dict[str, int] = field(default_factory=dict)  # on every node, e.g. {"accel": 1}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
+        object.__setattr__(self, "extra_resources", dict(self.extra_resources or {}))
 
     def node_address(self, index: int) -> str:
         return str(ipaddress.IPv4Address(self.first_address) + index)
@@ -149,6 +151,15 @@ class ClusterSpec:
             raise LocalClusterError(
                 f"--label-prefix must be a plain name such as 'node', got {self.label_prefix!r}"
             )
+        for name, amount in self.extra_resources.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory") or label_pattern(self.label_prefix).match(name):
+                raise LocalClusterError(
+                    f"--resources cannot set {name!r}: use --cpus for CPUs; node labels are set per node"
+                )
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+                raise LocalClusterError(
+                    f"--resources {name!r} must be a whole number >= 1 (Ray truncates node totals), got {amount!r}"
+                )
         temp_dir = str(self.state_dir / RAY_TEMP_SUBDIR)
         if len(temp_dir) > _MAX_TEMP_DIR_CHARS:
             raise LocalClusterError(
@@ -326,7 +337,7 @@ def _ray_start_args(spec: ClusterSpec, index: int, address: str) -> list[str]:
         "--temp-dir", str(spec.state_dir / RAY_TEMP_SUBDIR),
         "--num-cpus", str(spec.cpus_per_node),
         "--object-store-memory", str(spec.object_store_mb * 2**20),
-        "--resources", json.dumps({label: spec.label_amount}),
+        "--resources", json.dumps({**spec.extra_resources, label: spec.label_amount}),
         "--labels", f"{LABEL_KEY}={label}",
         "--disable-usage-stats",
     ]

@@ -66,6 +66,7 @@ def local_cluster():
         port=free_port(),
         first_address=SESSION_FIRST_ADDRESS,
         cpus_per_node=2,
+        extra_resources={"accel": 1},  # stands in for one GPU per node (grouped_actors example)
     )
     state = start_cluster(spec)
     try:

@@ -1,0 +1,169 @@
+"""``placement demo``: every policy on a real local cluster, each promise checked against where
+the work actually ran. Starts a labelled cluster when none is running and stops what it started.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tabulate import tabulate
+
+from .errors import PlacementError
+from .local_cluster import DEFAULT_PORT, ClusterSpec, cluster_processes, default_state_dir, load_state, start_cluster, stop_cluster
+
+
+@dataclass
+class Check:
+    policy: str
+    promise: str
+    where: str
+    held: bool
+
+
+def _where():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def where() -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def where(self) -> str:
+            return ray.get_runtime_context().get_node_id()
+
+    return where, Probe
+
+
+def _local_children(n: int) -> tuple[str, list[str]]:
+    import ray
+
+    from .executor import LocalExecutor
+
+    def child(_: int) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    with LocalExecutor(num_cpus=0) as pool:
+        return ray.get_runtime_context().get_node_id(), list(pool.map(child, range(n)))
+
+
+def run_checks(say: Callable[[str], None]) -> list[Check]:
+    """Run every policy on the connected cluster; one Check per promise."""
+    import ray
+
+    from . import Affinity, AntiAffinity, Packing, PlacementExecutor, RoundRobin, current_snapshot
+
+    where, Probe = _where()
+    snap = current_snapshot(refresh=True)
+    names = {n.node_id: n.label or n.address for n in snap.live}
+    labels = [n.label for n in snap.placeable]
+    show = lambda nodes: ", ".join(f"{names[n]}:{c}" for n, c in sorted(Counter(nodes).items(), key=lambda x: names[x[0]]))  # noqa: E731
+    checks: list[Check] = []
+
+    say("RoundRobin: 400 tasks")
+    balanced = RoundRobin().place(where)
+    ran = ray.get([balanced.remote() for _ in range(400)])
+    counts = Counter(ran)
+    checks.append(Check("RoundRobin()", "400 tasks, per-node counts within 1", show(ran),
+                        len(counts) == len(labels) and max(counts.values()) - min(counts.values()) <= 1))
+
+    say("RoundRobin(weights): 300 tasks")
+    weights = {label: i + 1 for i, label in enumerate(labels)}
+    weighted = RoundRobin(weights=weights).place(where)
+    ran = ray.get([weighted.remote() for _ in range(300)])
+    total = sum(weights.values())
+    share_ok = all(abs(Counter(names[n] for n in ran)[lbl] - 300 * w / total) < 1 for lbl, w in weights.items())
+    checks.append(Check(f"RoundRobin(weights={weights})", "each node within 1 of its share", show(ran), share_ok))
+
+    say("Affinity: writer and reader")
+    together = Affinity()
+    wrote, read = ray.get([together.place(where).remote(), together.place(where).remote()])
+    checks.append(Check("Affinity()", "reader on the writer's node", f"writer {names[wrote]}, reader {names[read]}",
+                        wrote == read))
+
+    say("Affinity(actor): caller next to an actor")
+    actor = RoundRobin(seed=1).place(Probe).remote()
+    home = ray.get(actor.where.remote())
+    ran = ray.get([Affinity(actor).place(where).remote() for _ in range(3)])
+    ray.kill(actor)
+    checks.append(Check("Affinity(actor)", "callers on the actor's node", f"actor {names[home]}, callers {show(ran)}",
+                        set(ran) == {home}))
+
+    say("AntiAffinity: one replica per node, then one too many")
+    apart = AntiAffinity()
+    replicas = [apart.place(Probe).remote() for _ in labels]
+    ran = ray.get([r.where.remote() for r in replicas])
+    for replica in replicas:
+        ray.kill(replica)
+    try:
+        apart.place(Probe).remote()
+        refused = False
+    except PlacementError:
+        refused = True
+    checks.append(Check("AntiAffinity()", "replicas on distinct nodes; one too many refused before submit",
+                        show(ran), len(set(ran)) == len(labels) and refused))
+
+    say("AntiAffinity() | RoundRobin(): spread, then fall back")
+    fallback = (AntiAffinity() | RoundRobin()).place(where)
+    ran = ray.get([fallback.remote() for _ in range(len(labels) + 2)])
+    checks.append(Check("AntiAffinity() | RoundRobin()", "distinct nodes first, then round robin",
+                        show(ran), len(set(ran[: len(labels)])) == len(labels)))
+
+    say("Packing: groups together, groups apart")
+    pack = Packing()
+    groups = {g: ray.get([pack.place(where, group=g).remote() for _ in range(3)]) for g in range(len(labels))}
+    together_ok = all(len(set(nodes)) == 1 for nodes in groups.values())
+    apart_ok = len({nodes[0] for nodes in groups.values()}) == len(groups)
+    checks.append(Check("Packing()", "each group on one node, groups on different nodes",
+                        "; ".join(f"g{g}: {names[n[0]]}" for g, n in groups.items()), together_ok and apart_ok))
+
+    say("Local inside tasks: global parents, local children")
+    with PlacementExecutor(RoundRobin(), num_cpus=0) as pool:
+        results = list(pool.map(_local_children, [5] * len(labels)))
+    local_ok = all(set(children) == {parent} for parent, children in results)
+    checks.append(Check("LocalExecutor() in PlacementExecutor(RoundRobin())", "children on their parent's node",
+                        ", ".join(f"{names[p]}<-{len(c)}" for p, c in results),
+                        local_ok and len({p for p, _ in results}) == len(labels)))
+
+    say("Infeasible request: refused before submit")
+    began = time.perf_counter()
+    try:
+        RoundRobin().place(where, num_cpus=10_000).remote()
+        refused = False
+    except PlacementError:
+        refused = True
+    checks.append(Check("RoundRobin() with num_cpus=10000", "refused at once, not left waiting forever",
+                        f"refused after {1000 * (time.perf_counter() - began):.1f} ms", refused))
+    return checks
+
+
+def run_demo(nodes: int = 4, state_dir: Path | None = None, port: int = DEFAULT_PORT,
+             say: Callable[[str], None] = print) -> int:
+    import ray
+
+    from .connect import connect
+
+    state_dir = Path(state_dir or default_state_dir())
+    started = False
+    state = load_state(state_dir)
+    if state is None or not cluster_processes(state_dir):
+        say(f"no local cluster in {state_dir}: starting {nodes} labelled nodes (about 3 s each)")
+        start_cluster(ClusterSpec(nodes=nodes, state_dir=state_dir, port=port, extra_resources={"accel": 1}), say=say)
+        started = True
+    else:
+        say(f"using the running cluster in {state_dir}")
+    try:
+        connect(state_dir=state_dir)
+        checks = run_checks(say)
+        print(tabulate([[c.policy, c.promise, c.where, "yes" if c.held else "NO"] for c in checks],
+                       headers=["policy", "promise", "where it ran", "held"], maxcolwidths=[30, 36, 48, 4]))
+        failed = [c for c in checks if not c.held]
+        print(f"\n{len(checks) - len(failed)} of {len(checks)} promises held")
+        return 1 if failed else 0
+    finally:
+        ray.shutdown()
+        if started:
+            say(f"stopping the cluster the demo started ({len(stop_cluster(state_dir))} processes)")
