@@ -40,11 +40,11 @@ def moved(consumer: str, producers: list[str]) -> int:
     return sum(8 * VECTOR for producer in producers if producer != consumer)
 
 
-def main() -> int:
-    names = connect()
+def measure(names: dict[str, str]) -> dict:
+    """Both reduces over the same partitions: bytes moved between nodes, seconds, results equal.
+    (benchmarks/run.py reports these too.)"""
     by_label = {label: node for node, label in names.items()}
-    spread = RoundRobin()
-    make = spread.place(make_partition)
+    make = RoundRobin().place(make_partition)
     partitions = [make.remote(i) for i in range(PARTITIONS_PER_NODE * len(names))]
     homes = [node for node, _ in ray.get(partitions)]
     reducer = Affinity(sorted(by_label)[0]).place(reduce)
@@ -62,12 +62,17 @@ def main() -> int:
     final_node, partial_nodes, tree = ray.get(reducer.remote(*[(n, v) for n, _, v in combined]))
     tree_seconds = time.perf_counter() - began
     tree_bytes = sum(moved(n, ins) for n, ins, _ in combined) + moved(final_node, partial_nodes)
+    return {"partitions": len(partitions), "global_bytes": global_bytes, "global_seconds": global_seconds,
+            "tree_bytes": tree_bytes, "tree_seconds": tree_seconds, "same_result": list(tree) == list(global_only)}
 
-    show("reduce of {} partitions of {} kB".format(len(partitions), 8 * VECTOR // 1000),
-         [["global only", global_bytes // 1000, f"{global_seconds:.2f}"],
-          ["local combiners + global", tree_bytes // 1000, f"{tree_seconds:.2f}"]],
+
+def main() -> int:
+    result = measure(connect())
+    show("reduce of {} partitions of {} kB".format(result["partitions"], 8 * VECTOR // 1000),
+         [["global only", result["global_bytes"] // 1000, f"{result['global_seconds']:.2f}"],
+          ["local combiners + global", result["tree_bytes"] // 1000, f"{result['tree_seconds']:.2f}"]],
          ["strategy", "kB moved between nodes", "seconds"])
-    return verdict(list(tree) == list(global_only) and tree_bytes < global_bytes,
+    return verdict(result["same_result"] and result["tree_bytes"] < result["global_bytes"],
                    "same result, fewer bytes moved with local combiners")
 
 

@@ -194,14 +194,16 @@ class RoundRobin(Policy):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.weights = weights
         self.seed = seed
-        self._last_key: tuple | None = None
+        self._last: int | None = None  # position of the last choice in the current candidates
         self._weighted: dict[tuple, list] = {}  # demand -> stride-scheduling heap
 
     def _config(self) -> dict[str, Any]:
         return {"weights": self.weights, "seed": self.seed, **super()._config()}
 
     def _on_new_candidates(self, previous: Candidates | None, current: Candidates) -> None:
-        # Weighted balance restarts over the new node set; unweighted continues from the last node.
+        # Unweighted continues after the last node chosen; weighted restarts over the new node set.
+        if previous is not None and self._last is not None:
+            self._last = current.position_of_key(previous.keys[self._last])
         self._weighted.clear()
 
     def _choose(self, cands, demand, group, caller_node_id):
@@ -211,11 +213,11 @@ class RoundRobin(Policy):
 
     def _next_unweighted(self, cands: Candidates, demand: Demand | None) -> Decision:
         fitting = cands.fitting(demand)
-        if self._last_key is None and self.seed is not None:
+        if self._last is None and self.seed is not None:
             pos = fitting[random.Random(self.seed).randrange(len(fitting))]
         else:
-            pos = cands.next_after(fitting, self._last_key)
-        self._last_key = cands.keys[pos]
+            pos = cands.next_after(fitting, self._last)
+        self._last = pos
         return self._decision(cands.nodes[pos], "next in round-robin order")
 
     def _weight_of(self, node: NodeInfo) -> float:
@@ -326,9 +328,9 @@ class Affinity(Policy):
         if self._bound is not None:
             node = snapshot.by_label.get(self._bound) or snapshot.by_id.get(self._bound)
             if node is not None and node.alive and node.node_id in cands.position:
-                if not node.fits(demand or {}):
-                    raise resources_error(demand or {}, [node])
-                return self._decision(node, f"follows {self._bound if self._bound == node.label else node_name(node)}")
+                if demand and not node.fits(demand):
+                    raise resources_error(demand, [node])
+                return self._decision(node, "follows its node")
             if not self.soft:
                 raise unknown_target_error(self._bound, snapshot)
             previous = self._bound
@@ -468,13 +470,14 @@ class AntiAffinity(Policy):
                     [node_name(n) for nodes in domains.values() for n in nodes],
                 )
             domain = self._spread.least_used(slots)
-        node = min(domains[domain], key=lambda n: (self._per_node.get(n.node_id, 0), cands.position[n.node_id]))
+        members = domains[domain]
+        node = members[0] if len(members) == 1 else min(
+            members, key=lambda n: (self._per_node.get(n.node_id, 0), cands.position[n.node_id]))
         self._spread.take(domain)
         self._per_node[node.node_id] = self._per_node.get(node.node_id, 0) + 1
         self._placed += 1
-        where = node_name(node) if self.topology is None else f"{self.topology}={domain}"
-        reason = (f"every node is full: soft spread reuses the least-used, {where}" if fallback
-                  else f"{where} holds the fewest from this policy")
+        reason = ("every node is full: soft spread reuses the least-used" if fallback
+                  else "holds the fewest from this policy")
         return self._decision(node, reason, fallback=fallback)
 
     def release(self, decision: Decision) -> None:
@@ -536,9 +539,9 @@ class Packing(Policy):
         if node_id is not None:
             node = snapshot.by_id.get(node_id)
             if node is not None and node.alive and node_id in cands.position:
-                if not node.fits(demand or {}):
-                    raise resources_error(demand or {}, [node])
-                return self._decision(node, f"group {group!r} is packed on {node_name(node)}", group=group)
+                if demand and not node.fits(demand):
+                    raise resources_error(demand, [node])
+                return self._decision(node, "its group's node", group=group)
             if not self.soft:
                 raise unknown_target_error(node_id, snapshot)
             self._spread.release(node_id)
@@ -592,8 +595,8 @@ class Local(Policy):
                     [node_name(node)],
                 )
             raise unknown_target_error(caller_node_id, cands.snapshot)
-        if not node.fits(demand or {}):
-            raise resources_error(demand or {}, [node])
+        if demand and not node.fits(demand):
+            raise resources_error(demand, [node])
         return self._decision(node, "the calling process's node")
 
 
