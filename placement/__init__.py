@@ -4,6 +4,7 @@
 >>> placement.__version__
 '0.1.0'
 """
+from .audit import Audit, AuditReport
 from .cluster import SnapshotCache, current_snapshot, read_snapshot
 from .connect import Connection, connect
 from .decision import Decision
@@ -18,6 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Affinity",
     "AntiAffinity",
+    "Audit",
+    "AuditReport",
     "Decision",
     "Fallback",
     "Local",

@@ -84,6 +84,15 @@ def _cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_add(args: argparse.Namespace) -> int:
+    from .local_cluster import add_node
+
+    state = add_node(args.state_dir or default_state_dir(), timeout=args.timeout)
+    added = state.nodes[-1]
+    print(f"added {added['label']} at {added['address']}: the cluster has {len(state.nodes)} nodes")
+    return 0
+
+
 def _cmd_stop(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or default_state_dir()
     ended = stop_cluster(state_dir, keep_logs=args.keep_logs)
@@ -145,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--no-token-auth", action="store_true", help="turn token authentication off (not recommended)")
     start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT, help="seconds to wait for all nodes")
     start.set_defaults(run=_cmd_start)
+    add = actions.add_parser("add", help="start one more labelled node in the running cluster")
+    _add_state_dir(add)
+    add.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT, help="seconds to wait for the node")
+    add.set_defaults(run=_cmd_add)
     stop = actions.add_parser("stop", help="end exactly the processes of the cluster")
     _add_state_dir(stop)
     stop.add_argument("--keep-logs", action="store_true", help="keep Ray's logs under <state-dir>/ray")

@@ -107,6 +107,7 @@ class Candidates:
         self.position = {n.node_id: i for i, n in enumerate(self.nodes)}
         self._fitting: dict[tuple, list[int]] = {}
         self._memo: dict[Hashable, Any] = {}
+        self._last_demand: tuple[Any, list[int]] | None = None
         if not self.nodes:
             raise self._none_error()
 
@@ -136,6 +137,15 @@ class Candidates:
 
     def fitting(self, demand: Demand | None) -> list[int]:
         """Positions (ascending) of the nodes whose totals can hold ``demand``; raises when none can."""
+        # A handle passes the same demand object every time: skip re-sorting it.
+        same = self._last_demand
+        if same is not None and same[0] is demand:
+            return same[1]
+        found = self._fitting_for(demand)
+        self._last_demand = (demand, found)
+        return found
+
+    def _fitting_for(self, demand: Demand | None) -> list[int]:
         key = demand_key(demand)
         found = self._fitting.get(key)
         if found is None:
@@ -175,7 +185,8 @@ def resources_error(demand: Demand, nodes: Sequence[NodeInfo]) -> PlacementError
 
 
 def unknown_target_error(target: str, snapshot: ClusterSnapshot) -> PlacementError:
-    known = snapshot.by_id.get(target)
+    known = snapshot.by_id.get(target) or next(
+        (n for n in snapshot.dead if n.label == target and target not in snapshot.by_label), None)
     if known is not None and not known.alive:
         return PlacementError(
             errors.DEAD_NODE, f"node {node_name(known)} ({target[:8]}) is dead",

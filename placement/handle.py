@@ -127,6 +127,11 @@ class PlacedRemote:
         self._demand = demand_of({**defaults, **options})
         self._group = group
         self.last_decision: Decision | None = None
+        # Hot path: resolved once here, not per .remote().
+        members = policy.policies if isinstance(policy, Fallback) else (policy,)
+        self._follows_actor = any(isinstance(p, Affinity) and p.target is not None and not isinstance(p.target, str)
+                                  for p in members)
+        self._bound_here: dict[tuple, Any] = {}
 
     @property
     def policy(self) -> Policy:
@@ -144,7 +149,8 @@ class PlacedRemote:
     def decide(self) -> Decision:
         """Decide where the next ``.remote()`` goes (and record it), without submitting."""
         policy = self._policy
-        _resolve_actor_targets(policy)
+        if self._follows_actor:
+            _resolve_actor_targets(policy)
         caller = current_node_id() if policy.needs_caller else None
         try:
             return policy.decide(policy.snapshot(), self._demand, group=self._group, caller_node_id=caller)
@@ -155,6 +161,13 @@ class PlacedRemote:
 
     def _bound_for(self, decision: Decision) -> Any:
         node_key = (decision.node.node_id, decision.backend, decision.soft, decision.pin_amount)
+        bound = self._bound_here.get(node_key)
+        if bound is None:
+            bound = self._bound_here[node_key] = self._shared_bound(decision, node_key)
+        return bound
+
+    def _shared_bound(self, decision: Decision, node_key: tuple) -> Any:
+        # Shared across handles of the same function and options: place(fn) in a loop stays bound.
         per_fn = _bound.get(self._fn)
         if per_fn is None:
             with _lock:

@@ -276,6 +276,17 @@ def node_processes(state_dir: Path | str, node_address: str) -> list[psutil.Proc
     return list(found.values())
 
 
+def kill_node(state_dir: Path | str, node_address: str) -> int:
+    """Crash one node of a local cluster: SIGKILL its raylet, workers and agents (tests of node
+    death use it). Returns how many processes were killed."""
+    procs = node_processes(state_dir, node_address)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=10)
+    return len(procs)
+
+
 def end_processes(procs: list[psutil.Process], grace: float = 10.0) -> list[str]:
     """SIGTERM, then SIGKILL after ``grace`` seconds; returns a line per process ended."""
     described = []
@@ -427,10 +438,15 @@ def start_cluster(
             start_seconds=round(time.monotonic() - began, 2),
             spec={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
         )
-        record = {**asdict(state), "state_dir": str(state_dir), "token_path": str(token_path) if token_path else None}
-        (state_dir / STATE_FILE).write_text(json.dumps(record, indent=2))
+        _write_state(state)
         say(f"{len(alive)} nodes alive after {state.start_seconds:.1f}s")
         return state
+
+
+def _write_state(state: ClusterState) -> None:
+    record = {**asdict(state), "state_dir": str(state.state_dir),
+              "token_path": str(state.token_path) if state.token_path else None}
+    (state.state_dir / STATE_FILE).write_text(json.dumps(record, indent=2))
 
 
 def _wait_ray_start(
@@ -456,6 +472,30 @@ def _wait_ray_start(
                 f"`ray start` for {spec.node_label(i)} failed (exit {code}): read {log_path}; it ends with: "
                 + " | ".join(tail)
             )
+
+
+def add_node(state_dir: Path | str | None = None, timeout: float = DEFAULT_START_TIMEOUT) -> ClusterState:
+    """Start one more node (the next label and address) in the running cluster in ``state_dir``."""
+    state_dir = Path(state_dir or default_state_dir()).absolute()
+    state = load_state(state_dir)
+    if state is None or not cluster_processes(state_dir):
+        raise LocalClusterError(f"no cluster runs in {state_dir}: start one with scripts/start_cluster.sh N")
+    fields = {k: v for k, v in state.spec.items() if k in ClusterSpec.__dataclass_fields__}
+    spec = ClusterSpec(**{**fields, "nodes": len(state.nodes) + 1})
+    spec.validate()
+    index = len(state.nodes)
+    with _locked(state_dir):
+        _wait_ray_start(spec, [index], state.address, _ray_env(state.token_path), state_dir / LOG_SUBDIR,
+                        time.monotonic() + timeout)
+        probe_nodes(state.env(), spec.nodes, timeout)
+        grown = ClusterState(
+            state_dir=state_dir, address=state.address,
+            nodes=state.nodes + ({"label": spec.node_label(index), "address": spec.node_address(index)},),
+            token_path=state.token_path, started_at=state.started_at, start_seconds=state.start_seconds,
+            spec={**state.spec, "nodes": spec.nodes},
+        )
+        _write_state(grown)
+        return grown
 
 
 def stop_cluster(state_dir: Path | str | None = None, keep_logs: bool = False) -> list[str]:

@@ -32,6 +32,7 @@ from .decision import (
     resources_error,
     unknown_target_error,
 )
+from .cluster import default_cache as _default_cache
 from .errors import PlacementError
 from .naming import natural_key
 from .snapshot import ClusterSnapshot, NodeInfo
@@ -116,9 +117,7 @@ class Policy:
 
     def snapshot(self, refresh: bool = False) -> ClusterSnapshot:
         """The snapshot this policy decides from: its cache's, else the process-wide one."""
-        from .cluster import default_cache
-
-        cache = self._cache or default_cache()
+        cache = self._cache or _default_cache()
         return cache.refresh() if refresh else cache.get()
 
     def place(self, fn: Any, *, group: Hashable | None = None, **ray_options: Any):

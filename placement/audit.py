@@ -1,0 +1,222 @@
+"""Audit: where each task and actor actually ran, against where its policy put it.
+
+Audited tasks report their own node (read inside the task) to a small recorder actor, without
+changing what they return; actors are looked up in Ray's actor table. The report flags every
+violation (hard placement elsewhere) and every fallback (soft placement elsewhere, or a policy's
+own fallback choice), as a table or JSON.
+
+>>> audit = Audit()                                               # doctest: +SKIP
+>>> handle = audit.place(RoundRobin(soft=True), work)             # doctest: +SKIP
+>>> refs = [handle.remote(i) for i in range(100)]                 # doctest: +SKIP
+>>> print(audit.report().table())                                 # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from tabulate import tabulate
+
+from .decision import Decision, node_name
+from .snapshot import ClusterSnapshot
+
+OK = "ok"
+VIOLATION = "VIOLATION"
+SOFT_FALLBACK = "soft fallback"
+POLICY_FALLBACK = "policy fallback"
+NOT_REPORTED = "not reported"
+DEFAULT_REPORT_TIMEOUT = 30.0
+
+
+def judge(decision: Decision, actual_node_id: str | None) -> str:
+    """The verdict for one placement (pure).
+
+    >>> from placement import ClusterSnapshot, RoundRobin
+    >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}, {"id": "b", "label": "node1"}])
+    >>> hard, soft = RoundRobin().decide(snap), RoundRobin(soft=True).decide(snap)
+    >>> judge(hard, "a"), judge(hard, "b"), judge(soft, "b"), judge(hard, None)
+    ('ok', 'VIOLATION', 'soft fallback', 'not reported')
+    """
+    if actual_node_id is None:
+        return NOT_REPORTED
+    if actual_node_id != decision.node.node_id:
+        return SOFT_FALLBACK if decision.soft else VIOLATION
+    return POLICY_FALLBACK if decision.fallback else OK
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    kind: str  # "task" or "actor"
+    ident: str  # task id or actor id (hex)
+    policy: str
+    intended: str
+    actual: str | None
+    soft: bool
+    verdict: str
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    rows: tuple[AuditRow, ...]
+
+    @property
+    def violations(self) -> list[AuditRow]:
+        return [r for r in self.rows if r.verdict == VIOLATION]
+
+    @property
+    def fallbacks(self) -> list[AuditRow]:
+        return [r for r in self.rows if r.verdict in (SOFT_FALLBACK, POLICY_FALLBACK)]
+
+    def counts(self) -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for r in self.rows:
+            counted[r.verdict] = counted.get(r.verdict, 0) + 1
+        return counted
+
+    def table(self, only_flagged: bool = False) -> str:
+        rows = [r for r in self.rows if r.verdict != OK] if only_flagged else list(self.rows)
+        body = tabulate([[r.kind, r.ident[:12], r.policy, r.intended, r.actual or "-", r.verdict] for r in rows],
+                        headers=["kind", "id", "policy", "placed on", "ran on", "verdict"])
+        summary = ", ".join(f"{verdict}: {n}" for verdict, n in sorted(self.counts().items()))
+        return f"{body}\n{len(self.rows)} placements: {summary}"
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps({"counts": self.counts(), "rows": [asdict(r) for r in self.rows]}, indent=indent)
+
+
+def _recorder_class():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class PlacementRecorder:
+        def __init__(self) -> None:
+            self.seen: dict[str, str] = {}
+
+        def record(self, task_id: str, node_id: str) -> None:
+            self.seen[task_id] = node_id  # a retried task reports again: its last node wins
+
+        def nodes_of(self, task_ids: list[str]) -> dict[str, str | None]:
+            return {t: self.seen.get(t) for t in task_ids}
+
+    return PlacementRecorder
+
+
+def _reporting(fn: Callable[..., Any], recorder: Any) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        import ray
+
+        context = ray.get_runtime_context()
+        recorder.record.remote(context.get_task_id(), context.get_node_id())  # fire and forget
+        return fn(*args, **kwargs)
+
+    return run
+
+
+class Audit:
+    """Records placements made through it; :meth:`report` compares them with reality."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recorder: Any = None
+        self._entries: list[tuple[str, Any, Decision]] = []  # (kind, task id or actor handle, decision)
+
+    def place(self, policy: Any, fn: Any, **options: Any) -> "AuditedRemote":
+        """Like ``policy.place(fn, **options)``, recording each placement for the report."""
+        from ray.actor import ActorClass
+
+        from .handle import as_remote
+
+        remote = as_remote(fn)
+        if not isinstance(remote, ActorClass):
+            remote = self._reporting_remote(remote)
+        return AuditedRemote(self, policy.place(remote, **options))
+
+    def _reporting_remote(self, remote: Any) -> Any:
+        import ray
+
+        with self._lock:
+            if self._recorder is None:
+                self._recorder = _recorder_class().remote()
+        options = dict(getattr(remote, "_default_options", None) or {})
+        return ray.remote(**options)(_reporting(remote._function, self._recorder)) if options else \
+            ray.remote(_reporting(remote._function, self._recorder))
+
+    def _record(self, kind: str, ident: Any, decision: Decision) -> None:
+        with self._lock:
+            self._entries.append((kind, ident, decision))
+
+    def report(self, timeout: float = DEFAULT_REPORT_TIMEOUT, snapshot: ClusterSnapshot | None = None) -> AuditReport:
+        """Compare every recorded placement with where it ran. Waits at most ``timeout`` seconds
+        for tasks to report; those still silent are 'not reported' (queued, or failed to start)."""
+        import ray
+
+        from .cluster import read_snapshot
+        from .handle import actor_node_id
+
+        snapshot = snapshot or read_snapshot()
+        with self._lock:
+            entries = list(self._entries)
+        task_ids = [ident for kind, ident, _ in entries if kind == "task"]
+        seen: dict[str, str | None] = {}
+        deadline = time.monotonic() + timeout
+        while task_ids and self._recorder is not None:
+            seen = ray.get(self._recorder.nodes_of.remote(task_ids), timeout=max(1.0, deadline - time.monotonic()))
+            if all(seen.values()) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        rows = []
+        for kind, ident, decision in entries:
+            if kind == "task":
+                actual, shown_id = seen.get(ident), ident
+            else:
+                shown_id = ident._actor_id.hex()
+                try:
+                    actual = actor_node_id(ident, timeout=max(0.0, deadline - time.monotonic()))
+                except Exception:  # noqa: BLE001 - dead or never placed: reported as such
+                    actual = None
+            node = snapshot.by_id.get(actual) if actual else None
+            rows.append(AuditRow(kind, shown_id, decision.policy, decision.node_name,
+                                 node_name(node) if node else actual, decision.soft, judge(decision, actual)))
+        return AuditReport(tuple(rows))
+
+    def close(self) -> None:
+        """End the recorder actor."""
+        import ray
+
+        with self._lock:
+            recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            ray.kill(recorder)
+
+    def __enter__(self) -> "Audit":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AuditedRemote:
+    """A placed handle whose placements the Audit records."""
+
+    def __init__(self, audit: Audit, placed: Any) -> None:
+        self._audit = audit
+        self._placed = placed
+
+    def options(self, **options: Any) -> "AuditedRemote":
+        return AuditedRemote(self._audit, self._placed.options(**options))
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from ray.actor import ActorHandle
+
+        result = self._placed.remote(*args, **kwargs)
+        decision = self._placed.last_decision
+        if isinstance(result, ActorHandle):
+            self._audit._record("actor", result, decision)
+        else:
+            self._audit._record("task", result.task_id().hex(), decision)
+        return result

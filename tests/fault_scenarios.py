@@ -1,0 +1,135 @@
+"""Fault scenarios on a real local cluster, run as a driver of its own:
+
+    python -m tests.fault_scenarios STATE_DIR
+
+Prints one JSON object; tests/test_faults.py asserts on it. Kills nodes, so it gets a cluster of
+its own (three nodes; one joins, two die).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections import Counter
+
+import ray
+
+import placement
+from placement import AntiAffinity, Audit, Affinity, PlacementError, RoundRobin, SnapshotCache
+from placement.local_cluster import add_node, kill_node, load_state
+
+DEATH_WAIT_SECONDS = 90
+
+
+@ray.remote(num_cpus=0, max_retries=5)
+def work(i: int) -> tuple[int, str]:
+    time.sleep(0.005)
+    return i, ray.get_runtime_context().get_node_id()
+
+
+@ray.remote(num_cpus=0)
+class Replica:
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def wait_until_dead(node_id: str) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < DEATH_WAIT_SECONDS:
+        if not placement.current_snapshot(refresh=True).by_id[node_id].alive:
+            return time.monotonic() - began
+        time.sleep(0.2)
+    raise TimeoutError(f"Ray did not mark node {node_id[:8]} dead within {DEATH_WAIT_SECONDS}s")
+
+
+def node_joins(state_dir: str) -> dict:
+    policy = RoundRobin()
+    handle = policy.place(work)
+    before = {node for _, node in ray.get([handle.remote(i) for i in range(6)])}
+    add_node(state_dir)
+    placement.current_snapshot(refresh=True)
+    after = Counter(node for _, node in ray.get([handle.remote(i) for i in range(8)]))
+    return {"nodes_before": len(before), "nodes_after": len(after), "after_counts": sorted(after.values())}
+
+
+def node_dies_during_round_robin(state_dir: str) -> dict:
+    snap = placement.current_snapshot(refresh=True)
+    victim = snap.placeable[-1]
+    with Audit() as audit:
+        handle = audit.place(RoundRobin(soft=True), work)
+        refs, chosen_after_refresh = [], []
+        for i in range(1000):
+            if i == 300:
+                kill_node(state_dir, victim.address)
+            if i == 600:  # by now Ray has noticed; the snapshot is read again
+                detect = wait_until_dead(victim.node_id)
+            refs.append(handle.remote(i))
+            if i >= 600:
+                chosen_after_refresh.append(handle._placed.last_decision.node.node_id)
+        results = ray.get(refs, timeout=300)
+        report = audit.report(timeout=60)
+    return {
+        "results": len(results), "distinct": len({i for i, _ in results}),
+        "ran_on_dead_after_kill": sum(node == victim.node_id for _, node in results[310:]),
+        "chosen_dead_after_refresh": sum(n == victim.node_id for n in chosen_after_refresh),
+        "after_refresh_counts": sorted(Counter(chosen_after_refresh).values()),
+        "detect_seconds": round(detect, 1), "victim": victim.label, "audit": report.counts(),
+        "audit_violations": len(report.violations),
+    }
+
+
+def strict_to_dead_node(victim_label: str) -> dict:
+    began = time.monotonic()
+    try:
+        Affinity(victim_label).place(work).remote(0)
+        refused = None
+    except PlacementError as error:
+        refused = error.rule
+    refused_ms = (time.monotonic() - began) * 1000
+    # A stale snapshot still shows the node alive: the hard placement reaches Ray, which must fail it.
+    stale = placement.current_snapshot()
+    victim = next(n for n in stale.nodes if n.label == victim_label)
+    alive_again = placement.ClusterSnapshot(tuple(
+        dataclasses.replace(n, alive=True) if n is victim else n for n in stale.nodes))
+    outcome, began = "no error", time.monotonic()
+    for backend in ("resource", "node_id"):
+        policy = Affinity(victim_label, backend=backend, cache=SnapshotCache(ttl=3600, reader=lambda: alive_again))
+        try:
+            ray.get(policy.place(work).remote(1), timeout=60)
+        except ray.exceptions.GetTimeoutError:
+            outcome = f"{backend}: hung"
+            break
+        except Exception as error:  # noqa: BLE001 - the type is the result
+            outcome = type(error).__name__
+    return {"refused_rule": refused, "refused_ms": round(refused_ms, 1), "stale_outcome": outcome,
+            "stale_seconds": round(time.monotonic() - began, 1)}
+
+
+def anti_affinity_replaced(state_dir: str) -> dict:
+    snap = placement.current_snapshot(refresh=True)
+    apart = AntiAffinity()
+    replicas = [apart.place(Replica).remote() for _ in range(len(snap.placeable) - 1)]
+    homes = ray.get([r.node.remote() for r in replicas])
+    lost = homes[0]
+    kill_node(state_dir, snap.by_id[lost].address)
+    wait_until_dead(lost)
+    replacement = apart.place(Replica).remote()
+    new_home = ray.get(replacement.node.remote(), timeout=120)
+    return {"replicas": len(homes), "distinct": len(set(homes)), "replacement_distinct": new_home not in homes,
+            "replacement_alive": placement.current_snapshot(refresh=True).by_id[new_home].alive}
+
+
+def main(state_dir: str) -> int:
+    placement.connect(state_dir=state_dir)
+    out = {"joins": node_joins(state_dir)}
+    out["death"] = node_dies_during_round_robin(state_dir)
+    out["strict"] = strict_to_dead_node(out["death"]["victim"])
+    out["anti"] = anti_affinity_replaced(state_dir)
+    out["state_nodes"] = len(load_state(state_dir).nodes)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

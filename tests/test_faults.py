@@ -1,0 +1,109 @@
+"""Faults on a real cluster of their own: node death mid-run, strict placement to a dead node,
+replicas re-placed, a node joining; and stopping a cluster never ends anyone else's processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from placement.local_cluster import ClusterSpec, cluster_processes, start_cluster, stop_cluster
+
+from .conftest import REPO, clean_env, free_port, new_state_dir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def faults():
+    """Run every fault scenario once against a fresh 3-node cluster; its JSON output."""
+    state_dir = new_state_dir("faults")
+    start_cluster(ClusterSpec(nodes=3, state_dir=state_dir, port=free_port(), first_address="127.0.0.40",
+                              cpus_per_node=2))
+    try:
+        done = subprocess.run([sys.executable, "-m", "tests.fault_scenarios", str(state_dir)], capture_output=True,
+                              text=True, timeout=1200, env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        stop_cluster(state_dir)
+
+
+def test_a_node_that_joins_is_used_after_a_refresh(faults):
+    assert faults["joins"] == {"nodes_before": 3, "nodes_after": 4, "after_counts": [2, 2, 2, 2]}
+    assert faults["state_nodes"] == 4
+
+
+def test_node_death_mid_run_loses_nothing_and_later_placements_skip_it(faults):
+    death = faults["death"]
+    assert death["results"] == 1000 and death["distinct"] == 1000
+    assert death["chosen_dead_after_refresh"] == 0
+    assert death["after_refresh_counts"] and max(death["after_refresh_counts"]) - min(death["after_refresh_counts"]) <= 1
+    assert death["ran_on_dead_after_kill"] == 0
+
+
+def test_audit_flags_soft_fallbacks_and_no_violations(faults):
+    death = faults["death"]
+    assert death["audit_violations"] == 0
+    assert death["audit"].get("soft fallback", 0) >= 1  # work aimed at the dead node ran elsewhere
+    assert sum(death["audit"].values()) == 1000
+
+
+def test_strict_placement_to_a_dead_node_fails_fast_and_never_hangs(faults):
+    strict = faults["strict"]
+    assert strict["refused_rule"] == "dead-node"
+    assert strict["stale_outcome"] in ("TaskUnschedulableError", "RayTaskError", "NodeDiedError")
+
+
+def test_anti_affinity_replicas_lost_with_a_node_are_replaced_on_a_survivor(faults):
+    anti = faults["anti"]
+    assert anti["distinct"] == anti["replicas"]
+    assert anti["replacement_distinct"] and anti["replacement_alive"]
+
+
+def _decoy(cmdline_path: str, user: str | None = None) -> subprocess.Popen:
+    def become() -> None:
+        if user:
+            import pwd
+
+            entry = pwd.getpwnam(user)
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+
+    code = "import sys, time; time.sleep(120)"
+    return subprocess.Popen([sys.executable, "-c", code, f"--temp-dir={cmdline_path}"], preexec_fn=become,
+                            stdin=subprocess.DEVNULL)
+
+
+def test_stop_ends_only_its_own_cluster_processes():
+    """A process of this user naming a *similar* directory, and one of another user naming the
+    same directory, both survive a stop."""
+    state_dir = new_state_dir("stop-scope")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    similar = _decoy(str(state_dir) + "x/ray")
+    others = []
+    if os.getuid() == 0:
+        others.append(_decoy(str(state_dir / "ray"), user="nobody"))
+    mine = _decoy(str(state_dir / "ray"))
+    try:
+        assert {p.pid for p in cluster_processes(state_dir)} == {mine.pid}
+        ended = stop_cluster(state_dir)
+        assert len(ended) == 1 and f"pid {mine.pid}" in ended[0]
+        mine.wait(timeout=10)
+        assert similar.poll() is None and all(p.poll() is None for p in others)
+    finally:
+        for proc in [similar, mine, *others]:
+            proc.kill()
+            proc.wait()
+
+
+def test_token_never_reaches_logs(local_cluster):
+    token = local_cluster.token_path.read_text().strip()
+    for path in local_cluster.state_dir.rglob("*"):
+        if path.is_file() and path != local_cluster.token_path and path.stat().st_size < 50_000_000:
+            assert token.encode() not in path.read_bytes(), f"token found in {path}"
+    for proc in psutil.process_iter(["cmdline"]):
+        assert token not in " ".join(proc.info["cmdline"] or [])
