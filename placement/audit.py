@@ -139,9 +139,12 @@ class Audit:
     def _reporting_remote(self, remote: Any) -> Any:
         import ray
 
+        from .policies import Local
+
         with self._lock:
             if self._recorder is None:
-                self._recorder = _recorder_class().remote()
+                # On the driver's node: a recorder on another node would die with that node.
+                self._recorder = Local().place(_recorder_class()).remote()
         options = dict(getattr(remote, "_default_options", None) or {})
         return ray.remote(**options)(_reporting(remote._function, self._recorder)) if options else \
             ray.remote(_reporting(remote._function, self._recorder))

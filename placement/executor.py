@@ -69,6 +69,12 @@ def _in_ray_worker() -> bool:
     return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
 
 
+def _node_gone(error: BaseException) -> bool:
+    from ray.exceptions import ActorUnschedulableError, NodeDiedError, TaskUnschedulableError
+
+    return isinstance(error, (NodeDiedError, TaskUnschedulableError, ActorUnschedulableError))
+
+
 def _original_exception(error: BaseException) -> BaseException:
     """The exception the task raised, not Ray's wrapper around it."""
     from ray.exceptions import RayTaskError
@@ -184,6 +190,8 @@ class PlacementExecutor(Executor):
                 if error is None:
                     future.set_result(ray_future.result())
                 else:
+                    if _node_gone(error):
+                        self._policy.snapshot_cache().invalidate()  # the next placement reads the cluster
                     future.set_exception(_original_exception(error))
         finally:
             self._finished(future)

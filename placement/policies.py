@@ -115,9 +115,13 @@ class Policy:
 
     # -- using ----------------------------------------------------------------------------------
 
+    def snapshot_cache(self):
+        """The SnapshotCache this policy reads: its own, else the process-wide one."""
+        return self._cache or _default_cache()
+
     def snapshot(self, refresh: bool = False) -> ClusterSnapshot:
-        """The snapshot this policy decides from: its cache's, else the process-wide one."""
-        cache = self._cache or _default_cache()
+        """The snapshot this policy decides from."""
+        cache = self.snapshot_cache()
         return cache.refresh() if refresh else cache.get()
 
     def place(self, fn: Any, *, group: Hashable | None = None, **ray_options: Any):

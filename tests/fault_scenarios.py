@@ -55,7 +55,8 @@ def node_joins(state_dir: str) -> dict:
 
 def node_dies_during_round_robin(state_dir: str) -> dict:
     snap = placement.current_snapshot(refresh=True)
-    victim = snap.placeable[-1]
+    driver_node = ray.get_runtime_context().get_node_id()  # this driver submits through it: keep it
+    victim = [n for n in snap.placeable if n.node_id != driver_node][-1]
     with Audit() as audit:
         handle = audit.place(RoundRobin(soft=True), work)
         refs, chosen_after_refresh = [], []
@@ -111,7 +112,8 @@ def anti_affinity_replaced(state_dir: str) -> dict:
     apart = AntiAffinity()
     replicas = [apart.place(Replica).remote() for _ in range(len(snap.placeable) - 1)]
     homes = ray.get([r.node.remote() for r in replicas])
-    lost = homes[0]
+    driver_node = ray.get_runtime_context().get_node_id()  # this driver submits through it: keep it
+    lost = next(home for home in homes if home != driver_node)
     kill_node(state_dir, snap.by_id[lost].address)
     wait_until_dead(lost)
     replacement = apart.place(Replica).remote()

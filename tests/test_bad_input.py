@@ -38,6 +38,10 @@ def exhaust(policy, n, **kw):
     return policy.decide(TWO_NODES, **kw)
 
 
+def pack_groups(policy, groups):
+    return [policy.decide(TWO_NODES, group=g) for g in range(groups)]
+
+
 # (name, callable, exception type, text the message must contain: the fix or the rule)
 CASES = [
     # local cluster script arguments
@@ -70,8 +74,7 @@ CASES = [
      "ask for less"),
     ("strict anti-affinity beyond nodes", lambda: exhaust(AntiAffinity(), 2), PlacementError,
      "AntiAffinity(strict=False)"),
-    ("strict packing beyond nodes", lambda: [Packing().decide(TWO_NODES, group=g) for g in range(3)],
-     PlacementError, "Packing(strict=False)"),
+    ("strict packing beyond nodes", lambda: pack_groups(Packing(), 3), PlacementError, "Packing(strict=False)"),
     ("weights name no live node", lambda: RoundRobin(weights={"node9": 1}).decide(TWO_NODES), PlacementError,
      "name live nodes"),
     ("Local without a caller", lambda: Local().decide(TWO_NODES), PlacementError, "call from a Ray driver"),

@@ -73,8 +73,8 @@ def _decoy(cmdline_path: str, user: str | None = None) -> subprocess.Popen:
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
 
-    code = "import sys, time; time.sleep(120)"
-    return subprocess.Popen([sys.executable, "-c", code, f"--temp-dir={cmdline_path}"], preexec_fn=become,
+    # "; true" keeps sh from exec-ing sleep, so the path stays on this process's command line.
+    return subprocess.Popen(["/bin/sh", "-c", "sleep 120; true", f"--temp-dir={cmdline_path}"], preexec_fn=become,
                             stdin=subprocess.DEVNULL)
 
 
@@ -89,9 +89,14 @@ def test_stop_ends_only_its_own_cluster_processes():
         others.append(_decoy(str(state_dir / "ray"), user="nobody"))
     mine = _decoy(str(state_dir / "ray"))
     try:
-        assert {p.pid for p in cluster_processes(state_dir)} == {mine.pid}
+        def family(proc):
+            return {proc.pid} | {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+
+        found = {p.pid for p in cluster_processes(state_dir)}
+        assert found == family(mine)  # the decoy's sleep child counts: descendants belong to it
+        untouchable = family(similar).union(*(family(p) for p in others))
         ended = stop_cluster(state_dir)
-        assert len(ended) == 1 and f"pid {mine.pid}" in ended[0]
+        assert any(f"pid {mine.pid} " in line for line in ended) and not untouchable & found
         mine.wait(timeout=10)
         assert similar.poll() is None and all(p.poll() is None for p in others)
     finally:

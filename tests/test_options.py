@@ -17,11 +17,17 @@ def decision(label: str, backend: str, soft: bool) -> Decision:
     return Decision(SNAP.by_label[label], "test", "test", backend, soft, 0.001)
 
 
-def test_hard_backends():
-    assert placement_options(decision("node0", RESOURCE, False)) == {"resources": {"node0": 0.001}}
-    strategy = placement_options(decision("node0", NODE_ID, False))["scheduling_strategy"]
+@pytest.mark.parametrize("backend, own", [
+    (RESOURCE, {"resources": {"node0": 0.001}}),
+    (NODE_ID, {}),
+    (LABEL, {"label_selector": {"placement.node": "node0"}}),
+])
+def test_hard_backends_also_carry_hard_node_affinity(backend, own):
+    # Without it a resource demand or label selector for a node that died waits forever.
+    options = placement_options(decision("node0", backend, False))
+    strategy = options.pop("scheduling_strategy")
     assert (strategy.node_id, strategy.soft) == ("a" * 56, False)
-    assert placement_options(decision("node0", LABEL, False)) == {"label_selector": {"placement.node": "node0"}}
+    assert options == own
 
 
 @pytest.mark.parametrize("backend", [RESOURCE, NODE_ID, LABEL])
@@ -36,6 +42,7 @@ def test_soft_uses_label_selector_with_fallback_on_labelled_nodes(backend):
 
 def test_merge_keeps_user_options_and_resources():
     merged = merged_options({"num_cpus": 2, "resources": {"disk": 1}, "name": "x"}, decision("node0", RESOURCE, False))
+    merged.pop("scheduling_strategy")
     assert merged == {"num_cpus": 2, "resources": {"disk": 1, "node0": 0.001}, "name": "x"}
 
 

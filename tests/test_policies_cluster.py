@@ -182,3 +182,26 @@ def test_place_plain_functions_and_refuse_non_callables(labels):
         RoundRobin().place(42)
     with pytest.raises(TypeError, match="already bound with .options"):
         RoundRobin().place(where.options(num_cpus=1))
+
+
+def test_round_robin_from_8_threads_is_exactly_balanced(labels):
+    """8 threads submit 1000 tasks each through one RoundRobin: exact balance, nothing lost."""
+    import threading
+
+    handle = RoundRobin().place(where)
+    refs: list = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        mine = [handle.remote() for _ in range(1000)]
+        with lock:
+            refs.extend(mine)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ran = ray.get(refs, timeout=600)
+    assert len(ran) == 8000
+    assert Counter(labels[n] for n in ran) == {label: 8000 // SESSION_NODES for label in labels.values()}
