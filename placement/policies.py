@@ -389,7 +389,30 @@ class _CappedSpread:
             self._level = min(self._level, self.used[slot])
 
 
-class AntiAffinity(Policy):
+class _StrictPolicy(Policy):
+    """A policy configured with ``strict=`` (soft is its opposite): AntiAffinity and Packing."""
+
+    def __init__(self, *, strict: bool, backend: str | None, pin_amount: float, cache: Any) -> None:
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, got {strict!r}")
+        super().__init__(soft=not strict, backend=backend, pin_amount=pin_amount, cache=cache)
+
+    @property
+    def strict(self) -> bool:
+        return not self.soft
+
+    def _config(self) -> dict[str, Any]:
+        config = super()._config()
+        config["strict"] = not config.pop("soft")
+        return config
+
+    def _repr(self, own: list[str]) -> str:
+        shown = own + (["strict=False"] if self.soft else [])
+        shown += [f"backend={self.backend!r}"] if self.backend != self.default_backend else []
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+class AntiAffinity(_StrictPolicy):
     """Spreading: each placement goes to a node holding none from this policy yet.
 
     ``max_per_node`` allows more per node (filled evenly); ``topology="zone"`` spreads across the
@@ -408,9 +431,7 @@ class AntiAffinity(Policy):
 
     def __init__(self, max_per_node: int = 1, *, topology: str | None = None, strict: bool = True,
                  backend: str | None = None, pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None) -> None:
-        if isinstance(strict, bool) is False:
-            raise TypeError(f"strict must be True or False, got {strict!r}")
-        super().__init__(soft=not strict, backend=backend, pin_amount=pin_amount, cache=cache)
+        super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache)
         if isinstance(max_per_node, bool) or not isinstance(max_per_node, int) or max_per_node < 1:
             raise ValueError(f"max_per_node must be a whole number >= 1, got {max_per_node!r}")
         if topology is not None and (not isinstance(topology, str) or not topology):
@@ -421,21 +442,12 @@ class AntiAffinity(Policy):
         self._per_node: dict[str, int] = {}
         self._placed = 0
 
-    @property
-    def strict(self) -> bool:
-        return not self.soft
-
     def _config(self) -> dict[str, Any]:
-        config = super()._config()
-        config["strict"] = not config.pop("soft")
-        return {"max_per_node": self.max_per_node, "topology": self.topology, **config}
+        return {"max_per_node": self.max_per_node, "topology": self.topology, **super()._config()}
 
     def __repr__(self) -> str:
-        shown = [f"max_per_node={self.max_per_node}"] if self.max_per_node != 1 else []
-        shown += [f"topology={self.topology!r}"] if self.topology else []
-        shown += ["strict=False"] if self.soft else []
-        shown += [f"backend={self.backend!r}"] if self.backend != self.default_backend else []
-        return f"AntiAffinity({', '.join(shown)})"
+        own = [f"max_per_node={self.max_per_node}"] if self.max_per_node != 1 else []
+        return self._repr(own + ([f"topology={self.topology!r}"] if self.topology else []))
 
     def _domain(self, node: NodeInfo) -> Hashable | None:
         return node.node_id if self.topology is None else node.labels.get(self.topology)
@@ -492,7 +504,7 @@ class AntiAffinity(Policy):
                 self._placed -= 1
 
 
-class Packing(Policy):
+class Packing(_StrictPolicy):
     """Group affinity: placements with the same group key share one node; different groups go to
     different nodes while nodes remain. Strict raises when groups outnumber nodes; soft puts the
     new group on the node with the fewest groups.
@@ -507,29 +519,18 @@ class Packing(Policy):
 
     def __init__(self, *, strict: bool = True, groups_per_node: int = 1, backend: str | None = None,
                  pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None) -> None:
-        if not isinstance(strict, bool):
-            raise TypeError(f"strict must be True or False, got {strict!r}")
-        super().__init__(soft=not strict, backend=backend, pin_amount=pin_amount, cache=cache)
+        super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache)
         if isinstance(groups_per_node, bool) or not isinstance(groups_per_node, int) or groups_per_node < 1:
             raise ValueError(f"groups_per_node must be a whole number >= 1, got {groups_per_node!r}")
         self.groups_per_node = groups_per_node
         self._spread = _CappedSpread(groups_per_node)
         self._group_node: dict[Hashable, str] = {}
 
-    @property
-    def strict(self) -> bool:
-        return not self.soft
-
     def _config(self) -> dict[str, Any]:
-        config = super()._config()
-        config["strict"] = not config.pop("soft")
-        return {"groups_per_node": self.groups_per_node, **config}
+        return {"groups_per_node": self.groups_per_node, **super()._config()}
 
     def __repr__(self) -> str:
-        shown = [f"groups_per_node={self.groups_per_node}"] if self.groups_per_node != 1 else []
-        shown += ["strict=False"] if self.soft else []
-        shown += [f"backend={self.backend!r}"] if self.backend != self.default_backend else []
-        return f"Packing({', '.join(shown)})"
+        return self._repr([f"groups_per_node={self.groups_per_node}"] if self.groups_per_node != 1 else [])
 
     def node_of(self, group: Hashable) -> str | None:
         """The node id a group was packed on, or None before its first placement."""
