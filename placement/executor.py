@@ -153,11 +153,12 @@ class PlacementExecutor(Executor):
         placed = self._placed_for(fn)  # bad fn or options raise here, before waiting for a slot
         self._acquire(slots)  # type: ignore[arg-type]
         future = RayFuture()
+        with self._lock:
+            if self._shutdown:  # shut down while this call waited for a slot
+                slots.release()  # type: ignore[union-attr]
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._in_flight.add(future)
         try:
-            with self._lock:
-                if self._shutdown:
-                    raise RuntimeError("cannot schedule new futures after shutdown")
-                self._in_flight.add(future)
             future.object_ref = placed.remote(*args, **kwargs)
         except BaseException:
             self._finished(future)

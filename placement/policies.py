@@ -37,6 +37,8 @@ from .errors import PlacementError
 from .naming import natural_key
 from .snapshot import ClusterSnapshot, NodeInfo
 
+_MAX_CACHED_HANDLES = 1024
+
 __all__ = ["Policy", "RoundRobin", "Affinity", "AntiAffinity", "Packing", "Local", "Fallback"]
 
 
@@ -62,6 +64,7 @@ class Policy:
         self._lock = threading.RLock()
         self._candidates: Candidates | None = None
         self._name: str | None = None
+        self._handles: dict[tuple, Any] = {}  # (fn, group) -> handle, for place(fn) without options
 
     # -- what subclasses provide ----------------------------------------------------------------
 
@@ -132,7 +135,16 @@ class Policy:
         """
         from .handle import PlacedRemote
 
-        return PlacedRemote(self, fn, ray_options, group)
+        if ray_options:
+            return PlacedRemote(self, fn, ray_options, group)
+        # place(fn).remote() in a loop: reuse the checked handle instead of building it per call.
+        key = (fn, group)
+        handle = self._handles.get(key)
+        if handle is None:
+            if len(self._handles) >= _MAX_CACHED_HANDLES:
+                self._handles.clear()
+            handle = self._handles[key] = PlacedRemote(self, fn, ray_options, group)
+        return handle
 
     def plan(self, snapshot: ClusterSnapshot, n: int, demand: Demand | None = None, *,
              groups: list[Hashable] | None = None, caller_node_id: str | None = None):
@@ -628,6 +640,8 @@ class Fallback(Policy):
         self.backend = flat[0].backend
         self.pin_amount = flat[0].pin_amount
         self._candidates = None
+        self._name = None
+        self._handles = {}
 
     needs_group = property(lambda self: any(p.needs_group for p in self.policies))  # type: ignore[assignment]
     needs_caller = property(lambda self: any(p.needs_caller for p in self.policies))  # type: ignore[assignment]
