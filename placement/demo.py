@@ -60,7 +60,12 @@ def run_checks(say: Callable[[str], None]) -> list[Check]:
     snap = current_snapshot(refresh=True)
     names = {n.node_id: n.label or n.address for n in snap.live}
     labels = [n.label for n in snap.placeable]
-    show = lambda nodes: ", ".join(f"{names[n]}:{c}" for n, c in sorted(Counter(nodes).items(), key=lambda x: names[x[0]]))  # noqa: E731
+
+    def show(nodes: list[str]) -> str:
+        """Counts per node, e.g. 'node0:2, node1:2'."""
+        counted = sorted(Counter(nodes).items(), key=lambda item: names[item[0]])
+        return ", ".join(f"{names[node]}:{count}" for node, count in counted)
+
     checks: list[Check] = []
 
     say("RoundRobin: 400 tasks")
