@@ -380,6 +380,10 @@ class _CappedSpread:
         if slots is not self._slots:  # a new snapshot or demand: rescan from the start
             self._slots, self._cursor, self._level = slots, 0, 0
         n = len(slots)
+        cursor = self._cursor if self._cursor < n else 0
+        if self._level < self.cap and self.used.get(slots[cursor], 0) <= self._level:  # the usual case
+            self._cursor = cursor + 1
+            return slots[cursor]
         while self._level < self.cap:
             for step in range(n):
                 i = (self._cursor + step) % n
@@ -451,8 +455,9 @@ class AntiAffinity(_StrictPolicy):
         self.max_per_node = max_per_node
         self.topology = topology
         self._spread = _CappedSpread(max_per_node)
-        self._per_node: dict[str, int] = {}
+        self._per_node: dict[str, int] = {}  # with topology: placements per node inside a domain
         self._placed = 0
+        self._last_slots: tuple | None = None
 
     def _config(self) -> dict[str, Any]:
         return {"max_per_node": self.max_per_node, "topology": self.topology, **super()._config()}
@@ -483,7 +488,12 @@ class AntiAffinity(_StrictPolicy):
         return sorted(domains, key=lambda d: natural_key(str(d))), domains
 
     def _choose(self, cands, demand, group, caller_node_id):
-        slots, domains = cands.memo(("anti", demand_key(demand)), lambda: self._domains(cands, demand))
+        last = self._last_slots  # the same handle passes the same demand object: skip the lookup
+        if last is not None and last[0] is cands and last[1] is demand:
+            slots, domains = last[2]
+        else:
+            slots, domains = cands.memo(("anti", demand_key(demand)), lambda: self._domains(cands, demand))
+            self._last_slots = (cands, demand, (slots, domains))
         domain = self._spread.pick(slots)
         fallback = domain is None
         if domain is None:
@@ -501,7 +511,8 @@ class AntiAffinity(_StrictPolicy):
         node = members[0] if len(members) == 1 else min(
             members, key=lambda n: (self._per_node.get(n.node_id, 0), cands.position[n.node_id]))
         self._spread.take(domain)
-        self._per_node[node.node_id] = self._per_node.get(node.node_id, 0) + 1
+        if self.topology is not None:  # without topology a domain is a node: the spread counts it
+            self._per_node[node.node_id] = self._per_node.get(node.node_id, 0) + 1
         self._placed += 1
         reason = ("every node is full: soft spread reuses the least-used" if fallback
                   else "holds the fewest from this policy")
@@ -513,7 +524,7 @@ class AntiAffinity(_StrictPolicy):
             self._spread.release(self._domain(decision.node))
             if self._per_node.get(decision.node.node_id, 0) > 0:
                 self._per_node[decision.node.node_id] -= 1
-                self._placed -= 1
+            self._placed = max(0, self._placed - 1)
 
 
 class Packing(_StrictPolicy):
