@@ -28,7 +28,7 @@ from tabulate import tabulate
 import placement
 from placement import Affinity, AntiAffinity, ClusterSnapshot, Local, Packing, PlacementError, RoundRobin
 from placement.cluster import default_cache
-from placement.local_cluster import ClusterSpec, cluster_processes, default_state_dir, load_state, start_cluster, stop_cluster
+from placement.local_cluster import ClusterSpec, cluster_processes, load_state, start_cluster, stop_cluster
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples"))  # the locality benchmark reuses the tree-reduce example

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import ray
 from _support import connect, here, show, verdict
 
 from placement import LocalExecutor, PlacementExecutor, RoundRobin

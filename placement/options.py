@@ -19,7 +19,7 @@ import math
 from typing import Any, Mapping
 
 from . import errors
-from .decision import LABEL, NODE_ID, RESOURCE, Decision
+from .decision import NODE_ID, RESOURCE, Decision
 from .errors import PlacementError
 from .naming import LABEL_KEY
 

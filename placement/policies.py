@@ -15,7 +15,7 @@ import heapq
 import math
 import random
 import threading
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any, Hashable, Mapping
 
 from . import errors
 from .decision import (
