@@ -146,8 +146,9 @@ class Audit:
                 # On the driver's node: a recorder on another node would die with that node.
                 self._recorder = Local().place(_recorder_class()).remote()
         options = dict(getattr(remote, "_default_options", None) or {})
-        return ray.remote(**options)(_reporting(remote._function, self._recorder)) if options else \
-            ray.remote(_reporting(remote._function, self._recorder))
+        reporting = _reporting(remote._function, self._recorder)
+        # Keep the function's own options; ray.remote() refuses to be called with none at all.
+        return ray.remote(**options)(reporting) if options else ray.remote(reporting)
 
     def _record(self, kind: str, ident: Any, decision: Decision) -> None:
         with self._lock:

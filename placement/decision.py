@@ -88,7 +88,7 @@ class Candidates:
 
     >>> snap = ClusterSnapshot.from_dicts([{"id": "b", "label": "node1", "resources": {"CPU": 1}},
     ...                                    {"id": "a", "label": "node0", "resources": {"CPU": 4}}])
-    >>> cands = Candidates.of(snap, RESOURCE)
+    >>> cands = Candidates(snap, RESOURCE)
     >>> [node_name(cands.nodes[i]) for i in cands.fitting({"CPU": 2})]
     ['node0']
     """
@@ -110,10 +110,6 @@ class Candidates:
         self._last_demand: tuple[Any, list[int]] | None = None
         if not self.nodes:
             raise self._none_error()
-
-    @classmethod
-    def of(cls, snapshot: ClusterSnapshot, backend: str) -> "Candidates":
-        return cls(snapshot, backend)
 
     def _none_error(self) -> PlacementError:
         live = self.snapshot.live

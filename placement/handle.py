@@ -90,9 +90,15 @@ def current_node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+def _actor_affinities(policy: Policy) -> list[Affinity]:
+    """The Affinity policies (inside a fallback too) that follow an actor."""
+    members = policy.policies if isinstance(policy, Fallback) else (policy,)
+    return [m for m in members if isinstance(m, Affinity) and m.target is not None and not isinstance(m.target, str)]
+
+
 def _resolve_actor_targets(policy: Policy) -> None:
-    for member in policy.policies if isinstance(policy, Fallback) else (policy,):
-        if isinstance(member, Affinity) and member.actor_target is not None:
+    for member in _actor_affinities(policy):
+        if member.actor_target is not None:
             member.bind_to_node(actor_node_id(member.actor_target))
 
 
@@ -128,9 +134,7 @@ class PlacedRemote:
         self._group = group
         self.last_decision: Decision | None = None
         # Hot path: resolved once here, not per .remote().
-        members = policy.policies if isinstance(policy, Fallback) else (policy,)
-        self._follows_actor = any(isinstance(p, Affinity) and p.target is not None and not isinstance(p.target, str)
-                                  for p in members)
+        self._follows_actor = bool(_actor_affinities(policy))
         self._bound_here: dict[tuple, Any] = {}
 
     @property

@@ -103,7 +103,7 @@ class Policy:
         # Rebuilt once per snapshot, not per decision: decisions stay O(1) at 10,000 nodes.
         if self._candidates is None or self._candidates.snapshot is not snapshot:
             previous = self._candidates
-            self._candidates = Candidates.of(snapshot, self.backend)
+            self._candidates = Candidates(snapshot, self.backend)
             self._on_new_candidates(previous, self._candidates)
         return self._candidates
 
