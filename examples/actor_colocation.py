@@ -31,7 +31,8 @@ def main() -> int:
     try:
         rows, ok = [], True
         for cache in caches:
-            ran_on, cache_on, total = ray.get(Affinity(cache).place(caller).remote(cache, list(range(100))))
+            call = Affinity(cache).place(caller).remote(cache, list(range(100)))
+            ran_on, cache_on, total = ray.get(call)
             ok &= ran_on == cache_on and total == sum(i * i for i in range(100))
             rows.append([names[cache_on], names[ran_on], total])
         show("callers placed with Affinity(actor)", rows, ["actor node", "caller node", "sum"])

@@ -44,7 +44,8 @@ def main() -> int:
     try:
         for group in range(groups):
             accelerator = pack.place(Accelerator, group=group).remote()
-            workers = [pack.place(Worker, group=group).remote(accelerator) for _ in range(WORKERS_PER_GROUP)]
+            workers = [pack.place(Worker, group=group).remote(accelerator)
+                       for _ in range(WORKERS_PER_GROUP)]
             actors += [accelerator, *workers]
             results = ray.get([w.search.remote(group * 10 + i) for i, w in enumerate(workers)])
             worker_nodes = {node for node, _, _ in results}
@@ -53,7 +54,8 @@ def main() -> int:
             homes.add(accel_node)
             rows.append([group, names[accel_node], sorted(names[n] for n in worker_nodes)])
         show("groups", rows, ["group", "accelerator on", "workers on"])
-        return verdict(ok and len(homes) == groups, "every group's workers beside its accelerator, groups apart")
+        return verdict(ok and len(homes) == groups,
+                       "every group's workers beside its accelerator, groups apart")
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -24,8 +24,10 @@ def main() -> int:
     chunks = [list(range(i * 25, (i + 1) * 25)) for i in range(len(names))]
     with PlacementExecutor(RoundRobin(), num_cpus=0) as spread:  # global: one parent per node
         results = list(spread.map(parent, chunks))
-    rows = [[names[p], len(kids), sorted({names[k] for k in kids}), total] for p, kids, total in results]
-    show("parents (global) and their children (local)", rows, ["parent node", "children", "children ran on", "sum"])
+    rows = [[names[p], len(kids), sorted({names[k] for k in kids}), total]
+            for p, kids, total in results]
+    show("parents (global) and their children (local)", rows,
+         ["parent node", "children", "children ran on", "sum"])
     local_ok = all(set(kids) == {p} for p, kids, _ in results)
     sums_ok = sum(total for *_, total in results) == sum(x * x for c in chunks for x in c)
     spread_ok = len({p for p, _, _ in results}) == len(names)

@@ -28,9 +28,10 @@ def main() -> int:
     results = ray.get([sampler.remote(seed) for seed in range(TASKS)])
     estimate = 4 * sum(inside for _, inside in results) / (TASKS * SAMPLES)
     per_node = Counter(node for node, _ in results)
-    show("sampling tasks per node", [[names[n], c] for n, c in sorted(per_node.items(), key=lambda x: names[x[0]])],
-         ["node", "tasks"])
-    print(f"\npi ~ {estimate:.5f} (error {abs(estimate - math.pi):.5f}) from {TASKS * SAMPLES:,} samples")
+    by_name = sorted(per_node.items(), key=lambda x: names[x[0]])
+    show("sampling tasks per node", [[names[n], c] for n, c in by_name], ["node", "tasks"])
+    print(f"\npi ~ {estimate:.5f} (error {abs(estimate - math.pi):.5f}) "
+          f"from {TASKS * SAMPLES:,} samples")
     counts = [per_node.get(n, 0) for n in names]
     return verdict(abs(estimate - math.pi) < 0.01 and max(counts) - min(counts) <= 1,
                    "pi within 0.01, sampling tasks balanced over the nodes")

@@ -38,8 +38,10 @@ def main() -> int:
         ran_on = {node for node, _, _ in outcomes}
         together &= ran_on == {loaded_on}
         homes.add(loaded_on)
-        rows.append([partition, names[loaded_on], sorted(names[n] for n in ran_on), sum(s for *_, s in outcomes)])
-    show("partitions and their processing tasks", rows, ["partition", "loaded on", "processed on", "sum"])
+        rows.append([partition, names[loaded_on], sorted(names[n] for n in ran_on),
+                     sum(s for *_, s in outcomes)])
+    show("partitions and their processing tasks", rows,
+         ["partition", "loaded on", "processed on", "sum"])
     return verdict(together and len(homes) == len(results),
                    "each partition loaded and processed on one node, partitions on different nodes")
 

@@ -32,14 +32,17 @@ def main() -> int:
     runs = {
         "RoundRobin": ray.get([balanced.remote() for _ in range(TASKS)]),
         "Ray DEFAULT": ray.get([io_bound.remote() for _ in range(TASKS)]),
-        "Ray SPREAD": ray.get([io_bound.options(scheduling_strategy="SPREAD").remote() for _ in range(TASKS)]),
+        "Ray SPREAD": ray.get(
+            [io_bound.options(scheduling_strategy="SPREAD").remote() for _ in range(TASKS)]
+        ),
     }
     counts = {name: Counter(ran) for name, ran in runs.items()}
     rows = [[names[n]] + [counts[name].get(n, 0) for name in runs] for n in nodes]
     rows.append(["(max-min)/mean"] + [f"{spread_of(counts[name], nodes):.3f}" for name in runs])
     show(f"{TASKS} zero-CPU tasks per strategy: where they ran", rows, ["node", *runs])
     per_node = [counts["RoundRobin"].get(n, 0) for n in nodes]
-    return verdict(max(per_node) - min(per_node) <= 1, f"RoundRobin put {TASKS} tasks on {len(nodes)} nodes, "
+    return verdict(max(per_node) - min(per_node) <= 1,
+                   f"RoundRobin put {TASKS} tasks on {len(nodes)} nodes, "
                    "counts differing by at most 1")
 
 

@@ -56,21 +56,25 @@ def measure(names: dict[str, str]) -> dict:
     began = time.perf_counter()
     combiners = []
     for home in sorted(set(homes)):  # one local combiner per node, next to its partitions
-        local_parts = [p for p, h in zip(partitions, homes) if h == home]
+        local_parts = [p for p, h in zip(partitions, homes, strict=True) if h == home]
         combiners.append(Affinity(home, backend="node_id").place(reduce).remote(*local_parts))
     combined = ray.get(combiners)
     final_node, partial_nodes, tree = ray.get(reducer.remote(*[(n, v) for n, _, v in combined]))
     tree_seconds = time.perf_counter() - began
     tree_bytes = sum(moved(n, ins) for n, ins, _ in combined) + moved(final_node, partial_nodes)
-    return {"partitions": len(partitions), "global_bytes": global_bytes, "global_seconds": global_seconds,
-            "tree_bytes": tree_bytes, "tree_seconds": tree_seconds, "same_result": list(tree) == list(global_only)}
+    return {"partitions": len(partitions),
+            "global_bytes": global_bytes, "global_seconds": global_seconds,
+            "tree_bytes": tree_bytes, "tree_seconds": tree_seconds,
+            "same_result": list(tree) == list(global_only)}
 
 
 def main() -> int:
     result = measure(connect())
     show("reduce of {} partitions of {} kB".format(result["partitions"], 8 * VECTOR // 1000),
-         [["global only", result["global_bytes"] // 1000, f"{result['global_seconds']:.2f}"],
-          ["local combiners + global", result["tree_bytes"] // 1000, f"{result['tree_seconds']:.2f}"]],
+         [["global only", result["global_bytes"] // 1000,
+           f"{result['global_seconds']:.2f}"],
+          ["local combiners + global", result["tree_bytes"] // 1000,
+           f"{result['tree_seconds']:.2f}"]],
          ["strategy", "kB moved between nodes", "seconds"])
     return verdict(result["same_result"] and result["tree_bytes"] < result["global_bytes"],
                    "same result, fewer bytes moved with local combiners")

@@ -42,10 +42,12 @@ def main() -> int:
         for _ in range(len(names)):  # the same pair without affinity, spread by Ray
             apart = ray.get(read.options(scheduling_strategy="SPREAD").remote(root))
             misses += apart[1] is None
-            rows.append(["without (SPREAD)", names[wrote], names[apart[0]], apart[1] or "FILE NOT FOUND"])
+            rows.append(["without (SPREAD)", names[wrote], names[apart[0]],
+                         apart[1] or "FILE NOT FOUND"])
         show("writer and reader", rows, ["placement", "writer node", "reader node", "reader saw"])
         print(f"\nwithout affinity the reader missed the file {misses} of {len(names)} times")
-        return verdict(read_on == wrote and text == "hello", "the reader ran on the writer's node and read its file")
+        return verdict(read_on == wrote and text == "hello",
+                       "the reader ran on the writer's node and read its file")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

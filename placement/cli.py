@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 from .errors import ClusterNotFoundError, LocalClusterError, PlacementError
 from .local_cluster import (
@@ -36,27 +37,35 @@ def _node_count(text: str) -> int:
         value = int(text, 10)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"N must be a positive whole number of nodes, got {text!r}: e.g. scripts/start_cluster.sh 4"
+            f"N must be a positive whole number of nodes, got {text!r}: "
+            "e.g. scripts/start_cluster.sh 4"
         ) from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"N must be at least 1, got {value}: e.g. scripts/start_cluster.sh 4")
+        raise argparse.ArgumentTypeError(
+            f"N must be at least 1, got {value}: e.g. scripts/start_cluster.sh 4"
+        )
     return value
 
 
-def _resources(text: str) -> dict:
+def _resources(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--resources must be JSON such as '{{\"accel\": 1}}', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--resources must be JSON such as '{{\"accel\": 1}}', got {text!r}"
+        ) from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"--resources must be a JSON object such as '{{\"accel\": 1}}', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--resources must be a JSON object such as '{{\"accel\": 1}}', got {text!r}"
+        )
     return value
 
 
 def _add_state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir", type=Path, default=None,
-        help=f"the cluster's state directory (default $PLACEMENT_STATE_DIR or {default_state_dir()})",
+        help="the cluster's state directory "
+        f"(default $PLACEMENT_STATE_DIR or {default_state_dir()})",
     )
 
 
@@ -75,9 +84,11 @@ def _cmd_start(args: argparse.Namespace) -> int:
         extra_resources=args.resources,
     )
     if not spec.token_auth:
-        _say("WARNING: token authentication is off: anyone who can reach these ports can run code as you")
+        _say("WARNING: token authentication is off: "
+             "anyone who can reach these ports can run code as you")
     state = start_cluster(spec, timeout=args.timeout, say=_say)
-    print(f"cluster of {len(state.nodes)} nodes is up at {state.address} (started in {state.start_seconds:.1f}s)")
+    print(f"cluster of {len(state.nodes)} nodes is up at {state.address} "
+          f"(started in {state.start_seconds:.1f}s)")
     print(f"state directory: {state.state_dir}")
     print(f"connect: {state.connect_line()}")
     print(f"stop:    scripts/stop_cluster.sh --state-dir {state.state_dir}")
@@ -116,7 +127,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(snapshot.to_json())
     else:
         print(status_table(snapshot))
-        print(f"\n{len(snapshot.live)} alive, {len(snapshot.dead)} dead, {len(snapshot.placeable)} labelled")
+        print(f"\n{len(snapshot.live)} alive, {len(snapshot.dead)} dead, "
+              f"{len(snapshot.placeable)} labelled")
     return 0
 
 
@@ -127,14 +139,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="placement", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="placement", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     status = commands.add_parser("status", help="show the nodes of the cluster")
     _add_state_dir(status)
-    status.add_argument("--address", default=None, help="a Ray cluster address instead of the local cluster")
-    status.add_argument("--json", action="store_true", help="print the snapshot as JSON (loadable by ClusterSnapshot.from_json)")
-    status.add_argument("--label-prefix", default="node", help="prefix of node label resources (default node)")
+    status.add_argument("--address", default=None,
+                        help="a Ray cluster address instead of the local cluster")
+    status.add_argument("--json", action="store_true",
+                        help="print the snapshot as JSON (loadable by ClusterSnapshot.from_json)")
+    status.add_argument("--label-prefix", default="node",
+                        help="prefix of node label resources (default node)")
     status.set_defaults(run=_cmd_status)
 
     cluster = commands.add_parser("cluster", help="start, stop or show a labelled local cluster")
@@ -142,35 +159,49 @@ def build_parser() -> argparse.ArgumentParser:
     start = actions.add_parser("start", help="start N labelled nodes on loopback addresses")
     start.add_argument("nodes", type=_node_count, metavar="N", help="number of nodes")
     _add_state_dir(start)
-    start.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"head (GCS) port (default {DEFAULT_PORT})")
-    start.add_argument("--first-address", default=DEFAULT_FIRST_ADDRESS, help=f"address of node0 (default {DEFAULT_FIRST_ADDRESS})")
+    start.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"head (GCS) port (default {DEFAULT_PORT})")
+    start.add_argument("--first-address", default=DEFAULT_FIRST_ADDRESS,
+                       help=f"address of node0 (default {DEFAULT_FIRST_ADDRESS})")
     start.add_argument("--cpus", type=int, default=1, help="CPUs per node (default 1)")
-    start.add_argument("--object-store-mb", type=int, default=DEFAULT_OBJECT_STORE_MB, help=f"object store per node in MiB (default {DEFAULT_OBJECT_STORE_MB})")
-    start.add_argument("--label-amount", type=int, default=DEFAULT_LABEL_AMOUNT, help=f"amount of the node<i> resource per node (default {DEFAULT_LABEL_AMOUNT})")
+    start.add_argument("--object-store-mb", type=int, default=DEFAULT_OBJECT_STORE_MB,
+                       help=f"object store per node in MiB (default {DEFAULT_OBJECT_STORE_MB})")
+    start.add_argument("--label-amount", type=int, default=DEFAULT_LABEL_AMOUNT,
+                       help=f"amount of the node<i> resource per node "
+                       f"(default {DEFAULT_LABEL_AMOUNT})")
     start.add_argument("--label-prefix", default="node", help="label prefix (default node)")
     start.add_argument("--resources", type=_resources, default={},
                        help='extra custom resources on every node, as JSON, e.g. \'{"accel": 1}\'')
-    start.add_argument("--dashboard", action="store_true", help="also start Ray's dashboard on 127.0.0.1:8265")
-    start.add_argument("--no-token-auth", action="store_true", help="turn token authentication off (not recommended)")
-    start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT, help="seconds to wait for all nodes")
+    start.add_argument("--dashboard", action="store_true",
+                       help="also start Ray's dashboard on 127.0.0.1:8265")
+    start.add_argument("--no-token-auth", action="store_true",
+                       help="turn token authentication off (not recommended)")
+    start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT,
+                       help="seconds to wait for all nodes")
     start.set_defaults(run=_cmd_start)
     add = actions.add_parser("add", help="start one more labelled node in the running cluster")
     _add_state_dir(add)
-    add.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT, help="seconds to wait for the node")
+    add.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT,
+                     help="seconds to wait for the node")
     add.set_defaults(run=_cmd_add)
     stop = actions.add_parser("stop", help="end exactly the processes of the cluster")
     _add_state_dir(stop)
-    stop.add_argument("--keep-logs", action="store_true", help="keep Ray's logs under <state-dir>/ray")
+    stop.add_argument("--keep-logs", action="store_true",
+                      help="keep Ray's logs under <state-dir>/ray")
     stop.set_defaults(run=_cmd_stop)
     show = actions.add_parser("status", help="same as `placement status`")
     _add_state_dir(show)
     show.add_argument("--json", action="store_true")
     show.set_defaults(run=_cmd_status, address=None, label_prefix="node")
 
-    demo = commands.add_parser("demo", help="run every policy on a local cluster and check each promise")
-    demo.add_argument("--nodes", type=_node_count, default=4, help="nodes of the cluster it starts when none runs (default 4)")
+    demo = commands.add_parser(
+        "demo", help="run every policy on a local cluster and check each promise"
+    )
+    demo.add_argument("--nodes", type=_node_count, default=4,
+                      help="nodes of the cluster it starts when none runs (default 4)")
     _add_state_dir(demo)
-    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help="head port of the cluster it starts")
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT,
+                      help="head port of the cluster it starts")
     demo.set_defaults(run=_cmd_demo)
     return parser
 
@@ -178,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        code: int = args.run(args)  # one of the _cmd_* functions, set by the subcommand
+        return code
     except (LocalClusterError, ClusterNotFoundError, PlacementError) as exc:
         print(f"placement: error: {exc}", file=sys.stderr)
         return 1

@@ -36,8 +36,8 @@ def _running_state(state_dir: Path | str | None) -> ClusterState | None:
     state = load_state(state_dir)
     if state is not None and not cluster_processes(state.state_dir):
         raise ClusterNotFoundError(
-            f"the local cluster recorded in {state.state_dir} is not running (its processes are gone): "
-            f"start it again with scripts/start_cluster.sh {len(state.nodes)}"
+            f"the local cluster recorded in {state.state_dir} is not running (its processes are "
+            f"gone): start it again with scripts/start_cluster.sh {len(state.nodes)}"
         )
     return state
 
@@ -51,11 +51,12 @@ def _use_token_of(state: ClusterState) -> None:
     os.environ.update({k: v for k, v in state.env().items() if k != "RAY_ADDRESS"})
     os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over the token file
     if "ray" in sys.modules:
-        try:
-            from ray._raylet import Config
+        # Imported here, not at the top: Ray must not load before the variables above are set.
+        from . import _ray
 
-            Config.initialize("")
-        except Exception:  # pragma: no cover - Ray internals moved; a fresh process still works
+        try:
+            _ray.reload_auth_config()
+        except Exception:  # noqa: BLE001 - Ray internals moved; a fresh process still works
             pass
 
 
@@ -102,8 +103,8 @@ def connect(
         state = _running_state(default_state_dir())
         if state is None:
             raise ClusterNotFoundError(
-                "no Ray cluster to connect to: Ray is not initialised here, RAY_ADDRESS is not set and "
-                f"no local cluster runs in {default_state_dir()}. Start one with "
+                "no Ray cluster to connect to: Ray is not initialised here, RAY_ADDRESS is not set "
+                f"and no local cluster runs in {default_state_dir()}. Start one with "
                 "`scripts/start_cluster.sh 4`, set RAY_ADDRESS=host:port, or call ray.init() first"
             )
         source = "state-dir"
@@ -124,7 +125,7 @@ def connect(
             f"nothing answers at {address} (from {source}) within {_REACH_TIMEOUT_SECONDS:.0f}s: "
             "check the address, or start a cluster with scripts/start_cluster.sh 4"
         )
-    import ray
+    import ray  # only now: Ray reads the token settings above when it loads
 
     ray.init(
         address=address,

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from tabulate import tabulate
 
 from .errors import PlacementError
-from .local_cluster import DEFAULT_PORT, ClusterSpec, cluster_processes, default_state_dir, load_state, start_cluster, stop_cluster
+from .local_cluster import (
+    DEFAULT_PORT,
+    ClusterSpec,
+    cluster_processes,
+    default_state_dir,
+    load_state,
+    start_cluster,
+    stop_cluster,
+)
 
 
 @dataclass
@@ -23,7 +32,9 @@ class Check:
     held: bool
 
 
-def _where():
+def _where() -> tuple[Any, Any]:
+    """A remote function and an actor class that report the node they run on. Ray types a
+    decorated class as the plain class (no ``.remote``), so both are Any to the type checker."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -59,7 +70,7 @@ def run_checks(say: Callable[[str], None]) -> list[Check]:
     where, Probe = _where()
     snap = current_snapshot(refresh=True)
     names = {n.node_id: n.label or n.address for n in snap.live}
-    labels = [n.label for n in snap.placeable]
+    labels = [n.label for n in snap.placeable if n.label]  # every placeable node has a label
 
     def show(nodes: list[str]) -> str:
         """Counts per node, e.g. 'node0:2, node1:2'."""
@@ -73,29 +84,32 @@ def run_checks(say: Callable[[str], None]) -> list[Check]:
     ran = ray.get([balanced.remote() for _ in range(400)])
     counts = Counter(ran)
     checks.append(Check("RoundRobin()", "400 tasks, per-node counts within 1", show(ran),
-                        len(counts) == len(labels) and max(counts.values()) - min(counts.values()) <= 1))
+                        len(counts) == len(labels)
+                        and max(counts.values()) - min(counts.values()) <= 1))
 
     say("RoundRobin(weights): 300 tasks")
     weights = {label: i + 1 for i, label in enumerate(labels)}
     weighted = RoundRobin(weights=weights).place(where)
     ran = ray.get([weighted.remote() for _ in range(300)])
     total = sum(weights.values())
-    share_ok = all(abs(Counter(names[n] for n in ran)[lbl] - 300 * w / total) < 1 for lbl, w in weights.items())
-    checks.append(Check(f"RoundRobin(weights={weights})", "each node within 1 of its share", show(ran), share_ok))
+    share_ok = all(abs(Counter(names[n] for n in ran)[lbl] - 300 * w / total) < 1
+                   for lbl, w in weights.items())
+    checks.append(Check(f"RoundRobin(weights={weights})", "each node within 1 of its share",
+                        show(ran), share_ok))
 
     say("Affinity: writer and reader")
     together = Affinity()
     wrote, read = ray.get([together.place(where).remote(), together.place(where).remote()])
-    checks.append(Check("Affinity()", "reader on the writer's node", f"writer {names[wrote]}, reader {names[read]}",
-                        wrote == read))
+    checks.append(Check("Affinity()", "reader on the writer's node",
+                        f"writer {names[wrote]}, reader {names[read]}", wrote == read))
 
     say("Affinity(actor): caller next to an actor")
     actor = RoundRobin(seed=1).place(Probe).remote()
     home = ray.get(actor.where.remote())
     ran = ray.get([Affinity(actor).place(where).remote() for _ in range(3)])
     ray.kill(actor)
-    checks.append(Check("Affinity(actor)", "callers on the actor's node", f"actor {names[home]}, callers {show(ran)}",
-                        set(ran) == {home}))
+    checks.append(Check("Affinity(actor)", "callers on the actor's node",
+                        f"actor {names[home]}, callers {show(ran)}", set(ran) == {home}))
 
     say("AntiAffinity: one replica per node, then one too many")
     apart = AntiAffinity()
@@ -108,7 +122,8 @@ def run_checks(say: Callable[[str], None]) -> list[Check]:
         refused = False
     except PlacementError:
         refused = True
-    checks.append(Check("AntiAffinity()", "replicas on distinct nodes; one too many refused before submit",
+    checks.append(Check("AntiAffinity()",
+                        "replicas on distinct nodes; one too many refused before submit",
                         show(ran), len(set(ran)) == len(labels) and refused))
 
     say("AntiAffinity() | RoundRobin(): spread, then fall back")
@@ -119,17 +134,20 @@ def run_checks(say: Callable[[str], None]) -> list[Check]:
 
     say("Packing: groups together, groups apart")
     pack = Packing()
-    groups = {g: ray.get([pack.place(where, group=g).remote() for _ in range(3)]) for g in range(len(labels))}
+    groups = {g: ray.get([pack.place(where, group=g).remote() for _ in range(3)])
+              for g in range(len(labels))}
     together_ok = all(len(set(nodes)) == 1 for nodes in groups.values())
     apart_ok = len({nodes[0] for nodes in groups.values()}) == len(groups)
     checks.append(Check("Packing()", "each group on one node, groups on different nodes",
-                        "; ".join(f"g{g}: {names[n[0]]}" for g, n in groups.items()), together_ok and apart_ok))
+                        "; ".join(f"g{g}: {names[n[0]]}" for g, n in groups.items()),
+                        together_ok and apart_ok))
 
     say("Local inside tasks: global parents, local children")
     with PlacementExecutor(RoundRobin(), num_cpus=0) as pool:
         results = list(pool.map(_local_children, [5] * len(labels)))
     local_ok = all(set(children) == {parent} for parent, children in results)
-    checks.append(Check("LocalExecutor() in PlacementExecutor(RoundRobin())", "children on their parent's node",
+    checks.append(Check("LocalExecutor() in PlacementExecutor(RoundRobin())",
+                        "children on their parent's node",
                         ", ".join(f"{names[p]}<-{len(c)}" for p, c in results),
                         local_ok and len({p for p, _ in results}) == len(labels)))
 
@@ -140,7 +158,8 @@ def run_checks(say: Callable[[str], None]) -> list[Check]:
         refused = False
     except PlacementError:
         refused = True
-    checks.append(Check("RoundRobin() with num_cpus=10000", "refused at once, not left waiting forever",
+    checks.append(Check("RoundRobin() with num_cpus=10000",
+                        "refused at once, not left waiting forever",
                         f"refused after {1000 * (time.perf_counter() - began):.1f} ms", refused))
     return checks
 
@@ -156,7 +175,9 @@ def run_demo(nodes: int = 4, state_dir: Path | None = None, port: int = DEFAULT_
     state = load_state(state_dir)
     if state is None or not cluster_processes(state_dir):
         say(f"no local cluster in {state_dir}: starting {nodes} labelled nodes (about 3 s each)")
-        start_cluster(ClusterSpec(nodes=nodes, state_dir=state_dir, port=port, extra_resources={"accel": 1}), say=say)
+        spec = ClusterSpec(nodes=nodes, state_dir=state_dir, port=port,
+                           extra_resources={"accel": 1})
+        start_cluster(spec, say=say)
         started = True
     else:
         say(f"using the running cluster in {state_dir}")
@@ -164,7 +185,8 @@ def run_demo(nodes: int = 4, state_dir: Path | None = None, port: int = DEFAULT_
         connect(state_dir=state_dir)
         checks = run_checks(say)
         print(tabulate([[c.policy, c.promise, c.where, "yes" if c.held else "NO"] for c in checks],
-                       headers=["policy", "promise", "where it ran", "held"], maxcolwidths=[30, 36, 48, 4]))
+                       headers=["policy", "promise", "where it ran", "held"],
+                       maxcolwidths=[30, 36, 48, 4]))
         failed = [c for c in checks if not c.held]
         print(f"\n{len(checks) - len(failed)} of {len(checks)} promises held")
         return 1 if failed else 0

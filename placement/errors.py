@@ -5,7 +5,7 @@ message names the fix.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 # Rule names a PlacementError can carry: which feasibility rule refused the request.
 NO_CLUSTER_NODES = "no-live-nodes"
@@ -24,12 +24,16 @@ ACTOR_NOT_RUNNING = "actor-not-running"
 class PlacementError(Exception):
     """A placement that cannot happen, refused before anything was submitted.
 
-    >>> err = PlacementError(UNKNOWN_LABEL, "no live node is labelled node9", "use one of node0, node1")
+    >>> err = PlacementError(
+    ...     UNKNOWN_LABEL, "no live node is labelled node9", "use one of node0, node1")
     >>> err.rule, err.fix
     ('unknown-label', 'use one of node0, node1')
     >>> import pickle; pickle.loads(pickle.dumps(err)).rule
     'unknown-label'
     """
+
+    # What __init__ stores, typed so the properties below are too (an annotation only: no value).
+    args: tuple[str, str, str, tuple[str, ...]]
 
     def __init__(self, rule: str, detail: str, fix: str, nodes: Sequence[str] = ()) -> None:
         super().__init__(rule, detail, fix, tuple(nodes))
@@ -60,4 +64,5 @@ class ClusterNotFoundError(RuntimeError):
 
 
 class LocalClusterError(RuntimeError):
-    """A local cluster could not be started, stopped or read; the message says why and what to do."""
+    """A local cluster could not be started, stopped or read; the message says why and what to
+    do."""

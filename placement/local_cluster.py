@@ -25,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psutil
 
@@ -84,7 +85,11 @@ class ClusterSpec:
     label_prefix: str = DEFAULT_LABEL_PREFIX
     dashboard: bool = False
     token_auth: bool = True
-    extra_resources: dict[str, int] = field(default_factory=dict)  # on every node, e.g. {"accel": 1}
+    # Custom resources on every node, e.g. {"accel": 1}.
+    extra_resources: dict[str, int] = field(default_factory=dict)
+    # False: plain `ray start` nodes, without the node<i> resource and the placement.node label,
+    # as on a cluster the toolkit did not set up (tests use it to check policies there).
+    labelled: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
@@ -106,8 +111,8 @@ class ClusterSpec:
             )
         if nodes > MAX_NODES:
             raise LocalClusterError(
-                f"{nodes} nodes is more than one machine should run ({MAX_NODES} at most; each is a "
-                "full Ray node): use fewer nodes, or a real multi-host cluster"
+                f"{nodes} nodes is more than one machine should run ({MAX_NODES} at most; each is "
+                "a full Ray node): use fewer nodes, or a real multi-host cluster"
             )
         need_mb = nodes * (_NODE_OVERHEAD_MB + self.object_store_mb)
         have_mb = psutil.virtual_memory().available // 2**20
@@ -120,51 +125,64 @@ class ClusterSpec:
             first = ipaddress.IPv4Address(self.first_address)
         except ValueError:
             raise LocalClusterError(
-                f"--first-address {self.first_address!r} is not an IPv4 address: use e.g. 127.0.0.10"
+                f"--first-address {self.first_address!r} is not an IPv4 address: "
+                "use e.g. 127.0.0.10"
             ) from None
-        addresses = [ipaddress.IPv4Address(int(first) + i) for i in range(nodes)] if int(first) + nodes < 2**32 else []
+        addresses = (
+            [ipaddress.IPv4Address(int(first) + i) for i in range(nodes)]
+            if int(first) + nodes < 2**32
+            else []
+        )
         if not addresses or not all(a in _LOOPBACK for a in addresses):
             raise LocalClusterError(
-                f"local clusters use loopback addresses only; {nodes} nodes from {self.first_address} "
-                "leave 127.0.0.0/8: use --first-address 127.0.0.10"
+                f"local clusters use loopback addresses only; {nodes} nodes from "
+                f"{self.first_address} leave 127.0.0.0/8: use --first-address 127.0.0.10"
             )
-        # Ray rewrites 127.0.0.1 to the machine's routable address; .0 and .255 are not host addresses.
-        if any(a == ipaddress.IPv4Address("127.0.0.1") or int(a) & 0xFF in (0, 255) for a in addresses):
+        # Ray rewrites 127.0.0.1 to the machine's routable address; .0 and .255 are not host
+        # addresses.
+        localhost = ipaddress.IPv4Address("127.0.0.1")
+        if any(a == localhost or int(a) & 0xFF in (0, 255) for a in addresses):
             raise LocalClusterError(
-                f"{nodes} nodes from {self.first_address} would use 127.0.0.1 or an address ending in .0 "
-                "or .255: use --first-address 127.0.0.10"
+                f"{nodes} nodes from {self.first_address} would use 127.0.0.1 or an address ending "
+                "in .0 or .255: use --first-address 127.0.0.10"
             )
         if not (1024 <= self.port <= 65535):
             raise LocalClusterError(f"--port must be between 1024 and 65535, got {self.port}")
         for name in ("cpus_per_node", "label_amount"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "cpus_per_node" else 1):
+            least = 0 if name == "cpus_per_node" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise LocalClusterError(
-                    f"{name.replace('_', '-')} must be a whole number (Ray truncates custom resource "
-                    f"totals to whole units), got {value!r}"
+                    f"{name.replace('_', '-')} must be a whole number (Ray truncates custom "
+                    f"resource totals to whole units), got {value!r}"
                 )
         if not isinstance(self.object_store_mb, int) or self.object_store_mb < 80:
             raise LocalClusterError(
-                f"--object-store-mb must be a whole number >= 80 (Ray's minimum is 75 MiB), got {self.object_store_mb!r}"
+                "--object-store-mb must be a whole number >= 80 (Ray's minimum is 75 MiB), "
+                f"got {self.object_store_mb!r}"
             )
         if not self.label_prefix.isidentifier():
             raise LocalClusterError(
                 f"--label-prefix must be a plain name such as 'node', got {self.label_prefix!r}"
             )
+        reserved = ("CPU", "GPU", "memory", "object_store_memory")
         for name, amount in self.extra_resources.items():
-            if name in ("CPU", "GPU", "memory", "object_store_memory") or label_pattern(self.label_prefix).match(name):
+            if name in reserved or label_pattern(self.label_prefix).match(name):
                 raise LocalClusterError(
-                    f"--resources cannot set {name!r}: use --cpus for CPUs; node labels are set per node"
+                    f"--resources cannot set {name!r}: use --cpus for CPUs; "
+                    "node labels are set per node"
                 )
             if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
                 raise LocalClusterError(
-                    f"--resources {name!r} must be a whole number >= 1 (Ray truncates node totals), got {amount!r}"
+                    f"--resources {name!r} must be a whole number >= 1 "
+                    f"(Ray truncates node totals), got {amount!r}"
                 )
-        temp_dir = str(self.state_dir / RAY_TEMP_SUBDIR)
+        temp_dir = str(Path(self.state_dir) / RAY_TEMP_SUBDIR)
         if len(temp_dir) > _MAX_TEMP_DIR_CHARS:
+            longest = _MAX_TEMP_DIR_CHARS - len(RAY_TEMP_SUBDIR) - 1
             raise LocalClusterError(
                 f"state directory {self.state_dir} is too long for Ray's unix sockets (107 bytes): "
-                f"use a --state-dir of at most {_MAX_TEMP_DIR_CHARS - len(RAY_TEMP_SUBDIR) - 1} characters, e.g. /tmp/pl-1"
+                f"use a --state-dir of at most {longest} characters, e.g. /tmp/pl-1"
             )
 
 
@@ -192,7 +210,9 @@ class ClusterState:
         return env
 
     def connect_line(self) -> str:
-        exports = " ".join(f"{k}={v}" for k, v in self.env().items() if k != "RAY_USAGE_STATS_ENABLED")
+        exports = " ".join(
+            f"{k}={v}" for k, v in self.env().items() if k != "RAY_USAGE_STATS_ENABLED"
+        )
         return f"export {exports}   # then ray.init() or placement.connect()"
 
 
@@ -204,7 +224,9 @@ def load_state(state_dir: Path | str | None = None) -> ClusterState | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise LocalClusterError(f"cannot read {path}: {exc}; remove it and start the cluster again") from exc
+        raise LocalClusterError(
+            f"cannot read {path}: {exc}; remove it and start the cluster again"
+        ) from exc
     return ClusterState(
         state_dir=Path(raw["state_dir"]),
         address=raw["address"],
@@ -224,14 +246,20 @@ def _mentions(cmdline: list[str], directory: str) -> bool:
     inside = directory + os.sep
     for arg in cmdline:
         value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
-        if value == directory or value.startswith(inside) or f"={inside}" in arg or arg.endswith(f"={directory}"):
+        if (
+            value == directory
+            or value.startswith(inside)
+            or f"={inside}" in arg
+            or arg.endswith(f"={directory}")
+        ):
             return True
     return False
 
 
 def _alive(proc: psutil.Process) -> bool:
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        # bool(): psutil has no type information, so mypy sees Any; both operands are bools.
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
@@ -265,7 +293,8 @@ def node_processes(state_dir: Path | str, node_address: str) -> list[psutil.Proc
     for proc in cluster_processes(state_dir):
         with contextlib.suppress(psutil.NoSuchProcess):
             cmdline = proc.cmdline()
-            if cmdline and Path(cmdline[0]).name == "raylet" and f"--node_ip_address={node_address}" in cmdline:
+            is_raylet = bool(cmdline) and Path(cmdline[0]).name == "raylet"
+            if is_raylet and f"--node_ip_address={node_address}" in cmdline:
                 raylets.append(proc)
     found = {}
     for raylet in raylets:
@@ -345,37 +374,47 @@ def _ray_start_args(spec: ClusterSpec, index: int, address: str) -> list[str]:
     args = [
         ray_executable(), "start",
         "--node-ip-address", spec.node_address(index),
-        "--temp-dir", str(spec.state_dir / RAY_TEMP_SUBDIR),
+        "--temp-dir", str(Path(spec.state_dir) / RAY_TEMP_SUBDIR),
         "--num-cpus", str(spec.cpus_per_node),
         "--object-store-memory", str(spec.object_store_mb * 2**20),
-        "--resources", json.dumps({**spec.extra_resources, label: spec.label_amount}),
-        "--labels", f"{LABEL_KEY}={label}",
         "--disable-usage-stats",
     ]
+    if spec.labelled:
+        args += ["--resources", json.dumps({**spec.extra_resources, label: spec.label_amount}),
+                 "--labels", f"{LABEL_KEY}={label}"]
+    elif spec.extra_resources:
+        args += ["--resources", json.dumps(spec.extra_resources)]
     if index == 0:
-        args += ["--head", "--port", str(spec.port), "--include-dashboard", str(spec.dashboard).lower()]
+        args += ["--head", "--port", str(spec.port),
+                 "--include-dashboard", str(spec.dashboard).lower()]
     else:
         args += ["--address", address]
     return args
 
 
 def _ray_env(token_path: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"
+    }
     env["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine
     if token_path is not None:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
     return env
 
 
-def _run_ray_start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def _run_ray_start(
+    args: list[str], env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
     # A log file, not a pipe: `ray start` leaves daemons behind that would hold a pipe open.
     with open(log_path, "w") as log:
-        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
 
 def probe_nodes(env: dict[str, str], expect: int, timeout: float) -> list[dict[str, Any]]:
-    """Connect a throwaway driver (its own process: Ray caches the token per process) and wait until
-    ``expect`` nodes are alive. Returns the alive nodes' records; raises on timeout."""
+    """Connect a throwaway driver (its own process: Ray caches the token per process) and wait
+    until ``expect`` nodes are alive. Returns the alive nodes' records; raises on timeout."""
     cmd = [sys.executable, "-m", "placement.probe", str(expect), str(timeout)]
     try:
         done = subprocess.run(
@@ -383,14 +422,20 @@ def probe_nodes(env: dict[str, str], expect: int, timeout: float) -> list[dict[s
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        raise LocalClusterError(f"no answer from the cluster at {env.get('RAY_ADDRESS')} within {timeout:.0f}s") from None
+        raise LocalClusterError(
+            f"no answer from the cluster at {env.get('RAY_ADDRESS')} within {timeout:.0f}s"
+        ) from None
     if done.returncode != 0:
-        raise LocalClusterError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "probe failed")
-    return json.loads(done.stdout)
+        stderr = done.stderr.strip()
+        raise LocalClusterError(stderr.splitlines()[-1] if stderr else "probe failed")
+    alive: list[dict[str, Any]] = json.loads(done.stdout)
+    return alive
 
 
 def start_cluster(
-    spec: ClusterSpec, timeout: float = DEFAULT_START_TIMEOUT, say: Callable[[str], None] = lambda _: None
+    spec: ClusterSpec,
+    timeout: float = DEFAULT_START_TIMEOUT,
+    say: Callable[[str], None] = lambda _: None,
 ) -> ClusterState:
     """Start ``spec.nodes`` labelled nodes and wait until all are alive (at most ``timeout`` s)."""
     spec.validate()
@@ -401,12 +446,13 @@ def start_cluster(
         running = cluster_processes(state_dir)
         if running:
             raise LocalClusterError(
-                f"a cluster is already running in {state_dir} ({len(running)} processes): stop it with "
-                f"scripts/stop_cluster.sh --state-dir {state_dir}, or use another --state-dir"
+                f"a cluster is already running in {state_dir} ({len(running)} processes): stop it "
+                f"with scripts/stop_cluster.sh --state-dir {state_dir}, or use another --state-dir"
             )
         if _port_in_use(spec.port):
             raise LocalClusterError(
-                f"port {spec.port} is already in use: pick a free one with --port, or stop what listens there"
+                f"port {spec.port} is already in use: pick a free one with --port, "
+                "or stop what listens there"
             )
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         log_dir = state_dir / LOG_SUBDIR
@@ -432,7 +478,10 @@ def start_cluster(
         state = ClusterState(
             state_dir=state_dir,
             address=address,
-            nodes=tuple({"label": spec.node_label(i), "address": spec.node_address(i)} for i in range(spec.nodes)),
+            nodes=tuple(
+                {"label": spec.node_label(i), "address": spec.node_address(i)}
+                for i in range(spec.nodes)
+            ),
             token_path=token_path,
             started_at=time.time(),
             start_seconds=round(time.monotonic() - began, 2),
@@ -450,10 +499,17 @@ def _write_state(state: ClusterState) -> None:
 
 
 def _wait_ray_start(
-    spec: ClusterSpec, indexes: list[int], address: str, env: dict[str, str], log_dir: Path, deadline: float
+    spec: ClusterSpec,
+    indexes: list[int],
+    address: str,
+    env: dict[str, str],
+    log_dir: Path,
+    deadline: float,
 ) -> None:
     started = {
-        i: _run_ray_start(_ray_start_args(spec, i, address), env, log_dir / f"start-{spec.node_label(i)}.log")
+        i: _run_ray_start(
+            _ray_start_args(spec, i, address), env, log_dir / f"start-{spec.node_label(i)}.log"
+        )
         for i in indexes
     }
     for i, proc in started.items():
@@ -464,34 +520,40 @@ def _wait_ray_start(
             proc.kill()
             raise LocalClusterError(
                 f"{spec.node_label(i)} did not start in time: read {log_path} and "
-                f"{spec.state_dir / RAY_TEMP_SUBDIR}/session_latest/logs/"
+                f"{Path(spec.state_dir) / RAY_TEMP_SUBDIR}/session_latest/logs/"
             ) from None
         if code != 0:
             tail = log_path.read_text().strip().splitlines()[-3:]
             raise LocalClusterError(
-                f"`ray start` for {spec.node_label(i)} failed (exit {code}): read {log_path}; it ends with: "
-                + " | ".join(tail)
+                f"`ray start` for {spec.node_label(i)} failed (exit {code}): read {log_path}; "
+                "it ends with: " + " | ".join(tail)
             )
 
 
-def add_node(state_dir: Path | str | None = None, timeout: float = DEFAULT_START_TIMEOUT) -> ClusterState:
+def add_node(
+    state_dir: Path | str | None = None, timeout: float = DEFAULT_START_TIMEOUT
+) -> ClusterState:
     """Start one more node (the next label and address) in the running cluster in ``state_dir``."""
     state_dir = Path(state_dir or default_state_dir()).absolute()
     state = load_state(state_dir)
     if state is None or not cluster_processes(state_dir):
-        raise LocalClusterError(f"no cluster runs in {state_dir}: start one with scripts/start_cluster.sh N")
+        raise LocalClusterError(
+            f"no cluster runs in {state_dir}: start one with scripts/start_cluster.sh N"
+        )
     fields = {k: v for k, v in state.spec.items() if k in ClusterSpec.__dataclass_fields__}
     spec = ClusterSpec(**{**fields, "nodes": len(state.nodes) + 1})
     spec.validate()
     index = len(state.nodes)
     with _locked(state_dir):
-        _wait_ray_start(spec, [index], state.address, _ray_env(state.token_path), state_dir / LOG_SUBDIR,
-                        time.monotonic() + timeout)
+        _wait_ray_start(spec, [index], state.address, _ray_env(state.token_path),
+                        state_dir / LOG_SUBDIR, time.monotonic() + timeout)
         probe_nodes(state.env(), spec.nodes, timeout)
         grown = ClusterState(
             state_dir=state_dir, address=state.address,
-            nodes=state.nodes + ({"label": spec.node_label(index), "address": spec.node_address(index)},),
-            token_path=state.token_path, started_at=state.started_at, start_seconds=state.start_seconds,
+            nodes=state.nodes
+            + ({"label": spec.node_label(index), "address": spec.node_address(index)},),
+            token_path=state.token_path, started_at=state.started_at,
+            start_seconds=state.start_seconds,
             spec={**state.spec, "nodes": spec.nodes},
         )
         _write_state(grown)
@@ -499,7 +561,8 @@ def add_node(state_dir: Path | str | None = None, timeout: float = DEFAULT_START
 
 
 def stop_cluster(state_dir: Path | str | None = None, keep_logs: bool = False) -> list[str]:
-    """End every process of the cluster in ``state_dir`` and nothing else; returns what was ended."""
+    """End every process of the cluster in ``state_dir`` and nothing else; returns what was
+    ended."""
     state_dir = Path(state_dir or default_state_dir()).absolute()
     if not state_dir.exists():
         return []

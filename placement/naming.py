@@ -11,7 +11,7 @@ LABEL_KEY = "placement.node"
 _DIGITS = re.compile(r"(\d+)")
 
 
-def natural_key(text: str) -> tuple:
+def natural_key(text: str) -> tuple[int | str, ...]:
     """Sort key that orders embedded numbers numerically: node2 before node10.
 
     >>> sorted(["node10", "node2", "node1"], key=natural_key)

@@ -22,12 +22,13 @@ def main(argv: list[str]) -> int:
         while True:
             alive = [n for n in ray.nodes() if n.get("Alive")]
             if len(alive) >= expect:
-                print(json.dumps([{"id": n["NodeID"], "address": n["NodeManagerAddress"]} for n in alive]))
+                records = [{"id": n["NodeID"], "address": n["NodeManagerAddress"]} for n in alive]
+                print(json.dumps(records))
                 return 0
             if time.monotonic() > deadline:
                 print(
-                    f"only {len(alive)} of {expect} nodes alive after {timeout:.0f}s: read the raylet "
-                    "logs under <state-dir>/ray/session_latest/logs/",
+                    f"only {len(alive)} of {expect} nodes alive after {timeout:.0f}s: read the "
+                    "raylet logs under <state-dir>/ray/session_latest/logs/",
                     file=sys.stderr,
                 )
                 return 1

@@ -23,7 +23,9 @@ def status_rows(snapshot: ClusterSnapshot) -> list[list[str]]:
     ordered += list(snapshot.dead)
     rows = []
     for node in ordered:
-        custom = ", ".join(f"{name} {_used_of_total(node, name)}" for name in sorted(node.custom_resources))
+        custom = ", ".join(
+            f"{name} {_used_of_total(node, name)}" for name in sorted(node.custom_resources)
+        )
         rows.append([
             node.label or "-",
             node.address,
@@ -38,12 +40,15 @@ def status_rows(snapshot: ClusterSnapshot) -> list[list[str]]:
 
 def status_table(snapshot: ClusterSnapshot) -> str:
     """
-    >>> snap = ClusterSnapshot.from_dicts([{"id": "a1b2c3d4e5", "address": "127.0.0.10", "label": "node0",
-    ...                                      "resources": {"CPU": 1}, "available": {"CPU": 1, "node0": 1000}}])
+    >>> snap = ClusterSnapshot.from_dicts([
+    ...     {"id": "a1b2c3d4e5", "address": "127.0.0.10", "label": "node0",
+    ...      "resources": {"CPU": 1}, "available": {"CPU": 1, "node0": 1000}}])
     >>> print(status_table(snap))
     label    address     node id    alive    role    CPU used/total    custom resources used/total
     -------  ----------  ---------  -------  ------  ----------------  -----------------------------
     node0    127.0.0.10  a1b2c3d4   yes              0/1               node0 0/1000
     """
-    headers = ["label", "address", "node id", "alive", "role", "CPU used/total", "custom resources used/total"]
-    return tabulate(status_rows(snapshot), headers=headers)
+    headers = ["label", "address", "node id", "alive", "role", "CPU used/total",
+               "custom resources used/total"]
+    table: str = tabulate(status_rows(snapshot), headers=headers)  # tabulate has no type hints
+    return table

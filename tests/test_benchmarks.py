@@ -15,14 +15,18 @@ pytestmark = pytest.mark.cluster
 
 def test_quick_benchmarks_run_and_report_every_section(local_cluster):
     out = new_state_dir("bench") / "bench.json"
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=900, env=clean_env(**local_cluster.env()),
-                          cwd=REPO, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=900, env=clean_env(**local_cluster.env()),
+        cwd=REPO, stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
     sections = {r["benchmark"] for r in report["results"]}
     assert sections == {"submit", "decide", "balance", "infeasible", "locality", "reads"}
     assert report["machine"]["ray"] and report["quick"] is True
     by_name = {(r["benchmark"], r["contender"]): r for r in report["results"]}
-    assert by_name[("infeasible", "placement: PlacementError before submit")]["note"] == "resources-exceed-every-node"
-    assert by_name[("balance", "RoundRobin(), 400 tasks")]["value"] == 0  # exact balance is a property, not speed
+    infeasible = by_name[("infeasible", "placement: PlacementError before submit")]
+    assert infeasible["note"] == "resources-exceed-every-node"
+    # exact balance is a property, not speed
+    assert by_name[("balance", "RoundRobin(), 400 tasks")]["value"] == 0

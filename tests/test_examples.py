@@ -20,8 +20,10 @@ def test_all_nine_examples_are_here():
 @pytest.mark.cluster
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_example_passes_on_the_local_cluster(local_cluster, example):
-    done = subprocess.run([sys.executable, str(REPO / "examples" / example)], capture_output=True, text=True,
-                          timeout=600, env=clean_env(**local_cluster.env()), cwd=REPO, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / example)], capture_output=True, text=True,
+        timeout=600, env=clean_env(**local_cluster.env()), cwd=REPO, stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, f"{example} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert "OK:" in done.stdout
 
@@ -30,11 +32,13 @@ def test_example_passes_on_the_local_cluster(local_cluster, example):
 def test_demo_starts_a_cluster_checks_every_policy_and_stops_it():
     state_dir = new_state_dir("demo")
     done = subprocess.run(
-        [sys.executable, "-m", "placement.cli", "demo", "--nodes", "2", "--state-dir", str(state_dir),
-         "--port", str(free_port())],
-        capture_output=True, text=True, timeout=600, env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "placement.cli", "demo", "--nodes", "2",
+         "--state-dir", str(state_dir), "--port", str(free_port())],
+        capture_output=True, text=True, timeout=600, env=clean_env(), cwd=REPO,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "9 of 9 promises held" in done.stdout
-    assert "starting 2 labelled nodes" in done.stderr and "stopping the cluster the demo started" in done.stderr
+    assert "starting 2 labelled nodes" in done.stderr
+    assert "stopping the cluster the demo started" in done.stderr
     assert cluster_processes(state_dir) == []

@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, TimeoutError, as_completed, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ThreadPoolExecutor,
+    TimeoutError,
+    as_completed,
+    wait,
+)
 
 import pytest
 import ray
@@ -20,7 +27,8 @@ def square(x: int) -> int:
     return x * x
 
 
-def add(a: int, b: int, *, fn: int = 0) -> int:  # a keyword called fn: submit's fn is positional-only
+# A keyword called fn: submit's fn is positional-only.
+def add(a: int, b: int, *, fn: int = 0) -> int:
     return a + b + fn
 
 
@@ -82,10 +90,12 @@ def test_submit_returns_a_future_with_the_result(make):
 def test_as_completed_and_wait(make):
     with make() as pool:
         futures = [pool.submit(square, i) for i in range(8)]
-        assert sorted(f.result() for f in as_completed(futures, timeout=60)) == [i * i for i in range(8)]
+        finished = sorted(f.result() for f in as_completed(futures, timeout=60))
+        assert finished == [i * i for i in range(8)]
         done, not_done = wait([pool.submit(square, 3)], timeout=60)
         assert len(done) == 1 and not not_done
-        done, _ = wait([pool.submit(square, 4), pool.submit(nap, 0)], return_when=FIRST_COMPLETED, timeout=60)
+        done, _ = wait([pool.submit(square, 4), pool.submit(nap, 0)],
+                       return_when=FIRST_COMPLETED, timeout=60)
         assert done
 
 
@@ -125,7 +135,9 @@ def test_shutdown_is_idempotent_and_submit_after_it_raises(make):
 def test_shutdown_cancel_futures_cancels_what_has_not_finished(make):
     pool = make(1)
     running = pool.submit(nap, 2)
-    queued = [pool.submit(nap, 30) for _ in range(2)] if isinstance(pool, ThreadPoolExecutor) else []
+    queued = (
+        [pool.submit(nap, 30) for _ in range(2)] if isinstance(pool, ThreadPoolExecutor) else []
+    )
     pool.shutdown(wait=True, cancel_futures=True)
     assert all(f.cancelled() for f in queued)
     assert running.done()
@@ -149,7 +161,8 @@ def test_cancel_of_a_running_placed_task_cancels_it_in_ray(ray_cluster):
     with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError)):
         ray.get(future.object_ref, timeout=60)
     # The slot came back: two more calls run although max_workers is 2.
-    assert [f.result(timeout=60) for f in [pool.submit(square, 5), pool.submit(square, 6)]] == [25, 36]
+    more = [pool.submit(square, 5), pool.submit(square, 6)]
+    assert [f.result(timeout=60) for f in more] == [25, 36]
     pool.shutdown()
 
 
@@ -182,6 +195,6 @@ def test_nested_global_then_local_parallelism(ray_cluster):
     with PlacementExecutor(RoundRobin(), num_cpus=2) as outer:
         results = list(outer.map(parent, chunks, timeout=300))
     assert len({node for node, _ in results}) == SESSION_NODES  # one parent per node
-    for (parent_node, children), chunk in zip(results, chunks):
+    for (parent_node, children), chunk in zip(results, chunks, strict=True):
         assert {node for node, _ in children} == {parent_node}
         assert sum(value for _, value in children) == sum(x * x for x in chunk)

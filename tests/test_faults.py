@@ -21,11 +21,13 @@ pytestmark = pytest.mark.slow
 def faults():
     """Run every fault scenario once against a fresh 3-node cluster; its JSON output."""
     state_dir = new_state_dir("faults")
-    start_cluster(ClusterSpec(nodes=3, state_dir=state_dir, port=free_port(), first_address="127.0.0.40",
-                              cpus_per_node=2))
+    start_cluster(ClusterSpec(nodes=3, state_dir=state_dir, port=free_port(),
+                              first_address="127.0.0.40", cpus_per_node=2))
     try:
-        done = subprocess.run([sys.executable, "-m", "tests.fault_scenarios", str(state_dir)], capture_output=True,
-                              text=True, timeout=1200, env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.fault_scenarios", str(state_dir)], capture_output=True,
+            text=True, timeout=1200, env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
     finally:
@@ -41,7 +43,8 @@ def test_node_death_mid_run_loses_nothing_and_later_placements_skip_it(faults):
     death = faults["death"]
     assert death["results"] == 1000 and death["distinct"] == 1000
     assert death["chosen_dead_after_refresh"] == 0
-    assert death["after_refresh_counts"] and max(death["after_refresh_counts"]) - min(death["after_refresh_counts"]) <= 1
+    counts = death["after_refresh_counts"]
+    assert counts and max(counts) - min(counts) <= 1
     assert death["ran_on_dead_after_kill"] == 0
 
 
@@ -74,8 +77,8 @@ def _decoy(cmdline_path: str, user: str | None = None) -> subprocess.Popen:
             os.setuid(entry.pw_uid)
 
     # "; true" keeps sh from exec-ing sleep, so the path stays on this process's command line.
-    return subprocess.Popen(["/bin/sh", "-c", "sleep 120; true", f"--temp-dir={cmdline_path}"], preexec_fn=become,
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen(["/bin/sh", "-c", "sleep 120; true", f"--temp-dir={cmdline_path}"],
+                            preexec_fn=become, stdin=subprocess.DEVNULL)
 
 
 def test_stop_ends_only_its_own_cluster_processes():

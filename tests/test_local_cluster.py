@@ -18,10 +18,13 @@ from .conftest import REPO, clean_env, free_port, new_state_dir
 pytestmark = pytest.mark.slow
 
 
-def run_script(name: str, *args: str, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_script(
+    name: str, *args: str, timeout: float = 180, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(REPO / "scripts" / name), *args],
-        capture_output=True, text=True, timeout=timeout, env=env or clean_env(), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=timeout, env=env or clean_env(),
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -31,8 +34,8 @@ def test_script_starts_labelled_nodes_and_stop_ends_only_that_cluster(local_clus
     other_cluster = {p.pid for p in cluster_processes(local_cluster.state_dir)}
     assert other_cluster, "the session cluster should be running beside this one"
 
-    started = run_script("start_cluster.sh", "3", "--state-dir", str(state_dir), "--port", str(port),
-                         "--first-address", "127.0.0.30")
+    started = run_script("start_cluster.sh", "3", "--state-dir", str(state_dir),
+                         "--port", str(port), "--first-address", "127.0.0.30")
     try:
         assert started.returncode == 0, started.stderr
         assert f"127.0.0.30:{port}" in started.stdout
@@ -100,13 +103,15 @@ def test_script_refuses_port_in_use():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", port))
         listener.listen()
-        done = run_script("start_cluster.sh", "1", "--state-dir", str(new_state_dir("busy")), "--port", str(port))
+        done = run_script("start_cluster.sh", "1", "--state-dir", str(new_state_dir("busy")),
+                          "--port", str(port))
     assert done.returncode == 1
     assert f"port {port} is already in use" in done.stderr and "--port" in done.stderr
 
 
 def test_script_refuses_second_cluster_in_same_state_dir(local_cluster):
-    done = run_script("start_cluster.sh", "1", "--state-dir", str(local_cluster.state_dir), "--port", str(free_port()))
+    done = run_script("start_cluster.sh", "1", "--state-dir", str(local_cluster.state_dir),
+                      "--port", str(free_port()))
     assert done.returncode == 1
     assert "already running" in done.stderr and "stop_cluster.sh" in done.stderr
 
@@ -124,15 +129,17 @@ _CONNECT = "import ray; ray.init(address='{address}'); print('CONNECTED')"
 def _try_connect(address: str, **auth: str) -> subprocess.CompletedProcess:
     # Ray retries a refused GCS connection for a while; a short timeout keeps the test quick.
     env = clean_env(RAY_gcs_rpc_server_connect_timeout_s="5", **auth)
-    return subprocess.run([sys.executable, "-c", _CONNECT.format(address=address)], capture_output=True,
-                          text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run([sys.executable, "-c", _CONNECT.format(address=address)],
+                          capture_output=True, text=True, timeout=120, env=env,
+                          stdin=subprocess.DEVNULL)
 
 
 def test_driver_without_token_or_with_wrong_token_is_refused(local_cluster):
     address = local_cluster.address
     with ThreadPoolExecutor(3) as pool:
         without = pool.submit(_try_connect, address)
-        wrong = pool.submit(_try_connect, address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token")
+        wrong = pool.submit(_try_connect, address, RAY_AUTH_MODE="token",
+                            RAY_AUTH_TOKEN="not-the-token")
         right = pool.submit(_try_connect, address, RAY_AUTH_MODE="token",
                             RAY_AUTH_TOKEN_PATH=str(local_cluster.token_path))
     for refused in (without.result(), wrong.result()):

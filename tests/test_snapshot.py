@@ -10,22 +10,34 @@ import pytest
 from placement import ClusterSnapshot, SnapshotCache, read_snapshot
 from placement.status import status_table
 
-from .conftest import REPO, SESSION_FIRST_ADDRESS, SESSION_NODES, clean_env, new_state_dir, run_python
+from .conftest import (
+    REPO,
+    SESSION_FIRST_ADDRESS,
+    SESSION_NODES,
+    clean_env,
+    new_state_dir,
+    run_python,
+)
 
 RAY_NODE = {
     "NodeID": "aaaa",
     "NodeManagerAddress": "127.0.0.10",
     "Alive": True,
     "Labels": {"placement.node": "node0"},
-    "Resources": {"CPU": 2.0, "node0": 1000.0, "node:127.0.0.10": 1.0, "node:__internal_head__": 1.0},
+    "Resources": {
+        "CPU": 2.0, "node0": 1000.0, "node:127.0.0.10": 1.0, "node:__internal_head__": 1.0,
+    },
 }
 
 
 def test_from_ray_reads_labels_resources_and_liveness():
-    dead = {**RAY_NODE, "NodeID": "dddd", "Alive": False, "Labels": {}, "Resources": {"node1": 1000.0}}
+    dead = {**RAY_NODE, "NodeID": "dddd", "Alive": False, "Labels": {},
+            "Resources": {"node1": 1000.0}}
     unlabelled = {**RAY_NODE, "NodeID": "uuuu", "Labels": {}, "Resources": {"CPU": 4.0}}
-    by_resource = {**RAY_NODE, "NodeID": "rrrr", "Labels": {}, "Resources": {"CPU": 1.0, "node12": 500.0}}
-    snap = ClusterSnapshot.from_ray([RAY_NODE, dead, unlabelled, by_resource], {"aaaa": {"CPU": 0.5}})
+    by_resource = {**RAY_NODE, "NodeID": "rrrr", "Labels": {},
+                   "Resources": {"CPU": 1.0, "node12": 500.0}}
+    snap = ClusterSnapshot.from_ray([RAY_NODE, dead, unlabelled, by_resource],
+                                    {"aaaa": {"CPU": 0.5}})
     assert [n.label for n in snap.placeable] == ["node0", "node12"]
     assert snap.by_label["node0"].available["CPU"] == 0.5 and snap.by_label["node0"].is_head
     assert snap.by_id["dddd"].alive is False and "dddd" not in {n.node_id for n in snap.placeable}
@@ -46,8 +58,8 @@ def test_natural_label_order():
 
 def test_json_round_trip_keeps_everything(tmp_path):
     snap = ClusterSnapshot.from_dicts([
-        {"id": "a", "address": "127.0.0.10", "label": "node0", "resources": {"CPU": 2}, "available": {"CPU": 1},
-         "labels": {"zone": "z1"}, "is_head": True},
+        {"id": "a", "address": "127.0.0.10", "label": "node0", "resources": {"CPU": 2},
+         "available": {"CPU": 1}, "labels": {"zone": "z1"}, "is_head": True},
         {"id": "b", "label": "node1", "alive": False},
     ])
     path = tmp_path / "snap.json"
@@ -97,7 +109,8 @@ def test_live_snapshot_matches_where_tasks_run(ray_cluster):
     labels = [n.label for n in snap.placeable]
     assert labels == [f"node{i}" for i in range(SESSION_NODES)]
     first = int(SESSION_FIRST_ADDRESS.rsplit(".", 1)[1])
-    assert [n.address for n in snap.placeable] == [f"127.0.0.{first + i}" for i in range(SESSION_NODES)]
+    expected = [f"127.0.0.{first + i}" for i in range(SESSION_NODES)]
+    assert [n.address for n in snap.placeable] == expected
 
     @ray.remote(num_cpus=0)
     def where():
@@ -119,8 +132,10 @@ except placement.ClusterNotFoundError as e:
 
 
 def test_connect_without_any_cluster_names_the_fix():
-    done = run_python(_CONNECT.format(args=""), PLACEMENT_STATE_DIR=str(new_state_dir("nothing-here")))
-    assert "REFUSED" in done.stdout and "scripts/start_cluster.sh 4" in done.stdout and "RAY_ADDRESS" in done.stdout
+    done = run_python(_CONNECT.format(args=""),
+                      PLACEMENT_STATE_DIR=str(new_state_dir("nothing-here")))
+    assert "REFUSED" in done.stdout
+    assert "scripts/start_cluster.sh 4" in done.stdout and "RAY_ADDRESS" in done.stdout
 
 
 def test_connect_to_silent_address_fails_fast():
@@ -136,12 +151,13 @@ def test_connect_to_stopped_cluster_says_so():
         "token_path": None, "started_at": 0, "start_seconds": 0, "spec": {},
     }))
     done = run_python(_CONNECT.format(args=f"state_dir={str(state_dir)!r}"))
-    assert "REFUSED" in done.stdout and "is not running" in done.stdout and "start_cluster.sh 1" in done.stdout
+    assert "REFUSED" in done.stdout
+    assert "is not running" in done.stdout and "start_cluster.sh 1" in done.stdout
 
 
 def test_status_command_without_cluster_exits_nonzero():
     env = clean_env(PLACEMENT_STATE_DIR=str(new_state_dir("nothing-here")))
-    done = subprocess.run([sys.executable, "-m", "placement.cli", "status"], capture_output=True, text=True,
-                          env=env, timeout=60, cwd=REPO)
+    done = subprocess.run([sys.executable, "-m", "placement.cli", "status"], capture_output=True,
+                          text=True, env=env, timeout=60, cwd=REPO)
     assert done.returncode == 1 and "placement: error: no Ray cluster" in done.stderr
     assert "Traceback" not in done.stderr
