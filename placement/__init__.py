@@ -1,44 +1,112 @@
 """placement: placement policies for Ray tasks and actors.
 
+Names load on first use (PEP 562), so ``import placement.policies`` (the pure decide layer) never
+imports Ray; ``policy.place(fn)`` loads the submit layer when first called.
+
 >>> import placement
 >>> placement.__version__
 '0.1.0'
 """
-from .audit import Audit, AuditReport
-from .cluster import SnapshotCache, current_snapshot, read_snapshot
-from .connect import Connection, connect
-from .decision import Decision
-from .executor import LocalExecutor, PlacementExecutor, RayFuture
-from .errors import ClusterNotFoundError, LocalClusterError, PlacementError
-from .plan import Plan
-from .policies import Affinity, AntiAffinity, Fallback, Local, Packing, Policy, RoundRobin
-from .snapshot import ClusterSnapshot, NodeInfo
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .connect import Connection, connect  # eager: the submodule's name would hide the function
 
 __version__ = "0.1.0"
+
+# name -> the module that defines it
+_WHERE = {
+    "Affinity": "placement.policies",
+    "AntiAffinity": "placement.policies",
+    "Decision": "placement.policies",
+    "Demand": "placement.policies",
+    "Fallback": "placement.policies",
+    "Local": "placement.policies",
+    "Packing": "placement.policies",
+    "Plan": "placement.policies",
+    "Policy": "placement.policies",
+    "Request": "placement.policies",
+    "RoundRobin": "placement.policies",
+    "ClusterSnapshot": "placement.snapshot",
+    "NodeInfo": "placement.snapshot",
+    "ClusterNotFoundError": "placement.errors",
+    "LocalClusterError": "placement.errors",
+    "PlacementError": "placement.errors",
+    "SnapshotCache": "placement.cluster",
+    "current_snapshot": "placement.cluster",
+    "read_snapshot": "placement.cluster",
+    "PlacedRemote": "placement.handle",
+    "Submitted": "placement.handle",
+    "LocalExecutor": "placement.executor",
+    "PlacementExecutor": "placement.executor",
+    "RayFuture": "placement.executor",
+    "Audit": "placement.audit",
+    "AuditReport": "placement.audit",
+}
 
 __all__ = [
     "Affinity",
     "AntiAffinity",
     "Audit",
     "AuditReport",
-    "Decision",
-    "Fallback",
-    "Local",
-    "LocalExecutor",
-    "Packing",
-    "Plan",
-    "PlacementExecutor",
-    "RayFuture",
-    "Policy",
-    "RoundRobin",
     "ClusterNotFoundError",
     "ClusterSnapshot",
     "Connection",
+    "Decision",
+    "Demand",
+    "Fallback",
+    "Local",
     "LocalClusterError",
+    "LocalExecutor",
     "NodeInfo",
+    "Packing",
+    "PlacedRemote",
     "PlacementError",
+    "PlacementExecutor",
+    "Plan",
+    "Policy",
+    "RayFuture",
+    "Request",
+    "RoundRobin",
     "SnapshotCache",
+    "Submitted",
     "connect",
     "current_snapshot",
     "read_snapshot",
 ]
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'placement' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from .audit import Audit, AuditReport
+    from .cluster import SnapshotCache, current_snapshot, read_snapshot
+    from .errors import ClusterNotFoundError, LocalClusterError, PlacementError
+    from .executor import LocalExecutor, PlacementExecutor, RayFuture
+    from .handle import PlacedRemote, Submitted
+    from .policies import (
+        Affinity,
+        AntiAffinity,
+        Decision,
+        Demand,
+        Fallback,
+        Local,
+        Packing,
+        Plan,
+        Policy,
+        Request,
+        RoundRobin,
+    )
+    from .snapshot import ClusterSnapshot, NodeInfo

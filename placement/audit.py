@@ -16,12 +16,18 @@ import functools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
+import ray
+from ray.actor import ActorClass, ActorHandle
 from tabulate import tabulate
 
-from .decision import Decision, node_name
+from . import _ray
+from .cluster import read_snapshot
+from .handle import PlacedRemote, Submitted, actor_node_id, as_remote
+from .policies import Decision, Local, Policy, node_name
 from .snapshot import ClusterSnapshot
 
 OK = "ok"
@@ -35,9 +41,10 @@ DEFAULT_REPORT_TIMEOUT = 30.0
 def judge(decision: Decision, actual_node_id: str | None) -> str:
     """The verdict for one placement (pure).
 
-    >>> from placement import ClusterSnapshot, RoundRobin
-    >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}, {"id": "b", "label": "node1"}])
-    >>> hard, soft = RoundRobin().decide(snap), RoundRobin(soft=True).decide(snap)
+    >>> from placement import Affinity, ClusterSnapshot
+    >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+    ...                                    {"id": "b", "label": "node1"}])
+    >>> hard, soft = Affinity("node0").decide(snap), Affinity("node0", soft=True).decide(snap)
     >>> judge(hard, "a"), judge(hard, "b"), judge(soft, "b"), judge(hard, None)
     ('ok', 'VIOLATION', 'soft fallback', 'not reported')
     """
@@ -79,18 +86,18 @@ class AuditReport:
 
     def table(self, only_flagged: bool = False) -> str:
         rows = [r for r in self.rows if r.verdict != OK] if only_flagged else list(self.rows)
-        body = tabulate([[r.kind, r.ident[:12], r.policy, r.intended, r.actual or "-", r.verdict] for r in rows],
+        body = tabulate([[r.kind, r.ident[:12], r.policy, r.intended, r.actual or "-", r.verdict]
+                         for r in rows],
                         headers=["kind", "id", "policy", "placed on", "ran on", "verdict"])
         summary = ", ".join(f"{verdict}: {n}" for verdict, n in sorted(self.counts().items()))
         return f"{body}\n{len(self.rows)} placements: {summary}"
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps({"counts": self.counts(), "rows": [asdict(r) for r in self.rows]}, indent=indent)
+        return json.dumps({"counts": self.counts(), "rows": [asdict(r) for r in self.rows]},
+                          indent=indent)
 
 
-def _recorder_class():
-    import ray
-
+def _recorder_class() -> Any:
     @ray.remote(num_cpus=0)
     class PlacementRecorder:
         def __init__(self) -> None:
@@ -108,8 +115,6 @@ def _recorder_class():
 def _reporting(fn: Callable[..., Any], recorder: Any) -> Callable[..., Any]:
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        import ray
-
         context = ray.get_runtime_context()
         recorder.record.remote(context.get_task_id(), context.get_node_id())  # fire and forget
         return fn(*args, **kwargs)
@@ -123,30 +128,23 @@ class Audit:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._recorder: Any = None
-        self._entries: list[tuple[str, Any, Decision]] = []  # (kind, task id or actor handle, decision)
+        # (kind, task id or actor handle, decision)
+        self._entries: list[tuple[str, Any, Decision]] = []
 
-    def place(self, policy: Any, fn: Any, **options: Any) -> "AuditedRemote":
+    def place(self, policy: Policy, fn: Any, **options: Any) -> AuditedRemote:
         """Like ``policy.place(fn, **options)``, recording each placement for the report."""
-        from ray.actor import ActorClass
-
-        from .handle import as_remote
-
         remote = as_remote(fn)
         if not isinstance(remote, ActorClass):
             remote = self._reporting_remote(remote)
-        return AuditedRemote(self, policy.place(remote, **options))
+        return AuditedRemote(self, PlacedRemote(policy, remote, options))
 
     def _reporting_remote(self, remote: Any) -> Any:
-        import ray
-
-        from .policies import Local
-
         with self._lock:
             if self._recorder is None:
                 # On the driver's node: a recorder on another node would die with that node.
-                self._recorder = Local().place(_recorder_class()).remote()
-        options = dict(getattr(remote, "_default_options", None) or {})
-        reporting = _reporting(remote._function, self._recorder)
+                self._recorder = PlacedRemote(Local(), _recorder_class(), {}).remote()
+        options = _ray.remote_defaults(remote)
+        reporting = _reporting(_ray.remote_body(remote), self._recorder)
         # Keep the function's own options; ray.remote() refuses to be called with none at all.
         return ray.remote(**options)(reporting) if options else ray.remote(reporting)
 
@@ -154,14 +152,11 @@ class Audit:
         with self._lock:
             self._entries.append((kind, ident, decision))
 
-    def report(self, timeout: float = DEFAULT_REPORT_TIMEOUT, snapshot: ClusterSnapshot | None = None) -> AuditReport:
+    def report(self, timeout: float = DEFAULT_REPORT_TIMEOUT,
+               snapshot: ClusterSnapshot | None = None) -> AuditReport:
         """Compare every recorded placement with where it ran. Waits at most ``timeout`` seconds
-        for tasks to report; those still silent are 'not reported' (queued, or failed to start)."""
-        import ray
-
-        from .cluster import read_snapshot
-        from .handle import actor_node_id
-
+        for tasks to report; those still silent are 'not reported' (queued, or failed to start).
+        Actors' nodes are read from Ray's actor table, never taken from the decision."""
         snapshot = snapshot or read_snapshot()
         with self._lock:
             entries = list(self._entries)
@@ -169,7 +164,8 @@ class Audit:
         seen: dict[str, str | None] = {}
         deadline = time.monotonic() + timeout
         while task_ids and self._recorder is not None:
-            seen = ray.get(self._recorder.nodes_of.remote(task_ids), timeout=max(1.0, deadline - time.monotonic()))
+            seen = ray.get(self._recorder.nodes_of.remote(task_ids),
+                           timeout=max(1.0, deadline - time.monotonic()))
             if all(seen.values()) or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
@@ -178,26 +174,25 @@ class Audit:
             if kind == "task":
                 actual, shown_id = seen.get(ident), ident
             else:
-                shown_id = ident._actor_id.hex()
+                shown_id = _ray.actor_id_hex(ident)
                 try:
                     actual = actor_node_id(ident, timeout=max(0.0, deadline - time.monotonic()))
                 except Exception:  # noqa: BLE001 - dead or never placed: reported as such
                     actual = None
             node = snapshot.by_id.get(actual) if actual else None
             rows.append(AuditRow(kind, shown_id, decision.policy, decision.node_name,
-                                 node_name(node) if node else actual, decision.soft, judge(decision, actual)))
+                                 node_name(node) if node else actual, decision.soft,
+                                 judge(decision, actual)))
         return AuditReport(tuple(rows))
 
     def close(self) -> None:
         """End the recorder actor."""
-        import ray
-
         with self._lock:
             recorder, self._recorder = self._recorder, None
         if recorder is not None:
             ray.kill(recorder)
 
-    def __enter__(self) -> "Audit":
+    def __enter__(self) -> Audit:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -207,20 +202,22 @@ class Audit:
 class AuditedRemote:
     """A placed handle whose placements the Audit records."""
 
-    def __init__(self, audit: Audit, placed: Any) -> None:
+    def __init__(self, audit: Audit, placed: PlacedRemote) -> None:
         self._audit = audit
         self._placed = placed
 
-    def options(self, **options: Any) -> "AuditedRemote":
+    def options(self, **options: Any) -> AuditedRemote:
         return AuditedRemote(self._audit, self._placed.options(**options))
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        from ray.actor import ActorHandle
+        return self.submit(*args, **kwargs).result
 
-        result = self._placed.remote(*args, **kwargs)
-        decision = self._placed.last_decision
+    def submit(self, *args: Any, **kwargs: Any) -> Submitted:
+        """Place, submit and record one call; Ray's result with the decision that placed it."""
+        submitted = self._placed.submit(*args, **kwargs)
+        result, decision = submitted
         if isinstance(result, ActorHandle):
             self._audit._record("actor", result, decision)
         else:
             self._audit._record("task", result.task_id().hex(), decision)
-        return result
+        return submitted

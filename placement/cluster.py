@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
+import ray
+
+from . import _ray
 from .errors import ClusterNotFoundError
 from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
 from .snapshot import ClusterSnapshot
@@ -19,7 +22,9 @@ from .snapshot import ClusterSnapshot
 DEFAULT_TTL_SECONDS = 2.0
 
 
-def read_snapshot(label_prefix: str = DEFAULT_LABEL_PREFIX, label_key: str = LABEL_KEY) -> ClusterSnapshot:
+def read_snapshot(
+    label_prefix: str = DEFAULT_LABEL_PREFIX, label_key: str = LABEL_KEY
+) -> ClusterSnapshot:
     """Read the connected cluster now (no cache).
 
     >>> import placement
@@ -27,21 +32,17 @@ def read_snapshot(label_prefix: str = DEFAULT_LABEL_PREFIX, label_key: str = LAB
     >>> [n.label for n in read_snapshot().placeable]         # doctest: +SKIP
     ['node0', 'node1', 'node2', 'node3']
     """
-    import ray
-
     if not ray.is_initialized():
         raise ClusterNotFoundError(
             "Ray is not initialised in this process: call placement.connect() (or ray.init()) first"
         )
     nodes = ray.nodes()
     try:
-        # Per-node availability has no public API in ray 2.60; fall back to totals without it.
-        from ray._private.state import available_resources_per_node
-
-        available = available_resources_per_node()
-    except Exception:  # pragma: no cover - depends on Ray internals
+        available = _ray.available_resources_per_node()
+    except Exception:  # noqa: BLE001 - private API moved: fall back to totals (no free counts)
         available = {}
-    return ClusterSnapshot.from_ray(nodes, available, label_prefix=label_prefix, label_key=label_key)
+    return ClusterSnapshot.from_ray(nodes, available, label_prefix=label_prefix,
+                                    label_key=label_key)
 
 
 class SnapshotCache:
@@ -50,7 +51,8 @@ class SnapshotCache:
     Thread-safe: concurrent callers share one read.
 
     >>> from placement.snapshot import ClusterSnapshot
-    >>> cache = SnapshotCache(ttl=60, reader=lambda: ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}]))
+    >>> cache = SnapshotCache(
+    ...     ttl=60, reader=lambda: ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}]))
     >>> cache.get().by_label["node0"].node_id, cache.reads
     ('a', 1)
     >>> _ = cache.get(); cache.reads
@@ -82,13 +84,18 @@ class SnapshotCache:
         with self._lock:
             if self._snapshot is None or self._clock() - self._read_at >= self.ttl:
                 self._store(self._reader())
-            return self._snapshot  # type: ignore[return-value]
+            return self._current()
 
     def refresh(self) -> ClusterSnapshot:
         """Read the cluster now, e.g. after a placement found its node gone."""
         with self._lock:
             self._store(self._reader())
-            return self._snapshot  # type: ignore[return-value]
+            return self._current()
+
+    def _current(self) -> ClusterSnapshot:
+        if self._snapshot is None:  # unreachable: every caller stores one first
+            raise ClusterNotFoundError("no snapshot was read")
+        return self._snapshot
 
     def invalidate(self) -> None:
         with self._lock:

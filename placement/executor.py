@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any, Callable
+from typing import Any
 
+import ray
+from ray.exceptions import (
+    ActorUnschedulableError,
+    NodeDiedError,
+    RayTaskError,
+    TaskUnschedulableError,
+)
+
+from . import _ray
+from .handle import cache_of, current_node_id
 from .policies import Local, Policy
 
 CANCEL_WAIT_SECONDS = 30.0
 
 
-class RayFuture(Future):
+class RayFuture(Future[Any]):
     """A ``concurrent.futures.Future`` for a Ray task. It stays pending while the task is in Ray,
     so ``cancel()`` can still succeed, and then cancels the Ray task too (Ray's own
     ``ObjectRef.future()`` does not)."""
@@ -37,8 +48,6 @@ class RayFuture(Future):
 
     def cancel_ray_task(self) -> None:
         if self.object_ref is not None:
-            import ray
-
             try:
                 ray.cancel(self.object_ref)
             except Exception:  # noqa: BLE001 - the task may have finished or be gone already
@@ -48,10 +57,8 @@ class RayFuture(Future):
         """Inside a Ray worker, wait through Ray first: a task blocked in ray.wait lends its CPU to
         the children it waits for (a plain thread wait would hold it, and can deadlock).
         Returns the timeout left."""
-        if self.done() or self.object_ref is None or not _in_ray_worker():
+        if self.done() or self.object_ref is None or not _ray.in_ray_worker():
             return timeout
-        import ray
-
         began = time.monotonic()
         ray.wait([self.object_ref], timeout=timeout)
         return None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
@@ -63,22 +70,12 @@ class RayFuture(Future):
         return super().exception(self._wait_through_ray(timeout))
 
 
-def _in_ray_worker() -> bool:
-    import ray
-
-    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-
-
 def _node_gone(error: BaseException) -> bool:
-    from ray.exceptions import ActorUnschedulableError, NodeDiedError, TaskUnschedulableError
-
     return isinstance(error, (NodeDiedError, TaskUnschedulableError, ActorUnschedulableError))
 
 
 def _original_exception(error: BaseException) -> BaseException:
     """The exception the task raised, not Ray's wrapper around it."""
-    from ray.exceptions import RayTaskError
-
     if isinstance(error, RayTaskError) and isinstance(error.cause, BaseException):
         return error.cause
     return error
@@ -100,8 +97,11 @@ class PlacementExecutor(Executor):
 
     def __init__(self, policy: Policy, max_workers: int | None = None, **ray_options: Any) -> None:
         if not isinstance(policy, Policy):
-            raise TypeError(f"PlacementExecutor needs a placement policy such as RoundRobin(), got {policy!r}")
-        if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
+            raise TypeError(
+                f"PlacementExecutor needs a placement policy such as RoundRobin(), got {policy!r}"
+            )
+        if max_workers is not None and (isinstance(max_workers, bool)
+                                        or not isinstance(max_workers, int)
                                         or max_workers <= 0):
             raise ValueError(f"max_workers must be greater than 0, got {max_workers!r}")
         self._policy = policy
@@ -120,20 +120,22 @@ class PlacementExecutor(Executor):
     @property
     def max_workers(self) -> int:
         with self._lock:
-            return self._ensure_slots()
+            self._ensure_slots()
+            assert self._max_workers is not None  # set by _ensure_slots
+            return self._max_workers
 
-    def _ensure_slots(self) -> int:
+    def _ensure_slots(self) -> threading.BoundedSemaphore:
+        # Sized on first use, not in __init__: the default reads the cluster, which may not be
+        # connected yet when the executor is built.
         if self._slots is None:
             if self._max_workers is None:
                 self._max_workers = max(2, 2 * int(self._usable_cpus()))
             self._slots = threading.BoundedSemaphore(self._max_workers)
-        return self._max_workers  # type: ignore[return-value]
+        return self._slots
 
     def _usable_cpus(self) -> float:
-        snapshot = self._policy.snapshot()
+        snapshot = cache_of(self._policy).get()
         if isinstance(self._policy, Local):
-            from .handle import current_node_id
-
             node = snapshot.by_id.get(current_node_id())
             return node.cpus if node is not None else 1.0
         return sum(n.cpus for n in snapshot.live)
@@ -144,18 +146,17 @@ class PlacementExecutor(Executor):
             placed = self._placed[fn] = self._policy.place(fn, **self._ray_options)
         return placed
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._ensure_slots()
-            slots = self._slots
+            slots = self._ensure_slots()
         placed = self._placed_for(fn)  # bad fn or options raise here, before waiting for a slot
-        self._acquire(slots)  # type: ignore[arg-type]
+        self._acquire(slots)
         future = RayFuture()
         with self._lock:
             if self._shutdown:  # shut down while this call waited for a slot
-                slots.release()  # type: ignore[union-attr]
+                slots.release()
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._in_flight.add(future)
         try:
@@ -165,17 +166,16 @@ class PlacementExecutor(Executor):
             raise
         if future.cancelled():  # cancelled while being submitted: cancel the task it became
             future.cancel_ray_task()
-        future.object_ref.future().add_done_callback(lambda ray_future: self._complete(future, ray_future))
+        future.object_ref.future().add_done_callback(
+            lambda ray_future: self._complete(future, ray_future))
         return future
 
     def _acquire(self, slots: threading.BoundedSemaphore) -> None:
         """Wait for a free slot. Inside a Ray worker, wait through ray.wait on the calls in flight:
         a task blocked on a plain semaphore would keep its CPU from the children it waits for."""
-        if not _in_ray_worker():
+        if not _ray.in_ray_worker():
             slots.acquire()
             return
-        import ray
-
         while not slots.acquire(blocking=False):
             with self._lock:
                 refs = [f.object_ref for f in self._in_flight if f.object_ref is not None]
@@ -184,7 +184,7 @@ class PlacementExecutor(Executor):
             else:
                 time.sleep(0.01)
 
-    def _complete(self, future: RayFuture, ray_future: Future) -> None:
+    def _complete(self, future: RayFuture, ray_future: Future[Any]) -> None:
         try:
             if future.set_running_or_notify_cancel():
                 error = ray_future.exception()
@@ -192,7 +192,7 @@ class PlacementExecutor(Executor):
                     future.set_result(ray_future.result())
                 else:
                     if _node_gone(error):
-                        self._policy.snapshot_cache().invalidate()  # the next placement reads the cluster
+                        cache_of(self._policy).invalidate()  # the next placement reads the cluster
                     future.set_exception(_original_exception(error))
         finally:
             self._finished(future)
@@ -202,7 +202,8 @@ class PlacementExecutor(Executor):
             if future not in self._in_flight:
                 return
             self._in_flight.discard(future)
-        self._slots.release()  # type: ignore[union-attr]
+            slots = self._ensure_slots()
+        slots.release()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -212,8 +213,6 @@ class PlacementExecutor(Executor):
             for future in in_flight:
                 future.cancel()
         if wait:
-            import ray
-
             for future in in_flight:
                 if future.cancelled() and future.object_ref is not None:
                     # ray.cancel was sent; the task ends shortly after. Bounded: a task that
@@ -236,5 +235,7 @@ class LocalExecutor(PlacementExecutor):
     ...         return sum(pool.map(process, chunk))                  # doctest: +SKIP
     """
 
-    def __init__(self, max_workers: int | None = None, *, soft: bool = False, **ray_options: Any) -> None:
+    def __init__(
+        self, max_workers: int | None = None, *, soft: bool = False, **ray_options: Any
+    ) -> None:
         super().__init__(Local(soft=soft), max_workers, **ray_options)

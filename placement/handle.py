@@ -1,35 +1,56 @@
 """``policy.place(fn)``: a light handle shaped like Ray's ``fn.options(...)`` result.
 
-The decision is taken at every ``.remote()``, so a handle reused in a loop keeps balancing. Ray
-options are bound once per (function, options, node) and reused: a fresh ``.options()`` per call
-makes submission about 1.3x slower.
+Each ``.remote()`` is one transaction: read the snapshot (cached), propose a placement, submit,
+then commit it, or roll it back when Ray refused the submission (a taken actor name, an
+unpicklable argument, an option Ray rejects), so a failed call never uses up a slot.
+
+Ray options are bound once per (function, options, node) and reused: a fresh ``.options()`` per
+call costs about 23 us and makes submission about 1.3x slower (DESIGN.md, 4-node local cluster).
 """
 from __future__ import annotations
 
 import threading
 import time
 import weakref
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any, NamedTuple
 
 import ray
 from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
-from . import errors
-from .decision import Decision
+from . import _ray, errors
+from .cluster import SnapshotCache, default_cache
 from .errors import PlacementError
 from .options import check_user_options, demand_of, merged_options
-from .policies import Affinity, Fallback, Policy
+from .policies import Affinity, Decision, Fallback, Policy, Request
 
 ACTOR_LOOKUP_TIMEOUT_SECONDS = 30.0
+_MAX_CACHED_HANDLES = 1024
 
 # Plain functions and classes wrapped once (a new ray.remote would export them again).
-_wrapped: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_wrapped: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 # Options-bound handles per remote function: {(options key, node key): bound}.
-_bound: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-# Node of each actor this process placed hard (its node is then certain), by actor id.
-_actor_nodes: dict[str, str] = {}
+_bound: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[Any, ...]], Any]] = (
+    weakref.WeakKeyDictionary())
+# place(fn) without options, per policy: {(fn, group): handle}, so place(fn) in a loop is cheap.
+_handles: weakref.WeakKeyDictionary[Policy, dict[tuple[Any, Hashable], PlacedRemote]] = (
+    weakref.WeakKeyDictionary())
 _lock = threading.Lock()
+
+
+class Submitted(NamedTuple):
+    """What one placed submission gave: Ray's result (an ObjectRef or an actor handle) and the
+    decision that placed it."""
+
+    result: Any
+    decision: Decision
+
+
+def cache_of(policy: Policy) -> SnapshotCache:
+    """The SnapshotCache a policy's placements read: its own (``cache=``), else the process's."""
+    cache = policy.cache
+    return cache if isinstance(cache, SnapshotCache) else default_cache()
 
 
 def as_remote(fn: Any) -> Any:
@@ -38,12 +59,12 @@ def as_remote(fn: Any) -> Any:
         return fn
     if hasattr(fn, "remote"):
         raise TypeError(
-            f"{type(fn).__name__} is already bound with .options(): pass the remote function or actor "
-            "class itself and give the options to place(), e.g. policy.place(fn, num_cpus=2)"
+            f"{type(fn).__name__} is already bound with .options(): pass the remote function or "
+            "actor class itself and give the options to place(), e.g. policy.place(fn, num_cpus=2)"
         )
     if not callable(fn):
         raise TypeError(
-            f"placement needs a function, a class, a Ray remote function or an actor class, got "
+            "placement needs a function, a class, a Ray remote function or an actor class, got "
             f"{type(fn).__name__}: pass the function itself, not the result of calling it"
         )
     with _lock:
@@ -54,32 +75,27 @@ def as_remote(fn: Any) -> Any:
 
 
 def actor_node_id(actor: Any, timeout: float = ACTOR_LOOKUP_TIMEOUT_SECONDS) -> str:
-    """The node an actor runs on; waits (at most ``timeout`` s) while it is being created."""
-    actor_id = actor._actor_id.hex()
-    known = _actor_nodes.get(actor_id)
-    if known is not None:
-        return known
-    from ray._private.state import actors  # no public API without the dashboard in ray 2.60
-
+    """The node an actor runs on, read from Ray's actor table (never from a decision); waits at
+    most ``timeout`` s while it is being created."""
+    actor_id = _ray.actor_id_hex(actor)
     deadline = time.monotonic() + timeout
-    state = "unknown"
-    while time.monotonic() < deadline:
-        info = actors(actor_id=actor_id) or {}
-        state = info.get("State", "unknown")
-        node_id = (info.get("Address") or {}).get("NodeID")
+    while True:
+        state, node_id = _ray.actor_record(actor_id)
         if state == "ALIVE" and node_id:
             return node_id
         if state == "DEAD":
             raise PlacementError(
-                errors.ACTOR_NOT_RUNNING, f"the actor {actor_id[:8]} to follow is dead",
+                errors.ACTOR_NOT_RUNNING, f"the actor {actor_id[:8]} is dead",
                 "follow a live actor, or give Affinity a node label instead",
             )
+        if time.monotonic() >= deadline:
+            raise PlacementError(
+                errors.ACTOR_NOT_RUNNING,
+                f"the actor {actor_id[:8]} has no node after {timeout:.0f}s (state {state})",
+                "make sure the actor can be scheduled (ray status shows pending demands) before "
+                "placing work next to it",
+            )
         time.sleep(0.05)
-    raise PlacementError(
-        errors.ACTOR_NOT_RUNNING,
-        f"the actor {actor_id[:8]} to follow has no node after {timeout:.0f}s (state {state})",
-        "make sure the actor can be scheduled (ray status shows pending demands) before placing work next to it",
-    )
 
 
 def current_node_id() -> str:
@@ -87,19 +103,14 @@ def current_node_id() -> str:
     if not ray.is_initialized():
         raise PlacementError(errors.NOT_IN_RAY, "Ray is not initialised in this process",
                              "call placement.connect() (or ray.init()) first")
-    return ray.get_runtime_context().get_node_id()
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _actor_affinities(policy: Policy) -> list[Affinity]:
     """The Affinity policies (inside a fallback too) that follow an actor."""
     members = policy.policies if isinstance(policy, Fallback) else (policy,)
-    return [m for m in members if isinstance(m, Affinity) and m.target is not None and not isinstance(m.target, str)]
-
-
-def _resolve_actor_targets(policy: Policy) -> None:
-    for member in _actor_affinities(policy):
-        if member.actor_target is not None:
-            member.bind_to_node(actor_node_id(member.actor_target))
+    return [m for m in members if isinstance(m, Affinity)
+            and m.target is not None and not isinstance(m.target, str)]
 
 
 def _options_key(options: dict[str, Any]) -> str:
@@ -108,7 +119,8 @@ def _options_key(options: dict[str, Any]) -> str:
 
 class PlacedRemote:
     """What ``policy.place(fn, **options)`` returns: ``.remote(*args, **kwargs)`` places and
-    submits; ``.options(**kw)`` returns a new handle with merged options (``group=`` too).
+    submits; ``.options(**kw)`` returns a new handle with merged options (``group=`` too);
+    ``.submit(*args, **kwargs)`` returns the result together with its Decision.
 
     >>> import placement, ray
     >>> placement.connect()                                           # doctest: +SKIP
@@ -120,22 +132,27 @@ class PlacedRemote:
     4
     """
 
-    def __init__(self, policy: Policy, fn: Any, options: dict[str, Any], group: Hashable | None = None) -> None:
+    def __init__(self, policy: Policy, fn: Any, options: dict[str, Any],
+                 group: Hashable | None = None) -> None:
         if not isinstance(policy, Policy):
             raise TypeError(f"expected a placement policy, got {type(policy).__name__}")
         self._fn = as_remote(fn)
         self._policy = policy
-        self._is_actor = isinstance(self._fn, ActorClass)
-        defaults = dict(getattr(self._fn, "_default_options", None) or {})
-        check_user_options({**defaults, **options})
+        self._defaults = _ray.remote_defaults(self._fn)
+        check_user_options({**self._defaults, **options})
+        actors = _actor_affinities(policy)
+        for member in actors:
+            if not _ray.is_actor_handle(member.target):
+                raise TypeError(
+                    f"Affinity target must be a node label, a node id or an actor handle, got "
+                    f"{type(member.target).__name__}"
+                )
+        self._follows = actors
         self._options = dict(options)
         self._options_key = _options_key(self._options)
-        self._demand = demand_of({**defaults, **options})
-        self._group = group
-        self.last_decision: Decision | None = None
-        # Hot path: resolved once here, not per .remote().
-        self._follows_actor = bool(_actor_affinities(policy))
-        self._bound_here: dict[tuple, Any] = {}
+        self._request = Request(demand_of({**self._defaults, **options}), group, None)
+        self._cache = cache_of(policy)
+        self._bound_here: dict[tuple[Any, ...], Any] = {}
 
     @property
     def policy(self) -> Policy:
@@ -143,25 +160,26 @@ class PlacedRemote:
 
     @property
     def demand(self) -> dict[str, float]:
-        """The resources one placement needs on a node (checked against every node before submit)."""
-        return dict(self._demand)
+        """The resources one placement needs on a node (checked against every node before
+        submit)."""
+        return self._request.demand.as_dict()
 
-    def options(self, **options: Any) -> "PlacedRemote":
-        group = options.pop("group", self._group)
+    def options(self, **options: Any) -> PlacedRemote:
+        group = options.pop("group", self._request.group)
         return PlacedRemote(self._policy, self._fn, {**self._options, **options}, group)
 
-    def decide(self) -> Decision:
-        """Decide where the next ``.remote()`` goes (and record it), without submitting."""
-        policy = self._policy
-        if self._follows_actor:
-            _resolve_actor_targets(policy)
-        caller = current_node_id() if policy.needs_caller else None
+    def _propose(self) -> Decision:
+        policy, request = self._policy, self._request
+        for member in self._follows:
+            if member.actor_target is not None:
+                member.bind_to_node(actor_node_id(member.actor_target))
+        if policy.needs_caller and request.caller_node_id is None:
+            request = self._request = request._replace(caller_node_id=current_node_id())
         try:
-            return policy.decide(policy.snapshot(), self._demand, group=self._group, caller_node_id=caller)
+            return policy.propose(self._cache.get(), request)
         except PlacementError:
-            # The cached snapshot may be stale (a node joined, died or got its label): look again once.
-            return policy.decide(policy.snapshot(refresh=True), self._demand, group=self._group,
-                                 caller_node_id=caller)
+            # The cached snapshot may be stale (a node joined, died or got its label): look again.
+            return policy.propose(self._cache.refresh(), request)
 
     def _bound_for(self, decision: Decision) -> Any:
         node_key = (decision.node.node_id, decision.backend, decision.soft, decision.pin_amount)
@@ -170,26 +188,54 @@ class PlacedRemote:
             bound = self._bound_here[node_key] = self._shared_bound(decision, node_key)
         return bound
 
-    def _shared_bound(self, decision: Decision, node_key: tuple) -> Any:
+    def _shared_bound(self, decision: Decision, node_key: tuple[Any, ...]) -> Any:
         # Shared across handles of the same function and options: place(fn) in a loop stays bound.
-        per_fn = _bound.get(self._fn)
-        if per_fn is None:
-            with _lock:
-                per_fn = _bound.setdefault(self._fn, {})
+        with _lock:
+            per_fn = _bound.setdefault(self._fn, {})
         key = (self._options_key, node_key)
         bound = per_fn.get(key)
         if bound is None:
-            bound = per_fn[key] = self._fn.options(**merged_options(self._options, decision))
+            options = merged_options(self._options, decision, self._defaults)
+            bound = per_fn[key] = self._fn.options(**options)
         return bound
 
+    def submit(self, *args: Any, **kwargs: Any) -> Submitted:
+        """Place and submit one call; return Ray's result with the decision that placed it."""
+        decision = self._propose()
+        try:
+            result = self._bound_for(decision).remote(*args, **kwargs)
+        except BaseException:
+            self._policy.rollback(decision)
+            raise
+        self._policy.commit(decision)
+        return Submitted(result, decision)
+
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        decision = self.decide()
-        result = self._bound_for(decision).remote(*args, **kwargs)
-        if self._is_actor and not decision.soft:
-            _actor_nodes[result._actor_id.hex()] = decision.node.node_id
-        self.last_decision = decision
+        """Place and submit one call, as ``fn.remote(*args, **kwargs)`` would."""
+        decision = self._propose()
+        try:
+            result = self._bound_for(decision).remote(*args, **kwargs)
+        except BaseException:
+            self._policy.rollback(decision)
+            raise
+        self._policy.commit(decision)
         return result
 
     def __repr__(self) -> str:
-        name = getattr(self._fn, "__name__", None) or getattr(getattr(self._fn, "_function", None), "__name__", "?")
-        return f"{self._policy!r}.place({name})"
+        return f"{self._policy!r}.place({_ray.remote_name(self._fn)})"
+
+
+def place(policy: Policy, fn: Any, group: Hashable | None, options: dict[str, Any]) -> PlacedRemote:
+    """``policy.place(fn, group=..., **options)``; without options the handle is reused."""
+    if options:
+        return PlacedRemote(policy, fn, options, group)
+    with _lock:
+        per_policy = _handles.setdefault(policy, {})
+    key = (fn, group)
+    handle = per_policy.get(key)
+    if handle is None:
+        if len(per_policy) >= _MAX_CACHED_HANDLES:
+            per_policy.clear()
+        handle = per_policy[key] = PlacedRemote(policy, fn, options, group)
+    return handle
+

@@ -16,12 +16,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
+
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import errors
-from .decision import NODE_ID, RESOURCE, Decision
 from .errors import PlacementError
 from .naming import LABEL_KEY
+from .policies.decision import NODE_ID, RESOURCE, Decision
+from .policies.request import Demand
 
 # Options a policy sets itself: a user value would contradict it (and Ray rejects
 # placement_group together with scheduling_strategy).
@@ -32,26 +36,32 @@ def check_user_options(options: Mapping[str, Any]) -> None:
     """Refuse options that contradict placement, before anything is submitted."""
     for name in _POLICY_OWNED:
         value = options.get(name)
-        if value is not None and not (name == "placement_group" and value == "default"):  # Ray's default
+        # placement_group="default" is Ray's default
+        if value is not None and not (name == "placement_group" and value == "default"):
             raise PlacementError(
                 errors.BAD_OPTIONS,
-                f"the option {name}= contradicts the placement policy, which decides where the work runs",
-                f"drop {name}= from the options, or submit without a policy (fn.options(...).remote())",
+                f"the option {name}= contradicts the placement policy, "
+                "which decides where the work runs",
+                f"drop {name}= from the options, "
+                "or submit without a policy (fn.options(...).remote())",
             )
     resources = options.get("resources") or {}
     if not isinstance(resources, Mapping):
-        raise TypeError(f"resources must be a dict of name to amount, got {type(resources).__name__}")
+        raise TypeError(
+            f"resources must be a dict of name to amount, got {type(resources).__name__}"
+        )
     for name in ("CPU", "GPU", "memory", "object_store_memory"):
         if name in resources:
             keyword = {"CPU": "num_cpus", "GPU": "num_gpus"}.get(name, name)
             raise ValueError(f"do not put {name!r} inside resources=: Ray wants {keyword}= for it")
     for name, amount in resources.items():
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or amount < 0:
+        if (isinstance(amount, bool) or not isinstance(amount, (int, float))
+                or not math.isfinite(amount) or amount < 0):
             raise ValueError(f"resources[{name!r}] must be a finite number >= 0, got {amount!r}")
         if 0 < amount < 1e-4:
             raise ValueError(
-                f"resources[{name!r}]={amount} is below Ray's resolution of 0.0001 and would be truncated to 0: "
-                "ask for at least 0.0001"
+                f"resources[{name!r}]={amount} is below Ray's resolution of 0.0001 "
+                "and would be truncated to 0: ask for at least 0.0001"
             )
     for name in ("num_cpus", "num_gpus", "memory"):
         value = options.get(name)
@@ -60,14 +70,14 @@ def check_user_options(options: Mapping[str, Any]) -> None:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
-def demand_of(options: Mapping[str, Any]) -> dict[str, float]:
+def demand_of(options: Mapping[str, Any]) -> Demand:
     """The resources a task or actor with these options needs on one node, to check feasibility.
     Without num_cpus both need 1 CPU to be placed (an actor then holds 0 while alive).
 
     >>> demand_of({"num_cpus": 2, "resources": {"disk": 1}})
-    {'CPU': 2.0, 'disk': 1.0}
+    Demand({'CPU': 2.0, 'disk': 1.0})
     >>> demand_of({})
-    {'CPU': 1.0}
+    Demand({'CPU': 1.0})
     """
     num_cpus = options.get("num_cpus")
     demand = {"CPU": float(1 if num_cpus is None else num_cpus)}
@@ -77,7 +87,7 @@ def demand_of(options: Mapping[str, Any]) -> dict[str, float]:
         demand["memory"] = float(options["memory"])
     for name, amount in (options.get("resources") or {}).items():
         demand[name] = float(amount)
-    return {name: amount for name, amount in demand.items() if amount > 0}
+    return Demand(demand)
 
 
 def placement_options(decision: Decision) -> dict[str, Any]:
@@ -98,16 +108,25 @@ def placement_options(decision: Decision) -> dict[str, Any]:
     return {"label_selector": {LABEL_KEY: node.label}, **hard}
 
 
-def merged_options(user: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
-    """The user's options with the placement's, keeping every user option (resources are merged)."""
+def merged_options(user: Mapping[str, Any], decision: Decision,
+                   defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The user's options with the placement's, keeping every user option. ``resources`` are
+    merged, with the function's own ``@ray.remote(resources=...)`` (``defaults``) too: Ray's
+    ``.options(resources=...)`` replaces that dict, which would drop the function's own demand.
+
+    >>> from placement.policies import RoundRobin
+    >>> from placement.snapshot import ClusterSnapshot
+    >>> d = RoundRobin().decide(ClusterSnapshot.from_dicts([{"id": "a" * 56, "label": "node0"}]))
+    >>> merged_options({"num_cpus": 1}, d, defaults={"resources": {"accel": 1}})["resources"]
+    {'accel': 1, 'node0': 0.001}
+    """
     placed = placement_options(decision)
     merged = {**user, **placed}
-    if "resources" in placed and user.get("resources"):
-        merged["resources"] = {**user["resources"], **placed["resources"]}
+    if "resources" in placed:
+        own = (defaults or {}).get("resources") or {}
+        merged["resources"] = {**own, **(user.get("resources") or {}), **placed["resources"]}
     return merged
 
 
-def _node_affinity(node_id: str, soft: bool) -> Any:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+def _node_affinity(node_id: str, soft: bool) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node_id=node_id, soft=soft)

@@ -5,14 +5,20 @@ tests and dry runs build them from plain dicts or JSON.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY, label_pattern, natural_key
+
+# Every snapshot built in this process gets the next number: policies use it to never decide on a
+# snapshot older than one they already used (a thread may read before another but decide after it).
+_versions = itertools.count(1)
 
 # Ray's bookkeeping resources that say nothing about where work can go.
 _IMPLICIT_RESOURCE_PREFIXES = ("node:", "memory", "object_store_memory")
@@ -55,9 +61,11 @@ class NodeInfo:
             if name not in ("CPU", "GPU") and not name.startswith(_IMPLICIT_RESOURCE_PREFIXES)
         }
 
-    def fits(self, demand: Mapping[str, float]) -> bool:
-        """Whether the node's totals could ever hold ``demand`` (not whether it is free now)."""
-        return all(self.total.get(name, 0.0) >= amount for name, amount in demand.items() if amount > 0)
+    def fits(self, demand: Iterable[tuple[str, float]]) -> bool:
+        """Whether the node's totals could ever hold ``demand``, given as (name, amount) pairs
+        (a ``Demand``, or ``mapping.items()``); not whether the node is free now."""
+        total = self.total
+        return all(total.get(name, 0.0) >= amount for name, amount in demand if amount > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,36 +98,24 @@ class ClusterSnapshot:
     nodes: tuple[NodeInfo, ...]
     label_prefix: str = DEFAULT_LABEL_PREFIX
     taken_at: float = field(default_factory=time.time)
+    # Order of creation in this process: newer snapshots have larger versions.
+    version: int = field(default_factory=lambda: next(_versions), compare=False)
+    # Derived once in __post_init__: snapshots are immutable and read on every placement.
+    live: tuple[NodeInfo, ...] = field(init=False, repr=False, compare=False)
+    placeable: tuple[NodeInfo, ...] = field(init=False, repr=False, compare=False)
+    by_label: Mapping[str, NodeInfo] = field(init=False, repr=False, compare=False)
+    by_id: Mapping[str, NodeInfo] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", tuple(self.nodes))
-        live = [n for n in self.nodes if n.alive]
+        live = tuple(n for n in self.nodes if n.alive)
         placeable = sorted((n for n in live if n.label), key=lambda n: natural_key(n.label or ""))
-        # Derived once: snapshots are immutable and read on every placement.
-        object.__setattr__(self, "_live", tuple(live))
-        object.__setattr__(self, "_placeable", tuple(placeable))
-        object.__setattr__(self, "_by_label", MappingProxyType({n.label: n for n in placeable}))
-        object.__setattr__(self, "_by_id", MappingProxyType({n.node_id: n for n in self.nodes}))
-
-    @property
-    def live(self) -> tuple[NodeInfo, ...]:
-        """Alive nodes, labelled or not, in the order Ray listed them."""
-        return self._live  # type: ignore[attr-defined]
-
-    @property
-    def placeable(self) -> tuple[NodeInfo, ...]:
-        """Alive, labelled nodes in natural label order (node2 before node10)."""
-        return self._placeable  # type: ignore[attr-defined]
-
-    @property
-    def by_label(self) -> Mapping[str, NodeInfo]:
-        """Placeable nodes by label."""
-        return self._by_label  # type: ignore[attr-defined]
-
-    @property
-    def by_id(self) -> Mapping[str, NodeInfo]:
-        """Every node, dead ones included, by node id."""
-        return self._by_id  # type: ignore[attr-defined]
+        # live: alive nodes in Ray's order; placeable: alive and labelled, in natural label order
+        # (node2 before node10); by_label: placeable nodes; by_id: every node, dead ones included.
+        object.__setattr__(self, "live", live)
+        object.__setattr__(self, "placeable", tuple(placeable))
+        object.__setattr__(self, "by_label", MappingProxyType({n.label: n for n in placeable}))
+        object.__setattr__(self, "by_id", MappingProxyType({n.node_id: n for n in self.nodes}))
 
     @property
     def dead(self) -> tuple[NodeInfo, ...]:
@@ -147,7 +143,7 @@ class ClusterSnapshot:
         label_prefix: str = DEFAULT_LABEL_PREFIX,
         label_key: str = LABEL_KEY,
         taken_at: float | None = None,
-    ) -> "ClusterSnapshot":
+    ) -> ClusterSnapshot:
         """Build from the records ``ray.nodes()`` returns (pure: pass them in).
 
         A node's label is its Ray label ``label_key`` when set, otherwise the one custom resource
@@ -182,9 +178,10 @@ class ClusterSnapshot:
     @classmethod
     def from_dicts(
         cls, nodes: Iterable[Mapping[str, Any]], *, label_prefix: str = DEFAULT_LABEL_PREFIX
-    ) -> "ClusterSnapshot":
-        """Build from plain dicts: ``id`` (required), ``address``, ``label``, ``alive`` (default True),
-        ``labels``, ``resources`` (totals), ``available`` (defaults to the totals), ``is_head``.
+    ) -> ClusterSnapshot:
+        """Build from plain dicts: ``id`` (required), ``address``, ``label``,
+        ``alive`` (default True), ``labels``, ``resources`` (totals), ``available``
+        (defaults to the totals), ``is_head``.
 
         A node given a ``label`` also gets the matching custom resource, as the local cluster
         script would give it, unless ``resources`` already names it.
@@ -212,7 +209,7 @@ class ClusterSnapshot:
         return cls(tuple(built), label_prefix)
 
     @classmethod
-    def from_json(cls, source: str | Path) -> "ClusterSnapshot":
+    def from_json(cls, source: str | Path) -> ClusterSnapshot:
         """Build from a JSON file path, or a JSON string, as written by :meth:`to_json`
         (and by ``placement status --json``): ``{"label_prefix": ..., "nodes": [...]}`` or a bare
         list of node dicts."""
@@ -222,7 +219,8 @@ class ClusterSnapshot:
         data = json.loads(text)
         if isinstance(data, list):
             return cls.from_dicts(data)
-        snap = cls.from_dicts(data["nodes"], label_prefix=data.get("label_prefix", DEFAULT_LABEL_PREFIX))
+        snap = cls.from_dicts(data["nodes"],
+                              label_prefix=data.get("label_prefix", DEFAULT_LABEL_PREFIX))
         if "taken_at" in data:
             snap = cls(snap.nodes, snap.label_prefix, float(data["taken_at"]))
         return snap

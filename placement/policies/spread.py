@@ -1,0 +1,171 @@
+"""AntiAffinity (spread over nodes or topology values) and the ``strict=`` base it shares with
+Packing.
+
+>>> from placement.snapshot import ClusterSnapshot
+>>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+...                                    {"id": "b", "label": "node1"}])
+>>> apart = AntiAffinity()
+>>> first, second = apart.decide(snap), apart.decide(snap)
+>>> first.node_name, second.node_name
+('node0', 'node1')
+>>> apart.decide(snap)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+placement.errors.PlacementError: 3 placements asked, 2 nodes with room for 1 each (rule: ...
+>>> apart.release(first)  # the replica on node0 ended
+>>> apart.decide(snap).node_name
+'node0'
+"""
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from .. import errors
+from ..errors import PlacementError
+from ..naming import natural_key
+from ..snapshot import NodeInfo
+from .base import Hold, Policy
+from .candidates import Candidates
+from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
+from .request import Demand, Request
+from .rotation import Ledger, Rotation
+
+
+class StrictPolicy(Policy):
+    """A policy configured with ``strict=`` (soft is its opposite): AntiAffinity and Packing."""
+
+    releases = True
+
+    def __init__(self, *, strict: bool, backend: str | None, pin_amount: float,
+                 cache: Any) -> None:
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, got {strict!r}")
+        super().__init__(soft=not strict, backend=backend, pin_amount=pin_amount, cache=cache)
+
+    @property
+    def strict(self) -> bool:
+        return not self.soft
+
+    def _config(self) -> dict[str, Any]:
+        config = super()._config()
+        config["strict"] = not config.pop("soft")
+        return config
+
+    def _repr(self, own: list[str]) -> str:
+        shown = own + (["strict=False"] if self.soft else [])
+        shown += [f"backend={self.backend!r}"] if self.backend != self.default_backend else []
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _check_whole(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+class _Domains:
+    """The slots (nodes, or topology values) fitting one demand in one snapshot, in order."""
+
+    __slots__ = ("cands", "members", "rotation", "slots")
+
+    def __init__(self, cands: Candidates, demand: Demand, topology: str | None, ledger: Ledger,
+                 cap: int) -> None:
+        members: dict[Hashable, list[NodeInfo]] = {}
+        fitting = cands.fitting(demand)
+        for node in fitting:
+            domain = node.node_id if topology is None else node.labels.get(topology)
+            if domain is not None:
+                members.setdefault(domain, []).append(node)
+        if not members:
+            raise PlacementError(
+                errors.UNKNOWN_LABEL, f"no live candidate node has the Ray label {topology!r}",
+                f"start nodes with `ray start --labels {topology}=<value>`, or drop topology=",
+                [node_name(n) for n in fitting],
+            )
+        slots = list(members)  # nodes: already in order
+        if topology is not None:
+            slots.sort(key=lambda d: natural_key(str(d)))
+        self.cands = cands
+        self.members = members
+        self.slots = slots
+        self.rotation = Rotation(slots, ledger, cap)
+
+
+class AntiAffinity(StrictPolicy):
+    """Spreading: each placement goes to a node holding none from this policy yet.
+
+    ``max_per_node`` allows more per node (filled evenly); ``topology="zone"`` spreads across the
+    values of that Ray node label instead of across nodes. Strict (the default) raises
+    PlacementError once no node is left; ``strict=False`` falls back to the least-used node.
+    ``release(decision)`` gives a replica's slot back when it ended.
+    """
+
+    def __init__(self, max_per_node: int = 1, *, topology: str | None = None,
+                 strict: bool = True, backend: str | None = None,
+                 pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None) -> None:
+        super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache)
+        self.max_per_node = _check_whole("max_per_node", max_per_node)
+        if topology is not None and (not isinstance(topology, str) or not topology):
+            raise ValueError(f"topology must be a Ray node label key such as 'zone', got "
+                             f"{topology!r}")
+        self.topology = topology
+        self._used = Ledger()  # placements per slot, shared by every demand
+        self._per_node = Ledger()  # with topology: placements per node inside a domain
+        self._classes: dict[Demand, _Domains] = {}
+        self._placed = 0
+
+    def _config(self) -> dict[str, Any]:
+        return {"max_per_node": self.max_per_node, "topology": self.topology, **super()._config()}
+
+    def __repr__(self) -> str:
+        own = [f"max_per_node={self.max_per_node}"] if self.max_per_node != 1 else []
+        return self._repr(own + ([f"topology={self.topology!r}"] if self.topology else []))
+
+    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
+        demand = request.demand
+        state = self._classes.get(demand)
+        if state is None or state.cands is not cands:
+            state = self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
+                                                     self.max_per_node)
+        rotation = state.rotation
+        i = rotation.take_next()
+        fallback = i is None
+        if i is None:
+            if not self.soft:
+                raise self._exhausted(cands, state)
+            i = rotation.least_used()
+            rotation.take_at(i)
+        domain = state.slots[i]
+        members = state.members[domain]
+        node = members[0]
+        if len(members) > 1:  # topology: the least-used node of the domain, first among equals
+            counts = self._per_node.counts
+            node = min(members, key=lambda n: counts.get(n.node_id, 0))
+        if self.topology is not None:
+            self._per_node.add(node.node_id)
+        self._placed += 1
+        reason = ("every node is full: soft spread reuses the least-used" if fallback
+                  else "holds the fewest from this policy")
+        return self._decision(node, reason, fallback=fallback), (rotation, i, node.node_id)
+
+    def _exhausted(self, cands: Candidates, state: _Domains) -> PlacementError:
+        where = "nodes" if self.topology is None else f"values of {self.topology!r}"
+        return PlacementError(
+            errors.SPREAD_EXHAUSTED,
+            f"{self._placed + 1} placements asked, {len(state.slots)} {where} with room for "
+            f"{self.max_per_node} each",
+            f"start more nodes (scripts/start_cluster.sh {len(cands.nodes) + 1}), raise "
+            "max_per_node, or use AntiAffinity(strict=False)",
+            [node_name(n) for nodes in state.members.values() for n in nodes],
+        )
+
+    def _undo(self, hold: Hold) -> None:
+        rotation: Rotation
+        i: int
+        node_id: str
+        rotation, i, node_id = hold
+        rotation.untake(i)  # counts are shared: right even if a newer snapshot has its own
+        if self.topology is not None:
+            self._per_node.give_back(node_id)
+        self._placed -= 1
