@@ -18,26 +18,39 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import ray
 from tabulate import tabulate
 
 import placement
-from placement import Affinity, AntiAffinity, ClusterSnapshot, Local, Packing, PlacementError, RoundRobin
+from placement import (
+    PlacementError,
+    RoundRobin,
+)
 from placement.cluster import default_cache
-from placement.local_cluster import ClusterSpec, cluster_processes, load_state, start_cluster, stop_cluster
+from placement.local_cluster import (
+    ClusterSpec,
+    cluster_processes,
+    load_state,
+    start_cluster,
+    stop_cluster,
+)
+from placement.options import merged_options
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "examples"))  # the locality benchmark reuses the tree-reduce example
+# The locality benchmark reuses the tree-reduce example; decide.py sits beside this file.
+sys.path.insert(0, str(HERE.parent / "examples"))
+sys.path.insert(0, str(HERE))
+import decide  # noqa: E402  (needs the path above)
 
 SIZES = {
-    "full": {"submit": 2000, "rounds": 10, "decide": 20_000, "balance": (400, 2000), "infeasible_wait": 10.0},
-    "quick": {"submit": 200, "rounds": 5, "decide": 2_000, "balance": (400,), "infeasible_wait": 1.0},
+    "full": {"submit": 2000, "rounds": 10, "balance": (400, 2000), "infeasible_wait": 10.0},
+    "quick": {"submit": 200, "rounds": 5, "balance": (400,), "infeasible_wait": 1.0},
 }
-NODE_COUNTS = (10, 100, 1_000, 10_000)
 SETTLE_SECONDS = 0.3
 
 
@@ -57,27 +70,37 @@ Row = dict[str, Any]
 
 
 def row(benchmark: str, contender: str, value: float, unit: str, note: str = "") -> Row:
-    return {"benchmark": benchmark, "contender": contender, "value": value, "unit": unit, "note": note}
+    return {"benchmark": benchmark, "contender": contender, "value": value, "unit": unit,
+            "note": note}
 
 
 # -- 1. submit --------------------------------------------------------------------------------
 
 
 def bench_submit(labels: list[str], n: int, rounds: int) -> list[Row]:
-    policy_per_call = RoundRobin()
-    bound = [noop.options(resources={label: 0.001}) for label in labels]
+    """Tasks submitted per second, contenders alternated round by round in one run."""
+    policy = RoundRobin()
+    snap = placement.current_snapshot(refresh=True)
+    # What the policy itself sends for each node: the honest limit of any placed submission.
+    same = [noop.options(**merged_options({}, d)) for d in RoundRobin().plan(snap, len(labels))
+            .decisions]
+    resources_only = [noop.options(resources={label: 0.001}) for label in labels]
+    handle = policy.place(noop)
     contenders: dict[str, Callable[[int], Any]] = {
         "plain .remote()": lambda i: noop.remote(),
-        "hand-written .options(resources=) per call": lambda i: noop.options(resources={labels[i % len(labels)]: 0.001}).remote(),
-        "pre-bound handles (the limit)": lambda i: bound[i % len(bound)].remote(),
-        "policy.place(fn) reused": None,  # type: ignore[dict-item]
-        "policy.place(fn).remote() per call": lambda i: policy_per_call.place(noop).remote(),
+        "hand-written .options(resources=) per call":
+            lambda i: noop.options(resources={labels[i % len(labels)]: 0.001}).remote(),
+        "pre-bound handles, resources= only": lambda i: resources_only[i % len(labels)].remote(),
+        "pre-bound handles, the policy's own options": lambda i: same[i % len(labels)].remote(),
+        "policy.place(fn) reused": lambda i: handle.remote(),
+        "policy.place(fn, num_cpus=1).remote() per call":
+            lambda i: policy.place(noop, num_cpus=1).remote(),
+        "RoundRobin().place(fn).remote() inline": lambda i: RoundRobin().place(noop).remote(),
     }
+    names = list(contenders)
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for round_index in range(rounds):
-        handle = RoundRobin().place(noop)
-        contenders["policy.place(fn) reused"] = lambda i: handle.remote()
-        order = list(contenders)[round_index % len(contenders):] + list(contenders)[: round_index % len(contenders)]
+        order = names[round_index % len(names):] + names[: round_index % len(names)]
         for name in order:
             submit = contenders[name]
             began = time.perf_counter()
@@ -85,44 +108,26 @@ def bench_submit(labels: list[str], n: int, rounds: int) -> list[Row]:
             rates[name].append(n / (time.perf_counter() - began))
             ray.get(refs)  # drain outside the timing, then let the raylets settle
             time.sleep(SETTLE_SECONDS)
-    rows = [row("submit", name, round(statistics.median(r)), "tasks/s", "median of rounds") for name, r in rates.items()]
+    rows = [row("submit", name, round(statistics.median(r)), "tasks/s", "median of rounds")
+            for name, r in rates.items()]
     # Rates swing 2-4x between rounds on a small machine; the ratio of the runs within one round
     # (same conditions) is steadier than the ratio of medians.
-    for name in ("policy.place(fn) reused", "policy.place(fn).remote() per call"):
-        for base, target in (("hand-written .options(resources=) per call", ">= 1.2"), ("pre-bound handles (the limit)", ">= 0.9")):
-            paired = [mine / theirs for mine, theirs in zip(rates[name], rates[base])]
-            rows.append(row("submit", f"{name} / {base.split(' ')[0]}", round(statistics.median(paired), 2), "ratio",
-                            f"target {target}; rounds {min(paired):.2f}-{max(paired):.2f}"))
+    pairs = (
+        ("policy.place(fn) reused", "pre-bound handles, the policy's own options", ">= 1.0"),
+        ("policy.place(fn) reused", "pre-bound handles, resources= only", ">= 0.9"),
+        ("policy.place(fn, num_cpus=1).remote() per call", "pre-bound handles, resources= only",
+         "none (a new handle per call)"),
+        ("RoundRobin().place(fn).remote() inline", "pre-bound handles, resources= only",
+         "none (a new policy per call)"),
+    )
+    for name, base, target in pairs:
+        paired = [mine / theirs for mine, theirs in zip(rates[name], rates[base], strict=True)]
+        rows.append(row("submit", f"{name} / {base}", round(statistics.median(paired), 2),
+                        "ratio", f"target {target}; rounds {min(paired):.2f}-{max(paired):.2f}"))
     return rows
 
 
-# -- 2. decide cost vs cluster size -----------------------------------------------------------
-
-
-def bench_decide(k: int) -> list[Row]:
-    rows = []
-    for n in NODE_COUNTS:
-        snap = ClusterSnapshot.from_dicts(
-            [{"id": f"{i:056x}", "label": f"node{i}", "resources": {"CPU": 1 + i % 8}} for i in range(n)])
-        caller = snap.nodes[0].node_id
-        policies = {
-            "RoundRobin()": (RoundRobin(), {}),
-            "RoundRobin(weights='capacity')": (RoundRobin(weights="capacity"), {}),
-            "Affinity()": (Affinity(), {}),
-            "AntiAffinity(max_per_node=big)": (AntiAffinity(max_per_node=10**9), {}),
-            "Packing() existing group": (Packing(groups_per_node=10**9), {"group": "g"}),
-            "Local()": (Local(), {"caller_node_id": caller}),
-        }
-        for name, (policy, kwargs) in policies.items():
-            policy.decide(snap, **kwargs)  # the first decision per snapshot builds the candidate list
-            samples = []
-            for _ in range(3):
-                began = time.perf_counter()
-                for _ in range(k):
-                    policy.decide(snap, **kwargs)
-                samples.append((time.perf_counter() - began) / k * 1e6)
-            rows.append(row("decide", f"{name} @ {n} nodes", round(min(samples), 2), "us/decision", "target <= 2 at 10,000"))
-    return rows
+# -- 2. decide cost vs cluster size: benchmarks/decide.py (no Ray) --------------------------------
 
 
 # -- 3. balance -------------------------------------------------------------------------------
@@ -140,22 +145,24 @@ def bench_balance(sizes: tuple[int, ...]) -> list[Row]:
     for n in sizes:
         handle = RoundRobin().place(where)
         runs = {
-            "RoundRobin()": lambda: handle.remote(),
+            "RoundRobin()": lambda handle=handle: handle.remote(),
             "Ray DEFAULT": lambda: where.remote(),
             "Ray SPREAD": lambda: where.options(scheduling_strategy="SPREAD").remote(),
         }
         for name, submit in runs.items():
             counts = Counter(ray.get([submit() for _ in range(n)]))
-            rows.append(row("balance", f"{name}, {n} tasks", round(spread(counts, nodes), 3), "(max-min)/mean"))
+            rows.append(row("balance", f"{name}, {n} tasks", round(spread(counts, nodes), 3),
+                            "(max-min)/mean"))
     weights = {node.label: i + 1 for i, node in enumerate(snap.placeable)}
     total_tasks = sizes[-1]
     weighted = RoundRobin(weights=weights).place(where)
     counts = Counter(ray.get([weighted.remote() for _ in range(total_tasks)]))
     by_label = {n.node_id: n.label for n in snap.placeable}
-    worst = max(abs(counts.get(node, 0) - total_tasks * weights[by_label[node]] / sum(weights.values()))
+    worst = max(abs(counts.get(node, 0)
+                    - total_tasks * weights[by_label[node]] / sum(weights.values()))
                 for node in nodes)
-    rows.append(row("balance", f"RoundRobin(weights={list(weights.values())}), {total_tasks} tasks", round(worst, 3),
-                    "max |count - target share|", "bound: < 1"))
+    rows.append(row("balance", f"RoundRobin(weights={list(weights.values())}), {total_tasks} tasks",
+                    round(worst, 3), "max |count - target share|", "bound: < 1"))
     return rows
 
 
@@ -176,8 +183,10 @@ def bench_infeasible(wait: float) -> list[Row]:
     plain = "answered" if ready else f"no answer within {wait:g} s"
     ray.cancel(ref, force=True)
     return [
-        row("infeasible", "placement: PlacementError before submit", round(toolkit_ms, 2), "ms", refused),
-        row("infeasible", "plain Ray: task waits", round(time.perf_counter() - began, 2), "s", plain),
+        row("infeasible", "placement: PlacementError before submit", round(toolkit_ms, 2), "ms",
+            refused),
+        row("infeasible", "plain Ray: task waits", round(time.perf_counter() - began, 2), "s",
+            plain),
     ]
 
 
@@ -199,7 +208,8 @@ def bench_locality() -> list[Row]:
             f"{result['global_seconds']:.3f} s"),
         row("locality", "local combiners + global reduce", result["tree_bytes"] // 1000, "kB moved",
             f"{result['tree_seconds']:.3f} s; same result: {result['same_result']}"),
-        row("locality", "bytes moved, tree / global", round(result["tree_bytes"] / result["global_bytes"], 3), "ratio"),
+        row("locality", "bytes moved, tree / global",
+            round(result["tree_bytes"] / result["global_bytes"], 3), "ratio"),
     ]
 
 
@@ -222,7 +232,8 @@ def bench_reads(placements: int = 1000) -> list[Row]:
     finally:
         ray.nodes = real_nodes
     return [row("reads", f"ray.nodes() calls per {placements} placements", calls["n"], "calls",
-                f"cache reads {default_cache().reads - reads_before}, TTL {default_cache().ttl:g} s")]
+                f"cache reads {default_cache().reads - reads_before}, "
+                f"TTL {default_cache().ttl:g} s")]
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -231,11 +242,14 @@ def bench_reads(placements: int = 1000) -> list[Row]:
 def machine() -> dict[str, Any]:
     model = platform.processor() or ""
     try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                     if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "ray": ray.__version__, "placement": placement.__version__}
+    return {"cpu": model, "cores": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "ray": ray.__version__,
+            "placement": placement.__version__}
 
 
 def ensure_cluster(nodes: int) -> Path | None:
@@ -252,10 +266,13 @@ def ensure_cluster(nodes: int) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
-    parser.add_argument("--nodes", type=int, default=4, help="nodes of the cluster it starts (default 4)")
-    parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json", help="where to write JSON")
+    parser.add_argument("--nodes", type=int, default=4,
+                        help="nodes of the cluster it starts (default 4)")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json",
+                        help="where to write JSON")
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
     started = ensure_cluster(args.nodes)
@@ -264,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[Row] = []
         steps = [
             ("submit", lambda: bench_submit(labels, size["submit"], size["rounds"])),
-            ("decide", lambda: bench_decide(size["decide"])),
+            ("decide", lambda: decide.run(args.quick)),
             ("balance", lambda: bench_balance(size["balance"])),
             ("infeasible", lambda: bench_infeasible(size["infeasible_wait"])),
             ("locality", bench_locality),
@@ -273,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, step in steps:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             rows += step()
-        print(tabulate([[r["benchmark"], r["contender"], r["value"], r["unit"], r["note"]] for r in rows],
+        print(tabulate([[r["benchmark"], r["contender"], r["value"], r["unit"], r["note"]]
+                        for r in rows],
                        headers=["benchmark", "contender", "value", "unit", "note"]))
         report = {"machine": machine(), "nodes": len(labels), "quick": args.quick, "results": rows}
         args.json.parent.mkdir(parents=True, exist_ok=True)

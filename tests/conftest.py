@@ -24,7 +24,8 @@ for _name in [n for n in os.environ if n.startswith("RAY_AUTH") or n == "RAY_ADD
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 # Short: Ray's unix socket paths live under it.
 ROOT = Path(tempfile.mkdtemp(prefix="plt-", dir="/tmp"))
-os.environ["PLACEMENT_STATE_DIR"] = str(ROOT / "none")  # no cluster here: connect() must not find one
+# No cluster here: connect() must not find one.
+os.environ["PLACEMENT_STATE_DIR"] = str(ROOT / "none")
 
 from placement.local_cluster import ClusterSpec, cluster_processes, start_cluster, stop_cluster  # noqa: E402
 
@@ -41,7 +42,8 @@ def free_port() -> int:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a child process, without the token this process may have picked up."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -49,8 +51,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def run_python(code: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (no Ray initialised, no token) and capture its output."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          env=clean_env(**env), stdin=subprocess.DEVNULL, cwd=REPO)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, env=clean_env(**env), stdin=subprocess.DEVNULL,
+                          cwd=REPO)
 
 
 def new_state_dir(name: str) -> Path:
@@ -89,6 +92,21 @@ def ray_cluster(local_cluster):
         ray.shutdown()
 
 
+_RAY_FIXTURES = {"local_cluster", "ray_cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark as ``unit`` every test that needs no Ray: no cluster fixture and no cluster, slow or
+    gates marker. ``scripts/run_tests.sh -m unit`` runs that layer alone."""
+    for item in items:
+        needs_ray = _RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        marked = {m.name for m in item.iter_markers()} & {"cluster", "slow", "gates"}
+        if needs_ray and "cluster" not in marked:
+            item.add_marker(pytest.mark.cluster)
+        if not needs_ray and not marked:
+            item.add_marker(pytest.mark.unit)
+
+
 def pytest_sessionfinish(session, exitstatus):
     leftovers = []
     for state_dir in sorted(p for p in ROOT.iterdir() if p.is_dir()):
@@ -98,5 +116,6 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(ROOT, ignore_errors=True)
     shutil.rmtree(_HOME, ignore_errors=True)
     if leftovers:
-        print(f"\nERROR: tests left Ray clusters running in {leftovers}; they were stopped now", file=sys.stderr)
+        print(f"\nERROR: tests left Ray clusters running in {leftovers}; they were stopped now",
+              file=sys.stderr)
         session.exitstatus = 1

@@ -16,7 +16,7 @@ from collections import Counter
 import ray
 
 import placement
-from placement import AntiAffinity, Audit, Affinity, PlacementError, RoundRobin, SnapshotCache
+from placement import Affinity, AntiAffinity, Audit, PlacementError, RoundRobin, SnapshotCache
 from placement.local_cluster import add_node, kill_node, load_state
 
 DEATH_WAIT_SECONDS = 90
@@ -50,7 +50,8 @@ def node_joins(state_dir: str) -> dict:
     add_node(state_dir)
     placement.current_snapshot(refresh=True)
     after = Counter(node for _, node in ray.get([handle.remote(i) for i in range(8)]))
-    return {"nodes_before": len(before), "nodes_after": len(after), "after_counts": sorted(after.values())}
+    return {"nodes_before": len(before), "nodes_after": len(after),
+            "after_counts": sorted(after.values())}
 
 
 def node_dies_during_round_robin(state_dir: str) -> dict:
@@ -65,9 +66,10 @@ def node_dies_during_round_robin(state_dir: str) -> dict:
                 kill_node(state_dir, victim.address)
             if i == 600:  # by now Ray has noticed; the snapshot is read again
                 detect = wait_until_dead(victim.node_id)
-            refs.append(handle.remote(i))
+            ref, decision = handle.submit(i)
+            refs.append(ref)
             if i >= 600:
-                chosen_after_refresh.append(handle._placed.last_decision.node.node_id)
+                chosen_after_refresh.append(decision.node.node_id)
         results = ray.get(refs, timeout=300)
         report = audit.report(timeout=60)
     return {
@@ -88,14 +90,16 @@ def strict_to_dead_node(victim_label: str) -> dict:
     except PlacementError as error:
         refused = error.rule
     refused_ms = (time.monotonic() - began) * 1000
-    # A stale snapshot still shows the node alive: the hard placement reaches Ray, which must fail it.
+    # A stale snapshot still shows the node alive: the hard placement reaches Ray, which must fail
+    # it.
     stale = placement.current_snapshot()
     victim = next(n for n in stale.nodes if n.label == victim_label)
     alive_again = placement.ClusterSnapshot(tuple(
         dataclasses.replace(n, alive=True) if n is victim else n for n in stale.nodes))
     outcome, began = "no error", time.monotonic()
     for backend in ("resource", "node_id"):
-        policy = Affinity(victim_label, backend=backend, cache=SnapshotCache(ttl=3600, reader=lambda: alive_again))
+        stale_cache = SnapshotCache(ttl=3600, reader=lambda: alive_again)
+        policy = Affinity(victim_label, backend=backend, cache=stale_cache)
         try:
             ray.get(policy.place(work).remote(1), timeout=60)
         except ray.exceptions.GetTimeoutError:
@@ -118,7 +122,8 @@ def anti_affinity_replaced(state_dir: str) -> dict:
     wait_until_dead(lost)
     replacement = apart.place(Replica).remote()
     new_home = ray.get(replacement.node.remote(), timeout=120)
-    return {"replicas": len(homes), "distinct": len(set(homes)), "replacement_distinct": new_home not in homes,
+    return {"replicas": len(homes), "distinct": len(set(homes)),
+            "replacement_distinct": new_home not in homes,
             "replacement_alive": placement.current_snapshot(refresh=True).by_id[new_home].alive}
 
 

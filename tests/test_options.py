@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from placement import ClusterSnapshot, PlacementError
-from placement.decision import LABEL, NODE_ID, RESOURCE, Decision
 from placement.options import check_user_options, demand_of, merged_options, placement_options
+from placement.policies.decision import LABEL, NODE_ID, RESOURCE, Decision
 
 SNAP = ClusterSnapshot.from_dicts([
     {"id": "a" * 56, "label": "node0", "labels": {"placement.node": "node0"}},
@@ -41,14 +41,16 @@ def test_soft_uses_label_selector_with_fallback_on_labelled_nodes(backend):
 
 
 def test_merge_keeps_user_options_and_resources():
-    merged = merged_options({"num_cpus": 2, "resources": {"disk": 1}, "name": "x"}, decision("node0", RESOURCE, False))
+    merged = merged_options({"num_cpus": 2, "resources": {"disk": 1}, "name": "x"},
+                            decision("node0", RESOURCE, False))
     merged.pop("scheduling_strategy")
     assert merged == {"num_cpus": 2, "resources": {"disk": 1, "node0": 0.001}, "name": "x"}
 
 
 def test_demand_and_option_checks():
-    assert demand_of({"num_cpus": 0}) == {}
-    assert demand_of({"num_gpus": 1, "memory": 10}) == {"CPU": 1.0, "GPU": 1.0, "memory": 10.0}
+    assert demand_of({"num_cpus": 0}).as_dict() == {}
+    assert demand_of({"num_gpus": 1, "memory": 10}).as_dict() == {
+        "CPU": 1.0, "GPU": 1.0, "memory": 10.0}
     check_user_options({"placement_group": "default", "num_cpus": 1})
     with pytest.raises(PlacementError, match="drop scheduling_strategy="):
         check_user_options({"scheduling_strategy": "SPREAD"})

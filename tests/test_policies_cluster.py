@@ -2,14 +2,24 @@
 work actually ran (read inside it) matches the policy."""
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import pytest
 import ray
 
-from placement import Affinity, AntiAffinity, Local, Packing, PlacementError, RoundRobin, current_snapshot
-from placement import errors
-from placement.decision import BACKENDS
+from placement import (
+    Affinity,
+    AntiAffinity,
+    Audit,
+    Local,
+    Packing,
+    PlacementError,
+    RoundRobin,
+    current_snapshot,
+    errors,
+)
+from placement.policies.decision import BACKENDS
 
 from .conftest import SESSION_NODES
 
@@ -35,8 +45,8 @@ def submit(handle, n: int, kind: str):
     """Place n tasks or actors; returns (decisions, nodes they really ran on)."""
     decisions, refs, actors = [], [], []
     for _ in range(n):
-        made = handle.remote()
-        decisions.append(handle.last_decision)
+        made, decision = handle.submit()
+        decisions.append(decision)
         if kind == "actor":
             actors.append(made)
             refs.append(made.where.remote())
@@ -141,9 +151,9 @@ def test_local_from_driver_and_inside_tasks(labels):
 
 def test_user_options_are_kept(labels):
     handle = AntiAffinity().place(Probe, name="kept-name", num_cpus=1, max_restarts=1)
-    actor = handle.remote()
+    actor, decision = handle.submit()
     try:
-        assert ray.get(ray.get_actor("kept-name").where.remote()) == handle.last_decision.node.node_id
+        assert ray.get(ray.get_actor("kept-name").where.remote()) == decision.node.node_id
     finally:
         ray.kill(actor)
     handle = RoundRobin().place(where, num_cpus=2, resources={f"node{SESSION_NODES - 1}": 1})
@@ -204,4 +214,50 @@ def test_round_robin_from_8_threads_is_exactly_balanced(labels):
         thread.join()
     ran = ray.get(refs, timeout=600)
     assert len(ran) == 8000
-    assert Counter(labels[n] for n in ran) == {label: 8000 // SESSION_NODES for label in labels.values()}
+    assert Counter(labels[n] for n in ran) == {
+        label: 8000 // SESSION_NODES for label in labels.values()}
+
+
+def test_failed_submissions_roll_back_and_spread_still_fills_every_node(labels):
+    apart = AntiAffinity()
+    with pytest.raises(TypeError):  # Ray cannot pickle the argument: nothing was submitted
+        apart.place(where).remote(threading.Lock())
+    keep = Probe.options(name="taken-name").remote()
+    with pytest.raises(ValueError):  # Ray refuses a taken actor name
+        apart.place(Probe, name="taken-name").remote()
+    with pytest.raises(ValueError):  # an option Ray rejects at submission
+        apart.place(where, max_retries=-5).remote()
+    replicas = [apart.place(Probe).remote() for _ in range(SESSION_NODES)]
+    try:
+        ran = ray.get([r.where.remote() for r in replicas], timeout=120)
+        assert sorted(labels[n] for n in ran) == sorted(labels.values())
+        with pytest.raises(PlacementError) as full:
+            apart.place(Probe).remote()
+        assert full.value.rule == errors.SPREAD_EXHAUSTED
+    finally:
+        for actor in [*replicas, keep]:
+            ray.kill(actor)
+
+
+def test_inline_round_robin_spreads(labels):
+    ran = ray.get([RoundRobin().place(where).remote() for _ in range(2 * SESSION_NODES)])
+    assert Counter(labels[n] for n in ran) == {label: 2 for label in labels.values()}
+
+
+def test_audit_reads_actor_nodes_from_ray_not_from_decisions(labels):
+    by_label = {label: node for node, label in labels.items()}
+    snapshot = current_snapshot(refresh=True)
+    with Audit() as audit:
+        handle = audit.place(Affinity("node1"), Probe)
+        actor, decision = handle.submit()
+        assert labels[ray.get(actor.where.remote())] == "node1"
+        # The same actor recorded with a decision that named node2: only Ray's own record can
+        # tell that it is not there.
+        audit._record("actor", actor, decision._replace(node=snapshot.by_id[by_label["node2"]]))
+        gone, _ = handle.submit()
+        ray.get(gone.where.remote())
+        ray.kill(gone)
+        report = audit.report(timeout=10)
+    verdicts = [(row.verdict, row.actual) for row in report.rows]
+    assert verdicts == [("ok", "node1"), ("VIOLATION", "node1"), ("not reported", None)]
+    ray.kill(actor)

@@ -1,4 +1,5 @@
-"""Property tests of the pure policies over generated clusters (no Ray): invariants, not examples."""
+"""Property tests of the pure policies over generated clusters (no Ray): invariants, not
+examples."""
 from __future__ import annotations
 
 import threading
@@ -17,10 +18,10 @@ from placement import (
     Packing,
     PlacementError,
     RoundRobin,
+    errors,
 )
-from placement import errors
-from placement.decision import BACKENDS, LABEL, NODE_ID, RESOURCE
 from placement.naming import LABEL_KEY
+from placement.policies.decision import BACKENDS, LABEL, NODE_ID, RESOURCE
 
 settings.register_profile("placement", deadline=None, max_examples=60,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -28,12 +29,14 @@ settings.load_profile("placement")
 
 
 # One node: (labelled, zone, alive draw, has Ray label draw, CPUs).
-_NODE = st.tuples(st.booleans(), st.integers(0, 4), st.integers(0, 9), st.integers(0, 9), st.integers(0, 16))
+_NODE = st.tuples(st.booleans(), st.integers(0, 4), st.integers(0, 9), st.integers(0, 9),
+                  st.integers(0, 16))
 
 
 @st.composite
 def clusters(draw, min_nodes: int = 1, max_nodes: int = 200):
-    """Snapshots of 1..200 nodes: random CPUs, some unlabelled, about 20% dead, zones, Ray labels."""
+    """Snapshots of 1..200 nodes: random CPUs, some unlabelled, about 20% dead, zones,
+    Ray labels."""
     raw = draw(st.lists(_NODE, min_size=min_nodes, max_size=max_nodes))
     label_ids = draw(st.permutations(range(len(raw))))
     nodes = []
@@ -174,7 +177,8 @@ def test_anti_affinity_across_topology_values(snap):
 
 
 def test_anti_affinity_release_frees_a_slot():
-    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}, {"id": "b", "label": "node1"}])
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+                                       {"id": "b", "label": "node1"}])
     policy = AntiAffinity()
     first, _ = run(policy, snap, 2)
     policy.release(first)
@@ -274,8 +278,8 @@ ALL_POLICIES = [RoundRobin, Affinity, AntiAffinity, Packing, Local]
 
 @given(clusters(), st.sampled_from(ALL_POLICIES), st.sampled_from(BACKENDS))
 def test_refusal_when_no_candidate_node(snap, policy_type, backend):
-    no_labels = ClusterSnapshot.from_dicts([{"id": n.node_id, "alive": n.alive, "resources": {"CPU": 1}}
-                                            for n in snap.nodes])
+    no_labels = ClusterSnapshot.from_dicts([
+        {"id": n.node_id, "alive": n.alive, "resources": {"CPU": 1}} for n in snap.nodes])
     policy = policy_type(backend=backend)
     kwargs = {"group": "g"} if policy.needs_group else {}
     caller = no_labels.live[0].node_id if no_labels.live else "x" * 56
@@ -305,7 +309,8 @@ def test_dead_nodes_never_chosen_and_plans_are_deterministic(snap, policy_type, 
 
 
 def test_fallback_composition_marks_fallbacks():
-    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}, {"id": "b", "label": "node1"}])
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+                                       {"id": "b", "label": "node1"}])
     policy = AntiAffinity() | RoundRobin()
     decisions = run(policy, snap, 4)
     assert [d.fallback for d in decisions] == [False, False, True, True]
@@ -314,7 +319,8 @@ def test_fallback_composition_marks_fallbacks():
 
 
 def test_plan_explains_each_choice_and_the_refusal():
-    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}, {"id": "b", "label": "node1"}])
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+                                       {"id": "b", "label": "node1"}])
     plan = AntiAffinity().plan(snap, 3)
     assert plan.counts() == {"node0": 1, "node1": 1}
     assert isinstance(plan.refused, PlacementError)

@@ -1,0 +1,132 @@
+"""Decision cost of every policy against simulated clusters, no Ray needed.
+
+    python benchmarks/decide.py            # 10 to 10,000 nodes, 7 rounds
+    python benchmarks/decide.py --quick    # what CI runs so the benchmark keeps working
+
+A decision here is what every ``.remote()`` runs: ``propose`` then ``commit``. Each round times a
+batch of decisions on a fresh policy whose first decision (which builds the candidate list for
+the snapshot) is not timed; the cases take turns within a round, and the figure is the median
+over rounds of the mean cost per decision in a round. Policies that run out of room
+(AntiAffinity with its default cap of 1, Packing opening a new group per decision) get batches
+of at most one decision per node.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tabulate import tabulate
+
+from placement.policies import (
+    Affinity,
+    AntiAffinity,
+    Demand,
+    Local,
+    Packing,
+    Policy,
+    Request,
+    RoundRobin,
+)
+from placement.snapshot import ClusterSnapshot
+
+NODE_COUNTS = (10, 100, 1_000, 10_000)
+DEMAND = Demand({"CPU": 1})
+
+# name -> (a fresh policy, the i-th request, whether it has room for one decision per node only)
+CASES: dict[str, tuple[Callable[[], Policy], Callable[[int, str], Request], bool]] = {
+    "RoundRobin()": (RoundRobin, lambda i, c: Request(DEMAND), False),
+    "RoundRobin(weights='capacity')": (lambda: RoundRobin(weights="capacity"),
+                                       lambda i, c: Request(DEMAND), False),
+    "Affinity()": (Affinity, lambda i, c: Request(DEMAND), False),
+    "AntiAffinity() (cap 1)": (AntiAffinity, lambda i, c: Request(DEMAND), True),
+    "AntiAffinity(max_per_node=big)": (lambda: AntiAffinity(max_per_node=10**9),
+                                       lambda i, c: Request(DEMAND), False),
+    "Packing() new group each": (Packing, lambda i, c: Request(DEMAND, i), True),
+    "Packing() existing group": (Packing, lambda i, c: Request(DEMAND, "g"), False),
+    "Local()": (Local, lambda i, c: Request(DEMAND, None, c), False),
+}
+
+
+def cluster(n: int) -> ClusterSnapshot:
+    return ClusterSnapshot.from_dicts(
+        [{"id": f"{i:056x}", "label": f"node{i}", "resources": {"CPU": 1 + i % 8}}
+         for i in range(n)])
+
+
+def time_batch(snap: ClusterSnapshot, case: str, batch: int) -> float:
+    """Mean microseconds per decision over one batch on a fresh policy (propose and commit, as
+    the submit layer runs them)."""
+    make, request_of, one_per_node = CASES[case]
+    caller = snap.nodes[0].node_id
+    count = min(batch, len(snap.nodes) - 1) if one_per_node else batch
+    policy = make()
+    requests = [request_of(i + 1, caller) for i in range(count)]
+    policy.commit(policy.propose(snap, request_of(0, caller)))  # builds the candidates
+    propose, commit = policy.propose, policy.commit
+    gc.disable()
+    try:
+        began = time.perf_counter()
+        for request in requests:
+            commit(propose(snap, request))
+        elapsed = time.perf_counter() - began
+    finally:
+        gc.enable()
+    return elapsed / count * 1e6
+
+
+def _nothing() -> None:
+    return None
+
+
+def reference_ns(rounds: int = 15, calls: int = 200_000) -> float:
+    """Nanoseconds per empty Python function call, median of rounds: this machine's speed at
+    the time of the run (it moved by up to 1.6x within an hour here), to read the figures by."""
+    samples = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        for _ in range(calls):
+            _nothing()
+        samples.append((time.perf_counter() - began) / calls * 1e9)
+    return statistics.median(samples)
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Every case at every size; within a size the cases take turns round by round, so a burst
+    of machine noise hits them alike."""
+    batch, rounds = (2_000, 3) if quick else (5_000, 15)
+    rows = []
+    names = list(CASES)
+    for n in NODE_COUNTS:
+        snap = cluster(n)
+        samples: dict[str, list[float]] = {case: [] for case in names}
+        for round_index in range(rounds):
+            for case in names[round_index % len(names):] + names[:round_index % len(names)]:
+                samples[case].append(time_batch(snap, case, batch))
+        for case in names:
+            rows.append({"benchmark": "decide", "contender": f"{case} @ {n:,} nodes",
+                         "value": round(statistics.median(samples[case]), 2),
+                         "unit": "us/decision",
+                         "note": f"median of {rounds} rounds; target <= 2 at 10,000"})
+    rows.append({"benchmark": "decide", "contender": "reference: an empty Python function call",
+                 "value": round(reference_ns(), 1), "unit": "ns",
+                 "note": "this machine's speed during the run"})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small batches (CI)")
+    args = parser.parse_args(argv)
+    rows = run(args.quick)
+    print(tabulate([[r["contender"], r["value"], r["unit"], r["note"]] for r in rows],
+                   headers=["policy @ nodes", "value", "unit", "note"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

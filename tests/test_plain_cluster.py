@@ -1,0 +1,58 @@
+"""Policies on a plain Ray cluster: nodes started by `ray start` with no node<i> resources and no
+placement labels. Where work ran is read inside it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from placement import errors
+from placement.local_cluster import ClusterSpec, start_cluster, stop_cluster
+
+from .conftest import REPO, clean_env, free_port, new_state_dir
+
+pytestmark = pytest.mark.slow
+NODES = 3
+
+
+@pytest.fixture(scope="module")
+def plain():
+    state_dir = new_state_dir("plain")
+    start_cluster(ClusterSpec(nodes=NODES, state_dir=state_dir, port=free_port(),
+                              first_address="127.0.0.50", cpus_per_node=1, labelled=False))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.plain_scenarios", str(state_dir)], capture_output=True,
+            text=True, timeout=600, env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        stop_cluster(state_dir)
+
+
+def test_the_cluster_really_is_plain(plain):
+    assert len(plain["nodes"]) == NODES and plain["labelled"] == 0
+
+
+def test_round_robin_by_node_id_spreads_evenly_reused_or_inline(plain):
+    for counts in (plain["round_robin"], plain["inline"]):
+        assert Counter(counts) == {node: 2 for node in plain["nodes"]}
+
+
+def test_failed_submissions_do_not_use_up_strict_spread(plain):
+    assert plain["failures"] == ["TypeError", "ActorAlreadyExistsError"]
+    assert sorted(plain["replicas"]) == plain["nodes"]  # one replica on every node
+    assert plain["extra_replica"] == errors.SPREAD_EXHAUSTED
+
+
+def test_local_children_stay_on_their_parents_node(plain):
+    parent_node, children = plain["local"]
+    assert set(children) == {parent_node}
+
+
+def test_the_resource_backend_refuses_a_plain_cluster_and_names_the_fix(plain):
+    assert plain["resource_backend"] == errors.NO_LABELLED_NODES
