@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import ray
+from ray._common import ray_option_utils
 from ray._private.state import actors
 from ray._private.state import available_resources_per_node as _per_node
 from ray._raylet import Config  # type: ignore[attr-defined]  # missing from Ray's .pyi stub
@@ -65,3 +66,10 @@ def is_actor_handle(value: Any) -> bool:
 def in_ray_worker() -> bool:
     """Whether this process is a Ray worker (a task or actor), not a driver."""
     return bool(ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE)
+
+
+def option_names() -> tuple[frozenset[str], frozenset[str]]:
+    """The option names Ray accepts in ``.options()`` for tasks and for actors. Ray 2.60 keeps
+    these tables in a private module and documents no list of them."""
+    return (frozenset(ray_option_utils.task_options),
+            frozenset(ray_option_utils.actor_options))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from .local_cluster import (
     DEFAULT_OBJECT_STORE_MB,
     DEFAULT_PORT,
     DEFAULT_START_TIMEOUT,
+    MAX_TIMEOUT_SECONDS,
+    MIN_OBJECT_STORE_MB,
     ClusterSpec,
     default_state_dir,
     start_cluster,
@@ -32,19 +36,59 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# Digits only: int() also takes " 4", "1_0" and non-ASCII digits, float() "nan", "inf", "1_0".
+_WHOLE = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
 def _node_count(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
+    if not _WHOLE.fullmatch(text):
         raise argparse.ArgumentTypeError(
-            f"N must be a positive whole number of nodes, got {text!r}: "
+            f"N must be a positive whole number of nodes, in digits only, got {text!r}: "
             "e.g. scripts/start_cluster.sh 4"
-        ) from None
+        )
+    value = int(text, 10)
     if value < 1:
         raise argparse.ArgumentTypeError(
             f"N must be at least 1, got {value}: e.g. scripts/start_cluster.sh 4"
         )
     return value
+
+
+def _whole(option: str, least: int, most: int | None = None,
+           example: str = "") -> Callable[[str], int]:
+    """A strict parser for a whole-number option: digits only, within [least, most]."""
+    bounds = f">= {least}" if most is None else f"from {least} to {most}"
+
+    def parse(text: str) -> int:
+        if not _WHOLE.fullmatch(text):
+            raise argparse.ArgumentTypeError(
+                f"{option} must be a whole number {bounds}, in digits only, got {text!r}: "
+                f"e.g. {option} {example}"
+            )
+        value = int(text, 10)
+        if value < least or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(
+                f"{option} must be {bounds}, got {value}: e.g. {option} {example}"
+            )
+        return value
+
+    return parse
+
+
+def _timeout(text: str) -> float:
+    """Seconds to wait: a plain decimal number more than 0 and at most a day."""
+    value = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not 0 < value <= MAX_TIMEOUT_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"--timeout must be a number of seconds more than 0 and at most "
+            f"{MAX_TIMEOUT_SECONDS:.0f} (a day), got {text!r}: "
+            f"e.g. --timeout {DEFAULT_START_TIMEOUT:.0f}"
+        )
+    return value
+
+
+_PORT = _whole("--port", 1024, 65535, example=str(DEFAULT_PORT))
 
 
 def _resources(text: str) -> dict[str, Any]:
@@ -159,14 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     start = actions.add_parser("start", help="start N labelled nodes on loopback addresses")
     start.add_argument("nodes", type=_node_count, metavar="N", help="number of nodes")
     _add_state_dir(start)
-    start.add_argument("--port", type=int, default=DEFAULT_PORT,
+    start.add_argument("--port", type=_PORT, default=DEFAULT_PORT,
                        help=f"head (GCS) port (default {DEFAULT_PORT})")
     start.add_argument("--first-address", default=DEFAULT_FIRST_ADDRESS,
                        help=f"address of node0 (default {DEFAULT_FIRST_ADDRESS})")
-    start.add_argument("--cpus", type=int, default=1, help="CPUs per node (default 1)")
-    start.add_argument("--object-store-mb", type=int, default=DEFAULT_OBJECT_STORE_MB,
+    start.add_argument("--cpus", type=_whole("--cpus", 0, example="2"), default=1,
+                       help="CPUs per node (default 1)")
+    start.add_argument("--object-store-mb", default=DEFAULT_OBJECT_STORE_MB,
+                       type=_whole("--object-store-mb", MIN_OBJECT_STORE_MB, example="256"),
                        help=f"object store per node in MiB (default {DEFAULT_OBJECT_STORE_MB})")
-    start.add_argument("--label-amount", type=int, default=DEFAULT_LABEL_AMOUNT,
+    start.add_argument("--label-amount", default=DEFAULT_LABEL_AMOUNT,
+                       type=_whole("--label-amount", 1, example=str(DEFAULT_LABEL_AMOUNT)),
                        help=f"amount of the node<i> resource per node "
                        f"(default {DEFAULT_LABEL_AMOUNT})")
     start.add_argument("--label-prefix", default="node", help="label prefix (default node)")
@@ -176,12 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also start Ray's dashboard on 127.0.0.1:8265")
     start.add_argument("--no-token-auth", action="store_true",
                        help="turn token authentication off (not recommended)")
-    start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT,
+    start.add_argument("--timeout", type=_timeout, default=DEFAULT_START_TIMEOUT,
                        help="seconds to wait for all nodes")
     start.set_defaults(run=_cmd_start)
     add = actions.add_parser("add", help="start one more labelled node in the running cluster")
     _add_state_dir(add)
-    add.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT,
+    add.add_argument("--timeout", type=_timeout, default=DEFAULT_START_TIMEOUT,
                      help="seconds to wait for the node")
     add.set_defaults(run=_cmd_add)
     stop = actions.add_parser("stop", help="end exactly the processes of the cluster")
@@ -200,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=_node_count, default=4,
                       help="nodes of the cluster it starts when none runs (default 4)")
     _add_state_dir(demo)
-    demo.add_argument("--port", type=int, default=DEFAULT_PORT,
+    demo.add_argument("--port", type=_PORT, default=DEFAULT_PORT,
                       help="head port of the cluster it starts")
     demo.set_defaults(run=_cmd_demo)
     return parser

@@ -14,6 +14,7 @@ exactly the processes that mention that directory (and their children), never an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import json
@@ -39,7 +40,9 @@ DEFAULT_FIRST_ADDRESS = "127.0.0.10"
 DEFAULT_PORT = 6390  # not Ray's 6379, so a user's own default Ray cluster is left alone
 DEFAULT_LABEL_AMOUNT = 1000
 DEFAULT_OBJECT_STORE_MB = 128
+MIN_OBJECT_STORE_MB = 80  # Ray's minimum is 75 MiB
 DEFAULT_START_TIMEOUT = 120.0
+MAX_TIMEOUT_SECONDS = 86_400.0
 MAX_NODES = 64
 # Rough resident memory of one idle node (raylet, agents, log monitor), for the size check.
 _NODE_OVERHEAD_MB = 350
@@ -52,6 +55,18 @@ TOKEN_FILE = "token"
 LOCK_FILE = "lock"
 RAY_TEMP_SUBDIR = "ray"
 LOG_SUBDIR = "logs"
+# Marks a cluster.json as a record written by this toolkit's start. Stop deletes files only in a
+# directory holding such a record for that very directory, and only those the record says start
+# created there (of _REMOVABLE); lock and logs/ stay.
+RECORD_MARKER = "ray-placement local cluster"
+RECORD_FORMAT = 1
+_REMOVABLE = (TOKEN_FILE, RAY_TEMP_SUBDIR)
+# What a stopped cluster leaves behind: stopping again finds nothing to do there.
+_LEFTOVERS = frozenset({LOCK_FILE, LOG_SUBDIR})
+_STOP_FIX = ("pass the --state-dir that `placement cluster start` printed (its cluster.json has "
+             f'"written_by": "{RECORD_MARKER}")')
+_START_FIX = ("use another --state-dir (an empty or new directory), or move that cluster.json "
+              "away if it is yours")
 
 
 def default_state_dir() -> Path:
@@ -146,20 +161,30 @@ class ClusterSpec:
                 f"{nodes} nodes from {self.first_address} would use 127.0.0.1 or an address ending "
                 "in .0 or .255: use --first-address 127.0.0.10"
             )
-        if not (1024 <= self.port <= 65535):
-            raise LocalClusterError(f"--port must be between 1024 and 65535, got {self.port}")
-        for name in ("cpus_per_node", "label_amount"):
-            value = getattr(self, name)
-            least = 0 if name == "cpus_per_node" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise LocalClusterError(
-                    f"{name.replace('_', '-')} must be a whole number (Ray truncates custom "
-                    f"resource totals to whole units), got {value!r}"
-                )
-        if not isinstance(self.object_store_mb, int) or self.object_store_mb < 80:
+        port = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
             raise LocalClusterError(
-                "--object-store-mb must be a whole number >= 80 (Ray's minimum is 75 MiB), "
-                f"got {self.object_store_mb!r}"
+                f"--port must be between 1024 and 65535, got {port!r}: e.g. --port {DEFAULT_PORT}"
+            )
+        for name, option, least in (("cpus_per_node", "--cpus", 0),
+                                    ("label_amount", "--label-amount", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise LocalClusterError(
+                    f"{name.replace('_', '-')} ({option}) must be a whole number (Ray truncates "
+                    f"resource totals to whole units), got {value!r}: e.g. {option} {least + 1}"
+                )
+            if value < least:
+                raise LocalClusterError(
+                    f"{name.replace('_', '-')} ({option}) must be >= {least}, got {value}: "
+                    f"e.g. {option} {least + 1}"
+                )
+        store = self.object_store_mb
+        if isinstance(store, bool) or not isinstance(store, int) or store < MIN_OBJECT_STORE_MB:
+            raise LocalClusterError(
+                f"--object-store-mb must be a whole number >= {MIN_OBJECT_STORE_MB} (Ray's "
+                f"minimum is 75 MiB), got {store!r}: e.g. --object-store-mb "
+                f"{DEFAULT_OBJECT_STORE_MB}"
             )
         if not self.label_prefix.isidentifier():
             raise LocalClusterError(
@@ -197,6 +222,8 @@ class ClusterState:
     started_at: float
     start_seconds: float
     spec: dict[str, Any]
+    # Which of token and ray/ this cluster's start created in state_dir: all stop may delete.
+    created: tuple[str, ...] = ()
 
     @property
     def temp_dir(self) -> Path:
@@ -235,7 +262,63 @@ def load_state(state_dir: Path | str | None = None) -> ClusterState | None:
         started_at=raw["started_at"],
         start_seconds=raw["start_seconds"],
         spec=raw["spec"],
+        created=tuple(raw.get("created") or ()),
     )
+
+
+def recorded_cluster(state_dir: Path, fix: str = _STOP_FIX) -> ClusterState | None:
+    """The cluster record this toolkit's start wrote in ``state_dir``; None when it holds no
+    cluster.json. Raises LocalClusterError (ending with ``fix``) when cluster.json is there but
+    is not such a record for this very directory: then nothing there may be deleted."""
+    path = state_dir / STATE_FILE
+    if not _present(path):
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        problem: str | None = f"it cannot be read as JSON ({exc})"
+    else:
+        problem = _record_problem(raw, state_dir)
+    if problem is not None:
+        raise LocalClusterError(
+            f"{path} is not a cluster record of placement: {problem}; nothing was stopped or "
+            f"deleted: {fix}"
+        )
+    return load_state(state_dir)
+
+
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "address": str, "nodes": list, "spec": dict, "created": list,
+    "started_at": (int, float), "start_seconds": (int, float),
+}
+
+
+def _present(path: Path) -> bool:
+    """Whether anything has this name: a file, a directory, or a symlink (dangling too)."""
+    return path.exists() or path.is_symlink()
+
+
+def _record_problem(raw: Any, state_dir: Path) -> str | None:
+    """Why ``raw`` is not a record start wrote for ``state_dir``, or None when it is."""
+    if not isinstance(raw, dict):
+        return "it is not a JSON object"
+    if raw.get("written_by") != RECORD_MARKER:
+        return f'it has no "written_by": "{RECORD_MARKER}" marker'
+    if raw.get("format") != RECORD_FORMAT:
+        return f"its format is {raw.get('format')!r}, this placement writes {RECORD_FORMAT}"
+    recorded = raw.get("state_dir")
+    if not isinstance(recorded, str) or Path(recorded).resolve() != state_dir.resolve():
+        return f"it records the state directory {recorded!r}, not {str(state_dir)!r}"
+    for key, kind in _RECORD_FIELDS.items():
+        if not isinstance(raw.get(key), kind):
+            return f"its field {key!r} is missing or malformed"
+    if not all(isinstance(name, str) and name in _REMOVABLE for name in raw["created"]):
+        return f"it lists files start never creates: {raw['created']!r}"
+    token = raw.get("token_path")
+    if token is not None and (not isinstance(token, str)
+                              or Path(token).resolve() != (state_dir / TOKEN_FILE).resolve()):
+        return f"its token_path {token!r} is not {str(state_dir / TOKEN_FILE)!r}"
+    return None
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -340,7 +423,9 @@ def end_processes(procs: list[psutil.Process], grace: float = 10.0) -> list[str]
 
 @contextlib.contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
-    with open(state_dir / LOCK_FILE, "w") as lock:
+    # No O_TRUNC: a file of that name that is not ours keeps its contents.
+    fd = os.open(state_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -437,8 +522,11 @@ def start_cluster(
     timeout: float = DEFAULT_START_TIMEOUT,
     say: Callable[[str], None] = lambda _: None,
 ) -> ClusterState:
-    """Start ``spec.nodes`` labelled nodes and wait until all are alive (at most ``timeout`` s)."""
+    """Start ``spec.nodes`` labelled nodes and wait until all are alive (at most ``timeout`` s).
+
+    Refuses a state directory holding a cluster.json or a token this toolkit did not write."""
     spec.validate()
+    check_timeout(timeout)
     state_dir = Path(spec.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(state_dir, 0o700)
@@ -454,14 +542,44 @@ def start_cluster(
                 f"port {spec.port} is already in use: pick a free one with --port, "
                 "or stop what listens there"
             )
-        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        previous = recorded_cluster(state_dir, fix=_START_FIX)
+        owned = previous.created if previous is not None else ()
+        token_file = state_dir / TOKEN_FILE
+        if _present(token_file) and TOKEN_FILE not in owned:
+            raise LocalClusterError(
+                f"{token_file} exists and placement did not write it; nothing was changed: "
+                "use another --state-dir, or move that file away"
+            )
+        if not spec.token_auth and TOKEN_FILE in owned:
+            token_file.unlink(missing_ok=True)  # ours, from an earlier start with a token
+        # What stop may delete: what this start creates, or an earlier start of ours created.
+        created = tuple(
+            name for name in _REMOVABLE
+            if (spec.token_auth if name == TOKEN_FILE
+                else name in owned or not _present(state_dir / name))
+        )
         log_dir = state_dir / LOG_SUBDIR
         log_dir.mkdir(exist_ok=True)
-        token_path = state_dir / TOKEN_FILE if spec.token_auth else None
+        token_path = token_file if spec.token_auth else None
+        address = f"{spec.node_address(0)}:{spec.port}"
+        state = ClusterState(
+            state_dir=state_dir,
+            address=address,
+            nodes=tuple(
+                {"label": spec.node_label(i), "address": spec.node_address(i)}
+                for i in range(spec.nodes)
+            ),
+            token_path=token_path,
+            started_at=time.time(),
+            start_seconds=0.0,
+            spec={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
+            created=created,
+        )
+        # Recorded before anything is created: stop cleans up after a failed start too.
+        _write_state(state)
         if token_path is not None:
             _write_token(token_path)
         env = _ray_env(token_path)
-        address = f"{spec.node_address(0)}:{spec.port}"
         began = time.monotonic()
         try:
             say(f"starting head {spec.node_label(0)} at {address}")
@@ -475,25 +593,16 @@ def start_cluster(
         except BaseException:
             end_processes(cluster_processes(state_dir))
             raise
-        state = ClusterState(
-            state_dir=state_dir,
-            address=address,
-            nodes=tuple(
-                {"label": spec.node_label(i), "address": spec.node_address(i)}
-                for i in range(spec.nodes)
-            ),
-            token_path=token_path,
-            started_at=time.time(),
-            start_seconds=round(time.monotonic() - began, 2),
-            spec={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
-        )
+        state = dataclasses.replace(state, started_at=time.time(),
+                                    start_seconds=round(time.monotonic() - began, 2))
         _write_state(state)
         say(f"{len(alive)} nodes alive after {state.start_seconds:.1f}s")
         return state
 
 
 def _write_state(state: ClusterState) -> None:
-    record = {**asdict(state), "state_dir": str(state.state_dir),
+    record = {"written_by": RECORD_MARKER, "format": RECORD_FORMAT, **asdict(state),
+              "state_dir": str(state.state_dir), "created": list(state.created),
               "token_path": str(state.token_path) if state.token_path else None}
     (state.state_dir / STATE_FILE).write_text(json.dumps(record, indent=2))
 
@@ -534,6 +643,7 @@ def add_node(
     state_dir: Path | str | None = None, timeout: float = DEFAULT_START_TIMEOUT
 ) -> ClusterState:
     """Start one more node (the next label and address) in the running cluster in ``state_dir``."""
+    check_timeout(timeout)
     state_dir = Path(state_dir or default_state_dir()).absolute()
     state = load_state(state_dir)
     if state is None or not cluster_processes(state_dir):
@@ -554,7 +664,7 @@ def add_node(
             + ({"label": spec.node_label(index), "address": spec.node_address(index)},),
             token_path=state.token_path, started_at=state.started_at,
             start_seconds=state.start_seconds,
-            spec={**state.spec, "nodes": spec.nodes},
+            spec={**state.spec, "nodes": spec.nodes}, created=state.created,
         )
         _write_state(grown)
         return grown
@@ -562,14 +672,63 @@ def add_node(
 
 def stop_cluster(state_dir: Path | str | None = None, keep_logs: bool = False) -> list[str]:
     """End every process of the cluster in ``state_dir`` and nothing else; returns what was
-    ended."""
+    ended. Then delete what its start created there and nothing else: its cluster.json, its token
+    and (unless ``keep_logs``) Ray's temp dir ``ray/``, each only if start created it.
+
+    Refuses, deleting and ending nothing, a directory whose cluster.json this toolkit did not
+    write for it, or that has no cluster.json but holds more than a stopped cluster leaves (the
+    lock file and logs/): a user's directory given by mistake.
+    """
     state_dir = Path(state_dir or default_state_dir()).absolute()
     if not state_dir.exists():
         return []
+    if not state_dir.is_dir():
+        raise LocalClusterError(f"{state_dir} is not a directory; nothing was stopped or "
+                                f"deleted: {_STOP_FIX}")
+    if recorded_cluster(state_dir) is None:  # read only: no lock file in a directory not ours
+        return _nothing_recorded(state_dir)
     with _locked(state_dir):
+        state = recorded_cluster(state_dir)  # again: another start or stop may have run
+        if state is None:
+            return _nothing_recorded(state_dir)
         ended = end_processes(cluster_processes(state_dir))
-        for name in (STATE_FILE, TOKEN_FILE):
-            (state_dir / name).unlink(missing_ok=True)
-        if not keep_logs:
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        if TOKEN_FILE in state.created:
+            (state_dir / TOKEN_FILE).unlink(missing_ok=True)
+        if RAY_TEMP_SUBDIR in state.created and not keep_logs:
             shutil.rmtree(state_dir / RAY_TEMP_SUBDIR, ignore_errors=True)
         return ended
+
+
+def _nothing_recorded(state_dir: Path) -> list[str]:
+    """Stop where no cluster is recorded: nothing to do when the directory holds at most what a
+    stopped cluster leaves and no process of a cluster runs there; refused otherwise."""
+    running = cluster_processes(state_dir)
+    others = sorted(p.name for p in state_dir.iterdir() if p.name not in _LEFTOVERS)
+    if not running and not others:
+        return []
+    if running:
+        pids = " ".join(str(p.pid) for p in running[:8])
+        raise LocalClusterError(
+            f"{state_dir} holds no cluster record of placement ({STATE_FILE}), but processes "
+            f"with their Ray temp dir there run (pids {pids}); nothing was stopped or deleted: "
+            f"{_STOP_FIX}, or if those processes are yours end them with `kill {pids}`"
+        )
+    shown = ", ".join(others[:8]) + (" and more" if len(others) > 8 else "")
+    raise LocalClusterError(
+        f"{state_dir} holds no cluster record of placement ({STATE_FILE}), but holds {shown}; "
+        f"nothing was stopped or deleted: {_STOP_FIX}, or if you stopped this cluster already "
+        "there is nothing left to do"
+    )
+
+
+def check_timeout(timeout: float) -> float:
+    """Seconds to wait for nodes: a number more than 0 and at most a day."""
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= MAX_TIMEOUT_SECONDS):
+        raise LocalClusterError(
+            f"timeout must be a number of seconds more than 0 and at most "
+            f"{MAX_TIMEOUT_SECONDS:.0f} (a day), got {timeout!r}: e.g. "
+            f"timeout={DEFAULT_START_TIMEOUT:.0f}"
+        )
+    return float(timeout)

@@ -15,13 +15,14 @@
 """
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from . import errors
+from . import _ray, errors
 from .errors import PlacementError
 from .naming import LABEL_KEY
 from .policies.decision import NODE_ID, RESOURCE, Decision
@@ -32,8 +33,24 @@ from .policies.request import Demand
 _POLICY_OWNED = ("scheduling_strategy", "placement_group", "label_selector", "fallback_strategy")
 
 
-def check_user_options(options: Mapping[str, Any]) -> None:
-    """Refuse options that contradict placement, before anything is submitted."""
+_TASK_OPTIONS, _ACTOR_OPTIONS = _ray.option_names()
+_RAY_OPTIONS = _TASK_OPTIONS | _ACTOR_OPTIONS
+_KINDS = {"task": _TASK_OPTIONS, "actor": _ACTOR_OPTIONS, None: _RAY_OPTIONS}
+_COMMON = ("num_cpus", "num_gpus", "memory", "resources", "max_retries", "max_restarts",
+           "max_task_retries", "name", "namespace", "lifetime", "runtime_env")
+_LIFETIMES = ("detached", "non_detached")
+
+
+def check_user_options(options: Mapping[str, Any], kind: str | None = None) -> None:
+    """Refuse options that contradict placement, that Ray does not know, or whose value has the
+    wrong type or range, before anything is submitted. ``kind`` is ``"task"``, ``"actor"`` or
+    None (either: names Ray accepts for tasks or for actors).
+
+    >>> check_user_options({"num_cpu": 1})
+    Traceback (most recent call last):
+    ...
+    TypeError: num_cpu= is not a Ray option: did you mean num_cpus=?
+    """
     for name in _POLICY_OWNED:
         value = options.get(name)
         # placement_group="default" is Ray's default
@@ -45,18 +62,27 @@ def check_user_options(options: Mapping[str, Any]) -> None:
                 f"drop {name}= from the options, "
                 "or submit without a policy (fn.options(...).remote())",
             )
-    resources = options.get("resources") or {}
+    _check_names(options, kind)
+    resources = options.get("resources")
+    if resources is None:
+        resources = {}
     if not isinstance(resources, Mapping):
         raise TypeError(
-            f"resources must be a dict of name to amount, got {type(resources).__name__}"
+            f"resources must be a dict of name to amount, got {type(resources).__name__}: "
+            "e.g. resources={'accel': 1}"
         )
     for name in ("CPU", "GPU", "memory", "object_store_memory"):
         if name in resources:
             keyword = {"CPU": "num_cpus", "GPU": "num_gpus"}.get(name, name)
             raise ValueError(f"do not put {name!r} inside resources=: Ray wants {keyword}= for it")
     for name, amount in resources.items():
-        if (isinstance(amount, bool) or not isinstance(amount, (int, float))
-                or not math.isfinite(amount) or amount < 0):
+        if not isinstance(name, str):
+            raise TypeError(f"resource names must be strings, got {name!r}: "
+                            "e.g. resources={'accel': 1}")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise TypeError(f"resources[{name!r}] must be a number (int or float), got "
+                            f"{type(amount).__name__} {amount!r}: e.g. resources={{{name!r}: 1}}")
+        if not math.isfinite(amount) or amount < 0:
             raise ValueError(f"resources[{name!r}] must be a finite number >= 0, got {amount!r}")
         if 0 < amount < 1e-4:
             raise ValueError(
@@ -65,9 +91,62 @@ def check_user_options(options: Mapping[str, Any]) -> None:
             )
     for name in ("num_cpus", "num_gpus", "memory"):
         value = options.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or value < 0):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number (int or float), got "
+                            f"{type(value).__name__} {value!r}: e.g. {name}=1")
+        if not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    for name in ("max_retries", "max_restarts", "max_task_retries"):
+        value = options.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be a whole number (int; -1 means forever), got "
+                            f"{type(value).__name__} {value!r}: e.g. {name}=3")
+        if value < -1:
+            raise ValueError(f"{name} must be -1 (forever), 0 or more, got {value}")
+    for name, example in (("name", "worker-1"), ("namespace", "team-a")):
+        value = options.get(name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, got {type(value).__name__} {value!r}: "
+                            f"e.g. {name}={example!r}")
+    lifetime = options.get("lifetime")
+    if lifetime is not None:
+        if not isinstance(lifetime, str):
+            raise TypeError(f"lifetime must be a string, got {type(lifetime).__name__} "
+                            f"{lifetime!r}: use lifetime='detached', 'non_detached' or None")
+        if lifetime not in _LIFETIMES:
+            raise ValueError(f"lifetime={lifetime!r} is not one Ray knows: use "
+                             "lifetime='detached', 'non_detached' or None")
+    runtime_env = options.get("runtime_env")
+    if runtime_env is not None and not isinstance(runtime_env, Mapping):
+        raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}: "
+                        "e.g. runtime_env={'env_vars': {'A': '1'}}")
+
+
+def _check_names(options: Mapping[str, Any], kind: str | None) -> None:
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be 'task', 'actor' or None, got {kind!r}")
+    known = _KINDS[kind]
+    for name in options:
+        if name in known:
+            continue
+        if not isinstance(name, str):
+            raise TypeError(f"option names must be strings, got {name!r}")
+        if name in _RAY_OPTIONS:  # known, but for the other kind
+            wrong, right = (("actors", "remote functions") if kind == "task"
+                            else ("remote functions", "actors"))
+            retry = {"max_retries": " (actors retry with max_restarts= and max_task_retries=)",
+                     "max_restarts": " (tasks retry with max_retries=)",
+                     "max_task_retries": " (tasks retry with max_retries=)"}.get(name, "")
+            raise TypeError(f"{name}= is an option for {wrong}, not for {right}: "
+                            f"drop {name}={retry}")
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = (f"did you mean {close[0]}=?" if close
+                else f"use Ray's own options ({', '.join(_COMMON)}, ...)")
+        raise TypeError(f"{name}= is not a Ray option: {hint}")
 
 
 def demand_of(options: Mapping[str, Any]) -> Demand:

@@ -85,7 +85,7 @@ def test_script_starts_labelled_nodes_and_stop_ends_only_that_cluster(local_clus
         (["2", "--first-address", "10.0.0.5"], "loopback addresses only"),
         (["2", "--first-address", "127.0.0.0"], "127.0.0.1 or an address ending"),
         (["2", "--state-dir", "/tmp/" + "x" * 60], "too long for Ray's unix sockets"),
-        (["2", "--cpus", "-1"], "cpus-per-node must be a whole number"),
+        (["2", "--cpus", "-1"], "--cpus must be >= 0"),
         (["2", "--object-store-mb", "10"], "--object-store-mb must be"),
     ],
 )

@@ -161,6 +161,29 @@ class Policy(abc.ABC):
                 self._committed[decision.ticket] = hold
             return decision
 
+    def check_group(self, group: Hashable | None) -> None:
+        """Refuse, before anything is submitted, a group this policy can never place: none for a
+        policy that needs one (Packing, or a fallback with Packing in it), or one that cannot be a
+        dict key. ``place()`` calls it; the submit layer may call it for every handle.
+
+        >>> from placement.policies import Packing
+        >>> Packing().check_group(None)
+        Traceback (most recent call last):
+        ...
+        ValueError: Packing needs a group key: policy.place(fn, group='partition-3')
+        """
+        if group is None:
+            if self.needs_group:
+                raise self._group_error()
+            return
+        try:
+            hash(group)
+        except TypeError:
+            raise TypeError(
+                f"group must be hashable (a str, int or tuple), got {type(group).__name__}: "
+                "e.g. group='partition-3'"
+            ) from None
+
     def _group_error(self) -> ValueError:
         return ValueError(
             f"{type(self).__name__} needs a group key: policy.place(fn, group='partition-3')"
@@ -177,7 +200,9 @@ class Policy(abc.ABC):
         if cands is not None and cands.snapshot is snapshot:
             return cands
         self._newest, self._candidates = snapshot, None
-        self._candidates = cands = Candidates(snapshot, self.backend)  # raises: none to target
+        # Soft placements never pin a resource (options.py): only hard ones check the pin.
+        pin = None if self.soft else self.pin_amount
+        self._candidates = cands = Candidates(snapshot, self.backend, pin)  # raises: none fits
         return cands
 
     def _newest_of(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
@@ -204,6 +229,7 @@ class Policy(abc.ABC):
 
         >>> ref = RoundRobin().place(work, num_cpus=1).remote(42)    # doctest: +SKIP
         """
+        self.check_group(group)  # before the submit layer loads: a refusal needs no Ray
         submit_layer = importlib.import_module(_SUBMIT_LAYER)
         placed: Any = submit_layer.place(self, fn, group, ray_options)
         return placed

@@ -16,20 +16,28 @@ from collections.abc import Sequence
 
 from .. import errors
 from ..errors import PlacementError
-from ..naming import LABEL_KEY
+from ..naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
 from ..snapshot import ClusterSnapshot, NodeInfo
-from .decision import LABEL, RESOURCE, node_name, node_order
+from .decision import DEFAULT_PIN_AMOUNT, LABEL, RESOURCE, node_name, node_order
 from .request import Demand
 
 
 class Candidates:
-    """The live nodes ``backend`` can target, in placement order, with cached fit checks."""
+    """The live nodes ``backend`` can target, in placement order, with cached fit checks.
 
-    def __init__(self, snapshot: ClusterSnapshot, backend: str) -> None:
+    For the resource backend, ``pin_amount`` (None: the placements pin nothing, e.g. soft ones)
+    must fit every candidate's label resource: a pin above a node's ``node<i>`` total would wait
+    forever in Ray, so it is refused here rather than that node being left out unsaid.
+    """
+
+    def __init__(self, snapshot: ClusterSnapshot, backend: str,
+                 pin_amount: float | None = DEFAULT_PIN_AMOUNT) -> None:
         self.snapshot = snapshot
         self.backend = backend
         if backend == RESOURCE:
             nodes = [n for n in snapshot.placeable if n.label in n.total]
+            if pin_amount is not None and nodes:
+                check_pin_fits(pin_amount, nodes, snapshot.label_prefix)
         elif backend == LABEL:
             nodes = [n for n in snapshot.placeable if n.labels.get(LABEL_KEY) == n.label]
         else:
@@ -79,6 +87,35 @@ def no_candidates_error(snapshot: ClusterSnapshot, backend: str) -> PlacementErr
         f"`ray start --resources '{{\"{prefix}0\": 1000}}' --labels {LABEL_KEY}={prefix}0`, "
         "or use backend='node_id'",
         [node_name(n) for n in live],
+    )
+
+
+def check_pin_fits(pin_amount: float, nodes: Sequence[NodeInfo],
+                   label_prefix: str = DEFAULT_LABEL_PREFIX) -> None:
+    """Refuse a pin larger than the label resource of any of ``nodes`` (labelled, with the
+    resource): Ray would hold a placement pinned to such a node forever.
+
+    >>> from placement.snapshot import ClusterSnapshot
+    >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}])   # node0: 1000
+    >>> try:  # doctest: +ELLIPSIS
+    ...     check_pin_fits(2000, snap.placeable)
+    ... except PlacementError as refusal:
+    ...     print(refusal.rule, "|", refusal.fix)
+    pin-exceeds-label-resource | use pin_amount <= 1000 (the smallest label resource; ...
+    """
+    short = [n for n in nodes if n.total.get(n.label or "", 0.0) < pin_amount]
+    if not short:
+        return
+    smallest = min(n.total.get(n.label or "", 0.0) for n in nodes)
+    shown = ", ".join(f"{node_name(n)} ({n.total.get(n.label or '', 0.0):g})" for n in short[:8])
+    more = f" and {len(short) - 8} more" if len(short) > 8 else ""
+    raise PlacementError(
+        errors.PIN_EXCEEDS_LABEL,
+        f"pin_amount={pin_amount:g} is more than the {label_prefix}<i> resource of {shown}{more}: "
+        "Ray could never run a placement pinned there",
+        f"use pin_amount <= {smallest:g} (the smallest label resource; the default is "
+        f"{DEFAULT_PIN_AMOUNT}), or backend='node_id'",
+        [node_name(n) for n in short],
     )
 
 
