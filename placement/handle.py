@@ -136,10 +136,12 @@ class PlacedRemote:
                  group: Hashable | None = None) -> None:
         if not isinstance(policy, Policy):
             raise TypeError(f"expected a placement policy, got {type(policy).__name__}")
+        policy.check_group(group)
         self._fn = as_remote(fn)
         self._policy = policy
         self._defaults = _ray.remote_defaults(self._fn)
-        check_user_options({**self._defaults, **options})
+        kind = "actor" if isinstance(self._fn, ActorClass) else "task"
+        check_user_options({**self._defaults, **options}, kind)
         actors = _actor_affinities(policy)
         for member in actors:
             if not _ray.is_actor_handle(member.target):
@@ -199,8 +201,8 @@ class PlacedRemote:
             bound = per_fn[key] = self._fn.options(**options)
         return bound
 
-    def submit(self, *args: Any, **kwargs: Any) -> Submitted:
-        """Place and submit one call; return Ray's result with the decision that placed it."""
+    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Decision]:
+        """One transaction: propose, submit, then commit, or roll back if Ray refused."""
         decision = self._propose()
         try:
             result = self._bound_for(decision).remote(*args, **kwargs)
@@ -208,18 +210,15 @@ class PlacedRemote:
             self._policy.rollback(decision)
             raise
         self._policy.commit(decision)
-        return Submitted(result, decision)
+        return result, decision
+
+    def submit(self, *args: Any, **kwargs: Any) -> Submitted:
+        """Place and submit one call; return Ray's result with the decision that placed it."""
+        return Submitted(*self._submit(args, kwargs))
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Place and submit one call, as ``fn.remote(*args, **kwargs)`` would."""
-        decision = self._propose()
-        try:
-            result = self._bound_for(decision).remote(*args, **kwargs)
-        except BaseException:
-            self._policy.rollback(decision)
-            raise
-        self._policy.commit(decision)
-        return result
+        return self._submit(args, kwargs)[0]
 
     def __repr__(self) -> str:
         return f"{self._policy!r}.place({_ray.remote_name(self._fn)})"

@@ -5,6 +5,7 @@ there is stopped and reported, so no test leaves a Ray process behind unnoticed.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -27,7 +28,16 @@ ROOT = Path(tempfile.mkdtemp(prefix="plt-", dir="/tmp"))
 # No cluster here: connect() must not find one.
 os.environ["PLACEMENT_STATE_DIR"] = str(ROOT / "none")
 
-from placement.local_cluster import ClusterSpec, cluster_processes, start_cluster, stop_cluster  # noqa: E402
+from placement.errors import LocalClusterError  # noqa: E402
+from placement.local_cluster import (  # noqa: E402
+    ClusterSpec,
+    ClusterState,
+    _write_state,
+    cluster_processes,
+    end_processes,
+    start_cluster,
+    stop_cluster,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_FIRST_ADDRESS = "127.0.0.20"
@@ -56,8 +66,32 @@ def run_python(code: str, timeout: float = 120, **env: str) -> subprocess.Comple
                           cwd=REPO)
 
 
+def run_scenarios(module: str, state_dir: Path, timeout: float) -> dict:
+    """Run ``python -m tests.<module> STATE_DIR`` as a driver of its own (Ray keeps one cluster
+    connection per process) and return the JSON object it prints last."""
+    done = subprocess.run(
+        [sys.executable, "-m", f"tests.{module}", str(state_dir)], capture_output=True,
+        text=True, timeout=timeout, env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def new_state_dir(name: str) -> Path:
     return ROOT / name
+
+
+def write_cluster_record(state_dir: Path, created: tuple[str, ...] = ()) -> ClusterState:
+    """The cluster.json start writes, for a cluster that is not running (stop tests use it)."""
+    state_dir = Path(state_dir).absolute()
+    state = ClusterState(
+        state_dir=state_dir, address="127.0.0.99:1",
+        nodes=({"label": "node0", "address": "127.0.0.99"},),
+        token_path=state_dir / "token" if "token" in created else None,
+        started_at=0.0, start_seconds=0.0, spec={}, created=created,
+    )
+    _write_state(state)
+    return state
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +146,10 @@ def pytest_sessionfinish(session, exitstatus):
     for state_dir in sorted(p for p in ROOT.iterdir() if p.is_dir()):
         if cluster_processes(state_dir):
             leftovers.append(str(state_dir))
-            stop_cluster(state_dir)
+            try:
+                stop_cluster(state_dir)
+            except LocalClusterError:  # no cluster record there: end them, delete nothing
+                end_processes(cluster_processes(state_dir))
     shutil.rmtree(ROOT, ignore_errors=True)
     shutil.rmtree(_HOME, ignore_errors=True)
     if leftovers:

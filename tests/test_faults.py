@@ -2,17 +2,20 @@
 replicas re-placed, a node joining; and stopping a cluster never ends anyone else's processes."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 
 import psutil
 import pytest
 
 from placement.local_cluster import ClusterSpec, cluster_processes, start_cluster, stop_cluster
 
-from .conftest import REPO, clean_env, free_port, new_state_dir
+from .conftest import (
+    free_port,
+    new_state_dir,
+    run_scenarios,
+    write_cluster_record,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +27,7 @@ def faults():
     start_cluster(ClusterSpec(nodes=3, state_dir=state_dir, port=free_port(),
                               first_address="127.0.0.40", cpus_per_node=2))
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.fault_scenarios", str(state_dir)], capture_output=True,
-            text=True, timeout=1200, env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return run_scenarios("fault_scenarios", state_dir, timeout=1200)
     finally:
         stop_cluster(state_dir)
 
@@ -86,6 +84,7 @@ def test_stop_ends_only_its_own_cluster_processes():
     same directory, both survive a stop."""
     state_dir = new_state_dir("stop-scope")
     state_dir.mkdir(parents=True, exist_ok=True)
+    write_cluster_record(state_dir)  # stop acts only where start left its record
     similar = _decoy(str(state_dir) + "x/ray")
     others = []
     if os.getuid() == 0:

@@ -2,9 +2,6 @@
 placement labels. Where work ran is read inside it."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -12,7 +9,7 @@ import pytest
 from placement import errors
 from placement.local_cluster import ClusterSpec, start_cluster, stop_cluster
 
-from .conftest import REPO, clean_env, free_port, new_state_dir
+from .conftest import free_port, new_state_dir, run_scenarios
 
 pytestmark = pytest.mark.slow
 NODES = 3
@@ -24,12 +21,7 @@ def plain():
     start_cluster(ClusterSpec(nodes=NODES, state_dir=state_dir, port=free_port(),
                               first_address="127.0.0.50", cpus_per_node=1, labelled=False))
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.plain_scenarios", str(state_dir)], capture_output=True,
-            text=True, timeout=600, env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return run_scenarios("plain_scenarios", state_dir, timeout=600)
     finally:
         stop_cluster(state_dir)
 

@@ -130,7 +130,7 @@ def test_packing_keeps_groups_together_and_apart(labels, backend, kind):
         by_group[group] = ran[0]
     assert len(set(by_group.values())) == 3
     # .options(group=...) reuses the group's node.
-    assert ray.get(policy.place(where).options(group="p1").remote()) == by_group["p1"]
+    assert ray.get(policy.place(where, group="p0").options(group="p1").remote()) == by_group["p1"]
 
 
 def test_local_from_driver_and_inside_tasks(labels):

@@ -256,6 +256,26 @@ def test_failed_submissions_leave_no_trace(kind, scenario, decide_steps):
     assert seen == expected
 
 
+@pytest.mark.parametrize("weights", [None, "capacity", "label"])
+@CORE
+@given(scenarios(max_steps=0), st.lists(st.tuples(st.integers(0, len(DEMANDS) - 1),
+                                                  st.floats(0, 1)), min_size=1, max_size=60))
+def test_a_new_snapshot_object_with_the_same_nodes_changes_nothing(weights, scenario, steps):
+    cluster, _ = scenario
+    one = cluster.snapshot()
+    same, fresh = RoundRobin(weights=weights), RoundRobin(weights=weights)
+    same.memory, fresh.memory = RotationMemory(), RotationMemory()
+    for demand_index, busy in steps:
+        demand = DEMANDS[demand_index]
+        try:
+            expected = same.decide(one, demand).node.node_id
+        except PlacementError:
+            with pytest.raises(PlacementError):
+                fresh.decide(cluster.snapshot(busy), demand)
+            continue
+        assert fresh.decide(cluster.snapshot(busy), demand).node.node_id == expected
+
+
 # -- AntiAffinity and Packing --------------------------------------------------------------------
 
 
