@@ -48,8 +48,10 @@ sys.path.insert(0, str(HERE))
 import decide  # noqa: E402  (needs the path above)
 
 SIZES = {
-    "full": {"submit": 2000, "rounds": 10, "balance": (400, 2000), "infeasible_wait": 10.0},
-    "quick": {"submit": 200, "rounds": 5, "balance": (400,), "infeasible_wait": 1.0},
+    "full": {"submit": 2000, "rounds": 10, "balance": (400, 2000), "infeasible_wait": 10.0,
+             "reads_seconds": 10.0, "soft_rounds": 4},
+    "quick": {"submit": 200, "rounds": 5, "balance": (400,), "infeasible_wait": 1.0,
+              "reads_seconds": 4.5, "soft_rounds": 1},
 }
 SETTLE_SECONDS = 0.3
 
@@ -216,11 +218,13 @@ def bench_locality() -> list[Row]:
 # -- 6. cluster reads -------------------------------------------------------------------------
 
 
-def bench_reads(placements: int = 1000) -> list[Row]:
+def bench_reads(placements: int, seconds: float) -> list[Row]:
+    """Real ``ray.nodes()`` calls while ``placements`` placements are paced over ``seconds``
+    (several snapshot TTLs, so the cache's refreshes are what is counted)."""
     calls = {"n": 0}
     real_nodes = ray.nodes
 
-    def counting_nodes():
+    def counting_nodes() -> Any:
         calls["n"] += 1
         return real_nodes()
 
@@ -228,12 +232,72 @@ def bench_reads(placements: int = 1000) -> list[Row]:
     try:
         reads_before = default_cache().reads
         handle = RoundRobin().place(noop)
-        ray.get([handle.remote() for _ in range(placements)])
+        began, refs = time.perf_counter(), []
+        for i in range(placements):
+            pause = began + seconds * i / placements - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            refs.append(handle.remote())
+        elapsed = time.perf_counter() - began
+        ray.get(refs)
     finally:
         ray.nodes = real_nodes
-    return [row("reads", f"ray.nodes() calls per {placements} placements", calls["n"], "calls",
-                f"cache reads {default_cache().reads - reads_before}, "
-                f"TTL {default_cache().ttl:g} s")]
+    ttl = default_cache().ttl
+    return [row("reads", f"ray.nodes() calls per {placements} placements over {elapsed:.0f} s",
+                calls["n"], "calls", f"cache reads {default_cache().reads - reads_before}, "
+                f"TTL {ttl:g} s: at most {elapsed / ttl + 1:.0f} expected")]
+
+
+# -- 7. soft node affinity for work that asks for no resources ---------------------------------
+
+
+@ray.remote(num_cpus=0)
+class Where:
+    def node(self) -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+
+def bench_soft_affinity(rounds: int) -> list[Row]:
+    """Ray's own soft NodeAffinitySchedulingStrategy for num_cpus=0 actors, one per node and
+    round: how many did not land on the node they were sent to (read inside each actor). This is
+    why placement's soft placements use label selectors instead (options.py)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n.node_id for n in placement.current_snapshot(refresh=True).placeable]
+    misplaced, total = [], 0
+    for _ in range(rounds):
+        actors = [Where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node, soft=True)).remote() for node in nodes]
+        ran = ray.get([a.node.remote() for a in actors], timeout=120)
+        misplaced.append(sum(r != n for r, n in zip(ran, nodes, strict=True)))
+        total += len(nodes)
+        for actor in actors:
+            ray.kill(actor)
+    return [row("soft", f"Ray soft node affinity, num_cpus=0 actors, {rounds} rounds of "
+                f"{len(nodes)}", sum(misplaced), f"misplaced of {total}",
+                f"per round {min(misplaced)}-{max(misplaced)}")]
+
+
+# -- 8. the local cluster itself -----------------------------------------------------------------
+
+
+def bench_cluster(state_dir: Path | None, seconds: float | None) -> list[Row]:
+    """Start time and resident memory of the cluster this run started (idle, after the runs)."""
+    if state_dir is None or seconds is None:
+        return [row("cluster", "start and memory", 0, "-",
+                    "not measured: this run used a cluster it did not start")]
+    procs = cluster_processes(state_dir)
+    rss = 0
+    for proc in procs:
+        try:
+            rss += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    nodes = len(placement.current_snapshot(refresh=True).live)
+    return [row("cluster", f"{nodes} nodes start", round(seconds, 1), "s",
+                "scripts/start_cluster.sh path (start_cluster)"),
+            row("cluster", f"{nodes} nodes resident memory, idle", round(rss / 2**30, 2), "GiB",
+                f"{len(procs)} processes")]
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -252,17 +316,20 @@ def machine() -> dict[str, Any]:
             "placement": placement.__version__}
 
 
-def ensure_cluster(nodes: int) -> Path | None:
-    """Connect to a running cluster, or start one; returns the state dir to stop, if started."""
+def ensure_cluster(nodes: int) -> tuple[Path | None, float | None]:
+    """Connect to a running cluster, or start one; returns the state dir to stop, if started,
+    and how long its start took."""
     state = load_state()
     if os.environ.get("RAY_ADDRESS") or (state is not None and cluster_processes(state.state_dir)):
         placement.connect()
-        return None
+        return None, None
     state_dir = Path(tempfile.mkdtemp(prefix="plb-", dir="/tmp"))
     print(f"starting a {nodes}-node local cluster in {state_dir}", file=sys.stderr)
+    began = time.perf_counter()
     start_cluster(ClusterSpec(nodes=nodes, state_dir=state_dir, cpus_per_node=2))
+    seconds = time.perf_counter() - began
     placement.connect(state_dir=state_dir)
-    return state_dir
+    return state_dir, seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to write JSON")
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
-    started = ensure_cluster(args.nodes)
+    started, start_seconds = ensure_cluster(args.nodes)
     try:
         labels = [n.label for n in placement.current_snapshot(refresh=True).placeable]
         rows: list[Row] = []
@@ -285,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             ("balance", lambda: bench_balance(size["balance"])),
             ("infeasible", lambda: bench_infeasible(size["infeasible_wait"])),
             ("locality", bench_locality),
-            ("reads", bench_reads),
+            ("reads", lambda: bench_reads(1000, size["reads_seconds"])),
+            ("soft", lambda: bench_soft_affinity(size["soft_rounds"])),
+            ("cluster", lambda: bench_cluster(started, start_seconds)),
         ]
         for name, step in steps:
             print(f"running {name} ...", file=sys.stderr, flush=True)

@@ -1,7 +1,8 @@
 """Tree reduce with local combiners, then one global reducer, beside a global-only reduce.
 
-Bytes moved between nodes are counted from where each task really ran: an object crosses nodes
-when its consumer runs on another node than its producer.
+Bytes moved between nodes are counted from where each task really ran (read inside it) and the
+size Ray reports for each object it stored: an object crosses nodes when its consumer runs on
+another node than its producer.
 """
 from __future__ import annotations
 
@@ -32,12 +33,20 @@ def make_partition(seed: int) -> tuple[str, array]:
 
 
 @ray.remote(num_cpus=0)
-def reduce(*parts: tuple[str, array]) -> tuple[str, list[str], array]:
-    return here(), [node for node, _ in parts], vector_sum([vector for _, vector in parts])
+def reduce(*parts: tuple[str, array]) -> tuple[str, array]:
+    """Sums partitions, or partial sums (a combiner's output has the same shape)."""
+    return here(), vector_sum([vector for _, vector in parts])
 
 
-def moved(consumer: str, producers: list[str]) -> int:
-    return sum(8 * VECTOR for producer in producers if producer != consumer)
+def sizes_of(refs: list) -> list[int]:
+    """The size Ray stored for each object (its serialized bytes)."""
+    found = ray.experimental.get_object_locations(refs)
+    return [int(found[ref]["object_size"]) for ref in refs]
+
+
+def moved(consumer: str, producers: list[str], sizes: list[int]) -> int:
+    return sum(size for producer, size in zip(producers, sizes, strict=True)
+               if producer != consumer)
 
 
 def measure(names: dict[str, str]) -> dict:
@@ -47,21 +56,27 @@ def measure(names: dict[str, str]) -> dict:
     make = RoundRobin().place(make_partition)
     partitions = [make.remote(i) for i in range(PARTITIONS_PER_NODE * len(names))]
     homes = [node for node, _ in ray.get(partitions)]
+    sizes = sizes_of(partitions)
     reducer = Affinity(sorted(by_label)[0]).place(reduce)
 
     began = time.perf_counter()
-    node, inputs, global_only = ray.get(reducer.remote(*partitions))
-    global_seconds, global_bytes = time.perf_counter() - began, moved(node, inputs)
+    node, global_only = ray.get(reducer.remote(*partitions))
+    global_seconds, global_bytes = time.perf_counter() - began, moved(node, homes, sizes)
 
     began = time.perf_counter()
-    combiners = []
+    combiners, tree_bytes = [], 0
     for home in sorted(set(homes)):  # one local combiner per node, next to its partitions
-        local_parts = [p for p, h in zip(partitions, homes, strict=True) if h == home]
-        combiners.append(Affinity(home, backend="node_id").place(reduce).remote(*local_parts))
-    combined = ray.get(combiners)
-    final_node, partial_nodes, tree = ray.get(reducer.remote(*[(n, v) for n, _, v in combined]))
+        mine = [i for i, h in enumerate(homes) if h == home]
+        combiners.append(Affinity(home, backend="node_id").place(reduce).remote(
+            *[partitions[i] for i in mine]))
+    # The combiners' results go to the final reducer as Ray objects, straight from their nodes.
+    final_node, tree = ray.get(reducer.remote(*combiners))
     tree_seconds = time.perf_counter() - began
-    tree_bytes = sum(moved(n, ins) for n, ins, _ in combined) + moved(final_node, partial_nodes)
+    combined = ray.get(combiners)
+    for (combiner_node, _), home in zip(combined, sorted(set(homes)), strict=True):
+        mine = [i for i, h in enumerate(homes) if h == home]
+        tree_bytes += moved(combiner_node, [homes[i] for i in mine], [sizes[i] for i in mine])
+    tree_bytes += moved(final_node, [n for n, _ in combined], sizes_of(combiners))
     return {"partitions": len(partitions),
             "global_bytes": global_bytes, "global_seconds": global_seconds,
             "tree_bytes": tree_bytes, "tree_seconds": tree_seconds,

@@ -7,9 +7,19 @@ task, its children stay where its data is).
 >>> from placement import LocalExecutor, PlacementExecutor, RoundRobin
 >>> with PlacementExecutor(RoundRobin(), max_workers=8) as pool:      # doctest: +SKIP
 ...     squares = list(pool.map(pow, range(10), [2] * 10))
+
+The shape is ThreadPoolExecutor's: ``submit`` puts a call in the executor's queue and returns at
+once; a dispatcher thread hands queued calls to Ray while fewer than ``max_workers`` are in
+flight, the way a pool thread picks up a work item. A future is PENDING while queued (``cancel()``
+succeeds and the call never runs), RUNNING once handed to Ray (``cancel()`` is False, as for a
+thread pool's running call, even if Ray itself still queues the task for a free CPU), then
+FINISHED. Any picklable callable works (builtins, partials, bound methods, lambdas, callable
+objects, classes): it travels as the first argument of one module-level remote function; a Ray
+remote function is submitted as itself, so its own ``@ray.remote(...)`` options apply.
 """
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -17,51 +27,67 @@ from concurrent.futures import Executor, Future
 from typing import Any
 
 import ray
+from ray.actor import ActorClass
 from ray.exceptions import (
     ActorUnschedulableError,
     NodeDiedError,
     RayTaskError,
     TaskUnschedulableError,
 )
+from ray.remote_function import RemoteFunction
 
 from . import _ray
 from .handle import cache_of, current_node_id
 from .policies import Local, Policy
 
-CANCEL_WAIT_SECONDS = 30.0
+# Inside a Ray worker a wait is sliced so that it goes through ray.wait (lending the caller's
+# CPUs to the children it waits for) and still notices calls dispatched meanwhile.
+_WAIT_SLICE_SECONDS = 1.0
+
+
+def _call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Runs a submitted callable inside a Ray task. ``args`` stay top-level arguments of the
+    task, so ObjectRefs among them are resolved as Ray resolves any task argument."""
+    return fn(*args, **kwargs)
+
+
+_remote_call = ray.remote(_call)
 
 
 class RayFuture(Future[Any]):
-    """A ``concurrent.futures.Future`` for a Ray task. It stays pending while the task is in Ray,
-    so ``cancel()`` can still succeed, and then cancels the Ray task too (Ray's own
-    ``ObjectRef.future()`` does not)."""
+    """A ``concurrent.futures.Future`` for a call run as a Ray task: the stdlib's states
+    (PENDING while queued in the executor, RUNNING once handed to Ray, FINISHED), and
+    ``object_ref``, the Ray task's result, once it was handed over."""
 
-    def __init__(self) -> None:
+    def __init__(self, executor: PlacementExecutor | None = None) -> None:
         super().__init__()
         self.object_ref: Any = None
-
-    def cancel(self) -> bool:
-        if not super().cancel():
-            return False
-        self.cancel_ray_task()
-        return True
-
-    def cancel_ray_task(self) -> None:
-        if self.object_ref is not None:
-            try:
-                ray.cancel(self.object_ref)
-            except Exception:  # noqa: BLE001 - the task may have finished or be gone already
-                pass
+        self._executor = executor
 
     def _wait_through_ray(self, timeout: float | None) -> float | None:
-        """Inside a Ray worker, wait through Ray first: a task blocked in ray.wait lends its CPU to
-        the children it waits for (a plain thread wait would hold it, and can deadlock).
+        """Inside a Ray worker, wait through Ray first: a task blocked in ray.wait lends its CPU
+        to the children it waits for (a plain thread wait would hold it, and can deadlock).
         Returns the timeout left."""
-        if self.done() or self.object_ref is None or not _ray.in_ray_worker():
+        if self.done() or not _ray.in_ray_worker():
             return timeout
-        began = time.monotonic()
-        ray.wait([self.object_ref], timeout=timeout)
-        return None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return 0.0
+            step = _WAIT_SLICE_SECONDS if left is None else min(left, _WAIT_SLICE_SECONDS)
+            refs = [self.object_ref] if self.object_ref is not None else (
+                self._executor.refs_in_flight() if self._executor is not None else [])
+            if refs:
+                ray.wait(refs, num_returns=1, timeout=step)
+            else:
+                time.sleep(min(step, 0.01))
+            if self.object_ref is not None and not self.done():
+                # Ray has the result; the done-callback that sets it runs on another thread.
+                ready, _ = ray.wait([self.object_ref], timeout=0)
+                if ready:
+                    break
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def result(self, timeout: float | None = None) -> Any:
         return super().result(self._wait_through_ray(timeout))
@@ -81,16 +107,21 @@ def _original_exception(error: BaseException) -> BaseException:
     return error
 
 
+_Item = tuple[RayFuture, Any, tuple[Any, ...], dict[str, Any]]
+
+
 class PlacementExecutor(Executor):
     """A ``concurrent.futures.Executor`` whose calls run as Ray tasks placed by ``policy``.
 
-    - ``submit(fn, /, *args, **kwargs)`` returns a real Future (``as_completed``, ``wait`` work);
+    - ``submit(fn, /, *args, **kwargs)`` takes any picklable callable and returns a real Future
+      (``as_completed``, ``wait`` work); it never blocks;
     - ``map(fn, *iterables, timeout=None, chunksize=1)`` submits eagerly and yields in order;
-    - ``max_workers`` bounds the tasks in flight: ``submit`` blocks while that many run
-      (backpressure, no unbounded queue). Default: twice the CPUs of the nodes the policy can use;
-    - ``shutdown(wait=True, *, cancel_futures=False)`` is idempotent; ``submit`` after it raises
-      RuntimeError; ``Future.cancel()`` cancels the Ray task;
-    - an exception in the task reaches ``future.result()`` as the original exception type.
+    - ``max_workers`` bounds the calls handed to Ray at once; the rest wait in the executor's
+      queue. Default: twice the CPUs of the nodes the policy can use;
+    - ``cancel()`` succeeds while a call is queued, never once it was handed to Ray;
+      ``shutdown(wait=True, *, cancel_futures=False)`` is idempotent, cancels only queued calls,
+      and ``submit`` after it raises RuntimeError;
+    - an exception in the call reaches ``future.result()`` as the original exception type.
 
     ``ray_options`` (num_cpus, max_retries, ...) apply to every task.
     """
@@ -98,20 +129,21 @@ class PlacementExecutor(Executor):
     def __init__(self, policy: Policy, max_workers: int | None = None, **ray_options: Any) -> None:
         if not isinstance(policy, Policy):
             raise TypeError(
-                f"PlacementExecutor needs a placement policy such as RoundRobin(), got {policy!r}"
-            )
+                f"PlacementExecutor needs a placement policy such as RoundRobin(), got {policy!r}")
         if max_workers is not None and (isinstance(max_workers, bool)
-                                        or not isinstance(max_workers, int)
-                                        or max_workers <= 0):
+                                        or not isinstance(max_workers, int) or max_workers <= 0):
             raise ValueError(f"max_workers must be greater than 0, got {max_workers!r}")
         self._policy = policy
         self._max_workers = max_workers
         self._ray_options = ray_options
-        self._slots: threading.BoundedSemaphore | None = None
-        self._lock = threading.Lock()
-        self._shutdown = False
-        self._in_flight: set[RayFuture] = set()
+        self._placed_call = policy.place(_remote_call, **ray_options)  # bad options raise here
         self._placed: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._in_flight: set[RayFuture] = set()
+        self._shutdown = False
+        self._dispatcher: threading.Thread | None = None
 
     @property
     def policy(self) -> Policy:
@@ -120,18 +152,14 @@ class PlacementExecutor(Executor):
     @property
     def max_workers(self) -> int:
         with self._lock:
-            self._ensure_slots()
-            assert self._max_workers is not None  # set by _ensure_slots
-            return self._max_workers
+            return self._limit()
 
-    def _ensure_slots(self) -> threading.BoundedSemaphore:
+    def _limit(self) -> int:
         # Sized on first use, not in __init__: the default reads the cluster, which may not be
         # connected yet when the executor is built.
-        if self._slots is None:
-            if self._max_workers is None:
-                self._max_workers = max(2, 2 * int(self._usable_cpus()))
-            self._slots = threading.BoundedSemaphore(self._max_workers)
-        return self._slots
+        if self._max_workers is None:
+            self._max_workers = max(2, 2 * int(self._usable_cpus()))
+        return self._max_workers
 
     def _usable_cpus(self) -> float:
         snapshot = cache_of(self._policy).get()
@@ -140,89 +168,106 @@ class PlacementExecutor(Executor):
             return node.cpus if node is not None else 1.0
         return sum(n.cpus for n in snapshot.live)
 
-    def _placed_for(self, fn: Callable[..., Any]) -> Any:
-        placed = self._placed.get(fn)
-        if placed is None:
-            placed = self._placed[fn] = self._policy.place(fn, **self._ray_options)
-        return placed
+    def _handle_for(self, fn: Callable[..., Any]) -> tuple[Any, bool]:
+        """The placed handle that runs ``fn``, and whether ``fn`` goes as its first argument."""
+        if isinstance(fn, RemoteFunction):
+            placed = self._placed.get(fn)
+            if placed is None:
+                placed = self._placed[fn] = self._policy.place(fn, **self._ray_options)
+            return placed, False
+        if isinstance(fn, ActorClass):
+            raise TypeError(
+                "submit takes a function or a class, not a Ray actor class: submit the plain "
+                "class (its constructor runs in a task), or place actors with policy.place(cls)")
+        if not callable(fn):
+            raise TypeError(
+                f"submit needs a callable, got {type(fn).__name__}: pass the function itself, "
+                "not the result of calling it")
+        return self._placed_call, True
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        placed, wrapped = self._handle_for(fn)  # a bad fn raises here, before anything queues
+        future = RayFuture(self)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            slots = self._ensure_slots()
-        placed = self._placed_for(fn)  # bad fn or options raise here, before waiting for a slot
-        self._acquire(slots)
-        future = RayFuture()
-        with self._lock:
-            if self._shutdown:  # shut down while this call waited for a slot
-                slots.release()
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._in_flight.add(future)
-        try:
-            future.object_ref = placed.remote(*args, **kwargs)
-        except BaseException:
-            self._finished(future)
-            raise
-        if future.cancelled():  # cancelled while being submitted: cancel the task it became
-            future.cancel_ray_task()
-        future.object_ref.future().add_done_callback(
-            lambda ray_future: self._complete(future, ray_future))
+            self._limit()
+            self._queue.append((future, placed, (fn, *args) if wrapped else args, kwargs))
+            if self._dispatcher is None:
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch, name="placement-executor", daemon=True)
+                self._dispatcher.start()
+            self._wake.notify()
         return future
 
-    def _acquire(self, slots: threading.BoundedSemaphore) -> None:
-        """Wait for a free slot. Inside a Ray worker, wait through ray.wait on the calls in flight:
-        a task blocked on a plain semaphore would keep its CPU from the children it waits for."""
-        if not _ray.in_ray_worker():
-            slots.acquire()
-            return
-        while not slots.acquire(blocking=False):
-            with self._lock:
-                refs = [f.object_ref for f in self._in_flight if f.object_ref is not None]
-            if refs:
-                ray.wait(refs, num_returns=1, timeout=1.0)
-            else:
-                time.sleep(0.01)
+    def refs_in_flight(self) -> list[Any]:
+        """The Ray results of the calls handed to Ray and not finished."""
+        with self._lock:
+            return [f.object_ref for f in self._in_flight if f.object_ref is not None]
+
+    def _dispatch(self) -> None:
+        """The dispatcher thread: hands queued calls to Ray while slots are free, and ends once
+        the executor is shut down and its queue is empty."""
+        while True:
+            with self._wake:
+                while not self._queue or len(self._in_flight) >= self._limit():
+                    if self._shutdown and not self._queue:
+                        return
+                    self._wake.wait()
+                future, placed, args, kwargs = self._queue.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue  # cancelled while queued: it never runs
+                self._in_flight.add(future)
+            try:
+                future.object_ref = placed.remote(*args, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - it belongs to the caller's future
+                self._settle(future, error)
+                continue
+            future.object_ref.future().add_done_callback(
+                lambda ray_future, future=future: self._complete(future, ray_future))
 
     def _complete(self, future: RayFuture, ray_future: Future[Any]) -> None:
-        try:
-            if future.set_running_or_notify_cancel():
-                error = ray_future.exception()
-                if error is None:
-                    future.set_result(ray_future.result())
-                else:
-                    if _node_gone(error):
-                        cache_of(self._policy).invalidate()  # the next placement reads the cluster
-                    future.set_exception(_original_exception(error))
-        finally:
-            self._finished(future)
+        error = ray_future.exception()
+        if error is not None and _node_gone(error):
+            cache_of(self._policy).invalidate()  # the next placement reads the cluster
+        self._settle(future, error, None if error is not None else ray_future.result())
 
-    def _finished(self, future: RayFuture) -> None:
-        with self._lock:
-            if future not in self._in_flight:
-                return
+    def _settle(self, future: RayFuture, error: BaseException | None, value: Any = None) -> None:
+        # The slot comes back before the future is set, so a done-callback may submit again.
+        with self._wake:
             self._in_flight.discard(future)
-            slots = self._ensure_slots()
-        slots.release()
+            self._wake.notify()
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(_original_exception(error))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
+        with self._wake:
             self._shutdown = True
-            in_flight = list(self._in_flight)
-        if cancel_futures:
-            for future in in_flight:
-                future.cancel()
+            if cancel_futures:
+                queued = [item[0] for item in self._queue]
+                self._queue.clear()
+            else:
+                queued = []
+            dispatcher = self._dispatcher
+            self._wake.notify()
+        for future in queued:
+            future.cancel()
         if wait:
-            for future in in_flight:
-                if future.cancelled() and future.object_ref is not None:
-                    # ray.cancel was sent; the task ends shortly after. Bounded: a task that
-                    # ignores cancellation must not hang shutdown.
-                    ray.wait([future.object_ref], timeout=CANCEL_WAIT_SECONDS)
+            # The dispatcher ends once the queue is empty: every call was handed to Ray. Inside a
+            # Ray worker, wait through ray.wait meanwhile (a plain join would keep this task's
+            # CPUs from the calls it waits for).
+            while dispatcher is not None and dispatcher.is_alive():
+                refs = self.refs_in_flight() if _ray.in_ray_worker() else []
+                if refs:
+                    ray.wait(refs, num_returns=1, timeout=_WAIT_SLICE_SECONDS)
                 else:
-                    try:
-                        future.exception()
-                    except BaseException:  # noqa: BLE001 - only waiting here
-                        pass
+                    dispatcher.join(timeout=_WAIT_SLICE_SECONDS)
+            with self._lock:
+                in_flight = list(self._in_flight)
+            for future in in_flight:
+                future.exception()  # waits for the call; its outcome stays with its future
 
 
 class LocalExecutor(PlacementExecutor):

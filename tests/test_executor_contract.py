@@ -1,6 +1,7 @@
 """One contract suite for ThreadPoolExecutor and the placement executors: they are drop-in."""
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -39,6 +40,41 @@ def fail(message: str) -> None:
 def nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def touch(path: str) -> str:
+    with open(path, "w") as marker:
+        marker.write("ran")
+    return path
+
+
+class Scaler:
+    def __init__(self, factor: int = 3) -> None:
+        self.factor = factor
+
+    def scale(self, x: int) -> int:
+        return self.factor * x
+
+    def __call__(self, x: int) -> int:
+        return self.factor * x + 1
+
+
+# Every kind of callable a thread pool takes: (callable, arguments, expected result).
+CALLABLES = {
+    "builtin": (pow, (2, 5), 32),
+    "partial": (functools.partial(pow, 2), (5,), 32),
+    "bound-method": (Scaler(4).scale, (5,), 20),
+    "lambda": (lambda x: x + 1, (41,), 42),
+    "callable-object": (Scaler(2), (5,), 11),
+    "module-function": (square, (7,), 49),
+}
+
+
+def wait_until_running(future: Future, bound: float = 60.0) -> None:
+    deadline = time.monotonic() + bound
+    while not future.running() and not future.done():
+        assert time.monotonic() < deadline, f"the call did not start within {bound} s"
+        time.sleep(0.02)
 
 
 @ray.remote(num_cpus=0)
@@ -99,6 +135,33 @@ def test_as_completed_and_wait(make):
         assert done
 
 
+@pytest.mark.parametrize("kind", CALLABLES)
+def test_submit_takes_any_picklable_callable(make, kind):
+    fn, args, expected = CALLABLES[kind]
+    with make() as pool:
+        assert pool.submit(fn, *args).result(timeout=60) == expected
+
+
+def test_submit_a_class_runs_its_constructor_and_shutdown_returns(make):
+    with make() as pool:  # leaving the block waits for every call: it must return
+        built = pool.submit(Scaler, 5).result(timeout=60)
+    assert isinstance(built, Scaler) and built.factor == 5
+
+
+def test_cancel_succeeds_only_while_a_call_waits_in_the_queue(make, tmp_path):
+    pool = make(1)
+    first = pool.submit(nap, 1.5)
+    wait_until_running(first)
+    assert not first.cancel() and not first.cancelled()
+    marker = tmp_path / "second-ran"
+    second = pool.submit(touch, str(marker))
+    assert not second.running()
+    assert second.cancel() and second.cancelled()
+    assert first.result(timeout=60) == 1.5
+    pool.shutdown(wait=True)
+    assert not marker.exists(), "a cancelled call ran"
+
+
 def test_map_is_ordered_and_takes_several_iterables(make):
     with make() as pool:
         assert list(pool.map(square, range(10))) == [i * i for i in range(10)]
@@ -132,15 +195,14 @@ def test_shutdown_is_idempotent_and_submit_after_it_raises(make):
         pool.submit(square, 3)
 
 
-def test_shutdown_cancel_futures_cancels_what_has_not_finished(make):
+def test_shutdown_cancel_futures_cancels_only_calls_not_started(make):
     pool = make(1)
     running = pool.submit(nap, 2)
-    queued = (
-        [pool.submit(nap, 30) for _ in range(2)] if isinstance(pool, ThreadPoolExecutor) else []
-    )
+    wait_until_running(running)
+    queued = [pool.submit(nap, 30) for _ in range(2)]
     pool.shutdown(wait=True, cancel_futures=True)
-    assert all(f.cancelled() for f in queued)
-    assert running.done()
+    assert [f.cancelled() for f in queued] == [True, True]
+    assert not running.cancelled() and running.result(timeout=0) == 2
 
 
 def test_max_workers_bounds_calls_in_flight(make, request):
@@ -154,16 +216,14 @@ def test_max_workers_bounds_calls_in_flight(make, request):
         ray.kill(gauge)
 
 
-def test_cancel_of_a_running_placed_task_cancels_it_in_ray(ray_cluster):
-    pool = PlacementExecutor(RoundRobin(), max_workers=2, num_cpus=0)
-    future = pool.submit(nap, 60)
-    assert future.cancel() and future.cancelled()
-    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError)):
-        ray.get(future.object_ref, timeout=60)
-    # The slot came back: two more calls run although max_workers is 2.
-    more = [pool.submit(square, 5), pool.submit(square, 6)]
-    assert [f.result(timeout=60) for f in more] == [25, 36]
-    pool.shutdown()
+def test_a_call_ray_refuses_fails_its_future_and_frees_its_slot(ray_cluster):
+    import threading
+
+    with PlacementExecutor(RoundRobin(), max_workers=1, num_cpus=0) as pool:
+        refused = pool.submit(square, threading.Lock())  # Ray cannot pickle the argument
+        with pytest.raises(TypeError):
+            refused.result(timeout=60)
+        assert pool.submit(square, 6).result(timeout=60) == 36  # the slot came back
 
 
 def test_bad_arguments(ray_cluster):
@@ -174,6 +234,8 @@ def test_bad_arguments(ray_cluster):
     with PlacementExecutor(RoundRobin()) as pool:
         with pytest.raises(TypeError, match="not the result of calling it"):
             pool.submit(42)
+        with pytest.raises(TypeError, match="not a Ray actor class"):
+            pool.submit(Gauge)
 
 
 def child(x: int) -> tuple[str, int]:

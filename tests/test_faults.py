@@ -56,7 +56,10 @@ def test_audit_flags_soft_fallbacks_and_no_violations(faults):
 def test_strict_placement_to_a_dead_node_fails_fast_and_never_hangs(faults):
     strict = faults["strict"]
     assert strict["refused_rule"] == "dead-node"
-    assert strict["stale_outcome"] in ("TaskUnschedulableError", "RayTaskError", "NodeDiedError")
+    failed_fast = ("TaskUnschedulableError", "RayTaskError", "NodeDiedError")
+    assert set(strict["stale_outcomes"]) == {"resource", "node_id"}
+    for backend, outcome in strict["stale_outcomes"].items():
+        assert outcome in failed_fast, f"{backend}: {outcome}"
 
 
 def test_anti_affinity_replicas_lost_with_a_node_are_replaced_on_a_survivor(faults):
@@ -80,15 +83,22 @@ def _decoy(cmdline_path: str, user: str | None = None) -> subprocess.Popen:
 
 
 def test_stop_ends_only_its_own_cluster_processes():
-    """A process of this user naming a *similar* directory, and one of another user naming the
-    same directory, both survive a stop."""
-    state_dir = new_state_dir("stop-scope")
+    """A process of this user naming a *similar* directory survives a stop; one naming the
+    directory (and its child) is ended."""
+    _stop_scope(other_user=False)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root can run a decoy as another user")
+def test_stop_spares_another_users_process_naming_the_same_directory():
+    _stop_scope(other_user=True)
+
+
+def _stop_scope(other_user: bool) -> None:
+    state_dir = new_state_dir("stop-scope-other" if other_user else "stop-scope")
     state_dir.mkdir(parents=True, exist_ok=True)
     write_cluster_record(state_dir)  # stop acts only where start left its record
     similar = _decoy(str(state_dir) + "x/ray")
-    others = []
-    if os.getuid() == 0:
-        others.append(_decoy(str(state_dir / "ray"), user="nobody"))
+    others = [_decoy(str(state_dir / "ray"), user="nobody")] if other_user else []
     mine = _decoy(str(state_dir / "ray"))
     try:
         def family(proc):

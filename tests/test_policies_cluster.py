@@ -187,7 +187,7 @@ def test_contradicting_options_are_refused_at_place_time(ray_cluster, options, e
 
 
 def test_place_plain_functions_and_refuse_non_callables(labels):
-    assert ray.get(Affinity("node1").place(plain_where).remote()) in labels
+    assert labels[ray.get(Affinity("node1").place(plain_where).remote())] == "node1"
     with pytest.raises(TypeError, match="not the result of calling it"):
         RoundRobin().place(42)
     with pytest.raises(TypeError, match="already bound with .options"):
@@ -237,6 +237,19 @@ def test_failed_submissions_roll_back_and_spread_still_fills_every_node(labels):
     finally:
         for actor in [*replicas, keep]:
             ray.kill(actor)
+
+
+@ray.remote(num_cpus=0, resources={"accel": 1})
+def assigned() -> tuple[str, dict]:
+    context = ray.get_runtime_context()
+    return context.get_node_id(), context.get_assigned_resources()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_functions_own_resources_survive_placement(labels, backend):
+    node, resources = ray.get(Affinity("node2", backend=backend).place(assigned).remote())
+    assert labels[node] == "node2"
+    assert resources.get("accel") == 1  # reserved by Ray, not dropped by the placement's options
 
 
 def test_inline_round_robin_spreads(labels):
