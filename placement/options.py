@@ -7,8 +7,8 @@
   resource demand or label selector alone for a node that died waits forever in Ray (measured: no
   answer in 15 s), while with hard node affinity Ray fails it at once (TaskUnschedulableError);
 - soft, whatever the backend: a custom resource demand cannot be soft in Ray, and Ray 2.60 ignores
-  soft node affinity for work with an empty resource request (an actor with num_cpus=0 lands on a
-  random node; measured 4-7 of 8 misplaced). So a soft placement on a node with the
+  soft node affinity for work with an empty resource request (num_cpus=0 actors land on random
+  nodes: 12 of 16 elsewhere, benchmarks/run.py row "soft"). So a soft placement on a node with the
   ``placement.node`` Ray label uses ``label_selector`` plus a ``fallback_strategy`` to any other
   node (exact in 80 tasks and 16 actors), and soft node affinity only for unlabelled nodes. Ray
   then runs the work elsewhere when the node is gone.
