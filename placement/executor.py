@@ -23,7 +23,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import ray
@@ -144,6 +144,8 @@ class PlacementExecutor(Executor):
         self._in_flight: set[RayFuture] = set()
         self._shutdown = False
         self._dispatcher: threading.Thread | None = None
+        # Where futures are settled and their done-callbacks run (see _hand_over).
+        self._completer: ThreadPoolExecutor | None = None
 
     @property
     def policy(self) -> Policy:
@@ -171,6 +173,11 @@ class PlacementExecutor(Executor):
     def _handle_for(self, fn: Callable[..., Any]) -> tuple[Any, bool]:
         """The placed handle that runs ``fn``, and whether ``fn`` goes as its first argument."""
         if isinstance(fn, RemoteFunction):
+            returns = _ray.remote_defaults(fn).get("num_returns", 1)
+            if returns not in (1, None):
+                raise TypeError(
+                    f"submit needs a function with one result, and this Ray remote function has "
+                    f"num_returns={returns!r}: submit a function that returns a tuple instead")
             placed = self._placed.get(fn)
             if placed is None:
                 placed = self._placed[fn] = self._policy.place(fn, **self._ray_options)
@@ -194,6 +201,8 @@ class PlacementExecutor(Executor):
             self._limit()
             self._queue.append((future, placed, (fn, *args) if wrapped else args, kwargs))
             if self._dispatcher is None:
+                self._completer = ThreadPoolExecutor(
+                    max_workers=self._limit(), thread_name_prefix="placement-complete")
                 self._dispatcher = threading.Thread(
                     target=self._dispatch, name="placement-executor", daemon=True)
                 self._dispatcher.start()
@@ -220,11 +229,22 @@ class PlacementExecutor(Executor):
                 self._in_flight.add(future)
             try:
                 future.object_ref = placed.remote(*args, **kwargs)
+                future.object_ref.future().add_done_callback(
+                    lambda ray_future, future=future: self._hand_over(future, ray_future))
             except BaseException as error:  # noqa: BLE001 - it belongs to the caller's future
                 self._settle(future, error)
-                continue
-            future.object_ref.future().add_done_callback(
-                lambda ray_future, future=future: self._complete(future, ray_future))
+
+    def _hand_over(self, future: RayFuture, ray_future: Future[Any]) -> None:
+        """Called on Ray's one callback thread: settle the future on one of this executor's
+        completion threads instead, so a done-callback that waits (even on another future of
+        this executor) blocks only its own thread, as with a thread pool's workers."""
+        completer = self._completer
+        try:
+            if completer is None:
+                raise RuntimeError("no completion threads")
+            completer.submit(self._complete, future, ray_future)
+        except RuntimeError:  # the interpreter is exiting: settle it here
+            self._complete(future, ray_future)
 
     def _complete(self, future: RayFuture, ray_future: Future[Any]) -> None:
         error = ray_future.exception()
@@ -268,6 +288,8 @@ class PlacementExecutor(Executor):
                 in_flight = list(self._in_flight)
             for future in in_flight:
                 future.exception()  # waits for the call; its outcome stays with its future
+            if self._completer is not None:
+                self._completer.shutdown(wait=False)  # every future it settles is settled
 
 
 class LocalExecutor(PlacementExecutor):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -162,6 +163,21 @@ def test_cancel_succeeds_only_while_a_call_waits_in_the_queue(make, tmp_path):
     assert not marker.exists(), "a cancelled call ran"
 
 
+def test_a_done_callback_may_wait_for_another_future(make):
+    """Callbacks run on the executor's own threads: one that waits does not stop the others."""
+    with make(2) as pool:
+        slow = pool.submit(nap, 1.0)
+        seen: list[float] = []
+        called = threading.Event()
+
+        def callback(_: Future) -> None:
+            seen.append(slow.result(timeout=60))
+            called.set()
+
+        pool.submit(nap, 0.1).add_done_callback(callback)
+        assert called.wait(90) and seen == [1.0]
+
+
 def test_map_is_ordered_and_takes_several_iterables(make):
     with make() as pool:
         assert list(pool.map(square, range(10))) == [i * i for i in range(10)]
@@ -216,9 +232,12 @@ def test_max_workers_bounds_calls_in_flight(make, request):
         ray.kill(gauge)
 
 
-def test_a_call_ray_refuses_fails_its_future_and_frees_its_slot(ray_cluster):
-    import threading
+@ray.remote(num_returns=2)
+def two_results() -> tuple[int, int]:
+    return 1, 2
 
+
+def test_a_call_ray_refuses_fails_its_future_and_frees_its_slot(ray_cluster):
     with PlacementExecutor(RoundRobin(), max_workers=1, num_cpus=0) as pool:
         refused = pool.submit(square, threading.Lock())  # Ray cannot pickle the argument
         with pytest.raises(TypeError):
@@ -236,6 +255,8 @@ def test_bad_arguments(ray_cluster):
             pool.submit(42)
         with pytest.raises(TypeError, match="not a Ray actor class"):
             pool.submit(Gauge)
+        with pytest.raises(TypeError, match="num_returns=2"):
+            pool.submit(two_results)
 
 
 def child(x: int) -> tuple[str, int]:
