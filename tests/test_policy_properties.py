@@ -40,7 +40,17 @@ def clusters(draw, min_nodes: int = 1, max_nodes: int = 200):
     raw = draw(st.lists(_NODE, min_size=min_nodes, max_size=max_nodes))
     label_ids = draw(st.permutations(range(len(raw))))
     nodes = []
+    # Which nodes each backend may target, written down from the draws themselves (not from
+    # the snapshot the code under test reads): an oracle that cannot copy the implementation.
+    expected: dict[str, list[tuple[int, str]]] = {RESOURCE: [], LABEL: [], NODE_ID: []}
     for i, (labelled, zone, alive, ray_label, cpus) in enumerate(raw):
+        node_id, has_label = f"{i:056x}", labelled or i == 0
+        if alive > 1:
+            expected[NODE_ID].append((i, node_id))
+            if has_label:
+                expected[RESOURCE].append((label_ids[i], node_id))
+                if ray_label > 0:
+                    expected[LABEL].append((label_ids[i], node_id))
         label = f"node{label_ids[i]}" if labelled or i == 0 else None
         labels = {"zone": f"z{zone}"}
         if label and ray_label > 0:
@@ -53,15 +63,19 @@ def clusters(draw, min_nodes: int = 1, max_nodes: int = 200):
             "labels": labels,
             "resources": {"CPU": cpus},
         })
-    return ClusterSnapshot.from_dicts(nodes)
+    snap = ClusterSnapshot.from_dicts(nodes)
+    _EXPECTED[snap.version] = {backend: [node_id for _, node_id in sorted(found)]
+                               for backend, found in expected.items()}
+    return snap
+
+
+_EXPECTED: dict[int, dict[str, list[str]]] = {}
 
 
 def candidates(snap: ClusterSnapshot, backend: str = RESOURCE):
-    if backend == RESOURCE:
-        return [n for n in snap.placeable]
-    if backend == LABEL:
-        return [n for n in snap.placeable if n.labels.get(LABEL_KEY) == n.label]
-    return list(snap.live)
+    """The nodes ``backend`` may target in a generated snapshot, as the generator drew them
+    (labelled ones in label-number order)."""
+    return [snap.by_id[node_id] for node_id in _EXPECTED[snap.version][backend]]
 
 
 def run(policy, snap, k, demand=None, **kw):
