@@ -125,7 +125,12 @@ class Policy(abc.ABC):
             self._committed[decision.ticket] = hold
 
     def rollback(self, decision: Decision) -> None:
-        """Submission failed: give the slot back as if the placement was never decided."""
+        """Submission failed: give the slot back as if the placement was never decided.
+
+        Exact when nothing was decided in between (the handle rolls back at once). A rollback
+        after later decisions (concurrent submissions) restores the counts, not the order: one
+        demand's round-robin counts may then differ by 2 until later placements even them out.
+        """
         with self._lock:
             hold = self._open.pop(decision.ticket, _NONE)
             if hold is not _NONE:
