@@ -16,17 +16,26 @@ from pathlib import Path
 
 import pytest
 
-# Isolate from the user's Ray before anything imports it: Ray may read ~/.ray/auth_token, and
-# RAY_ADDRESS or RAY_AUTH_* would point the tests at another cluster.
-_HOME = tempfile.mkdtemp(prefix="plh-")
-os.environ["HOME"] = _HOME
-for _name in [n for n in os.environ if n.startswith("RAY_AUTH") or n == "RAY_ADDRESS"]:
-    del os.environ[_name]
-os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-# Short: Ray's unix socket paths live under it.
-ROOT = Path(tempfile.mkdtemp(prefix="plt-", dir="/tmp"))
-# No cluster here: connect() must not find one.
-os.environ["PLACEMENT_STATE_DIR"] = str(ROOT / "none")
+# A Ray worker of the test clusters imports this module too (test modules import constants from
+# it, and Ray imports test modules to run their functions). It inherits the session's
+# environment: it must reuse the session's folders, not make new ones nobody removes.
+_SESSION_ROOT = os.environ.get("PLACEMENT_TEST_ROOT")
+if _SESSION_ROOT:
+    _HOME = os.environ["HOME"]
+    ROOT = Path(_SESSION_ROOT)
+else:
+    # Isolate from the user's Ray before anything imports it: Ray may read ~/.ray/auth_token,
+    # and RAY_ADDRESS or RAY_AUTH_* would point the tests at another cluster.
+    _HOME = tempfile.mkdtemp(prefix="plh-")
+    os.environ["HOME"] = _HOME
+    for _name in [n for n in os.environ if n.startswith("RAY_AUTH") or n == "RAY_ADDRESS"]:
+        del os.environ[_name]
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Short: Ray's unix socket paths live under it.
+    ROOT = Path(tempfile.mkdtemp(prefix="plt-", dir="/tmp"))
+    os.environ["PLACEMENT_TEST_ROOT"] = str(ROOT)
+    # No cluster here: connect() must not find one.
+    os.environ["PLACEMENT_STATE_DIR"] = str(ROOT / "none")
 
 from placement.errors import LocalClusterError  # noqa: E402
 from placement.local_cluster import (  # noqa: E402
