@@ -40,11 +40,6 @@ class Demand(tuple[tuple[str, float], ...]):
                 pairs.append((name, float(amount)))
         return super().__new__(cls, sorted(pairs))
 
-    @classmethod
-    def of(cls, demand: DemandLike) -> Demand:
-        """``demand`` as a Demand: a Demand itself, a mapping, or None (nothing)."""
-        return demand if isinstance(demand, Demand) else cls(demand)
-
     def as_dict(self) -> dict[str, float]:
         return dict(self)
 

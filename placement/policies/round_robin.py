@@ -91,10 +91,8 @@ class _Weighted:
         self._classes = [Rotation(nodes, Ledger()) for nodes in members.values()]
         self._slot_of = {i: (c, j) for c, nodes in enumerate(members.values())
                          for j, i in enumerate(nodes)}
-        # Scaled by the largest weight: 1e308 and 1.5e308 would sum to infinity.
-        totals = tuple(w / largest * len(m) for w, m in members.items())
-        self._chairman = _ChairmanSequence(totals)
         self._cycle: list[int] | None = None
+        self._chairman: _ChairmanSequence | None = None  # stepped live only without a cycle
         if all(float(w).is_integer() for w in members):
             units = [int(w) * len(m) for w, m in members.items()]
             common = math.gcd(*units)
@@ -102,6 +100,10 @@ class _Weighted:
             if period <= _PERIOD_LIMIT:
                 once = _ChairmanSequence(tuple(float(u // common) for u in units))
                 self._cycle = [once.next() for _ in range(period)]
+        if self._cycle is None:
+            # Scaled by the largest weight: 1e308 and 1.5e308 would sum to infinity.
+            self._chairman = _ChairmanSequence(
+                tuple(w / largest * len(m) for w, m in members.items()))
         self._step = 0
         self._redo: list[int] = []  # turns given back out of order (concurrent rollbacks)
         self._placed = 0
@@ -115,6 +117,7 @@ class _Weighted:
             c = cycle[step]
             self._step = step + 1 if step + 1 < len(cycle) else 0
         else:
+            assert self._chairman is not None  # built whenever there is no cycle
             c = self._chairman.next()
         rotation = self._classes[c]
         j = rotation.take_next()
@@ -129,6 +132,7 @@ class _Weighted:
         self._placed -= 1
         cycle = self._cycle
         if cycle is None:
+            assert self._chairman is not None  # built whenever there is no cycle
             self._chairman.undo(c)
             return
         before = (self._step or len(cycle)) - 1
