@@ -4,6 +4,7 @@
     placement status [--json]        # nodes, labels, resources
     placement cluster stop           # ends exactly that cluster's processes
     placement demo                   # every policy on a local cluster, checked
+    placement kuberay --workers 4 --zones a,b   # a KubeRay RayCluster manifest (YAML) on stdout
 """
 from __future__ import annotations
 
@@ -14,9 +15,23 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ClusterNotFoundError, LocalClusterError, PlacementError
+from .kuberay import (
+    DEFAULT_CPUS,
+    DEFAULT_IMAGE,
+    DEFAULT_MEMORY,
+    DEFAULT_NAME,
+    K8S_ZONE_LABEL,
+    check_image,
+    check_memory,
+    check_name,
+    check_secret,
+    parse_zones,
+    raycluster_manifest,
+    render,
+)
 from .local_cluster import (
     DEFAULT_FIRST_ADDRESS,
     DEFAULT_LABEL_AMOUNT,
@@ -105,6 +120,22 @@ def _resources(text: str) -> dict[str, Any]:
     return value
 
 
+_T = TypeVar("_T")
+
+
+def _checked(check: Callable[[str], _T]) -> Callable[[str], _T]:
+    """An argparse type from a validator whose ValueError names the fix: argparse then prints that
+    message (a plain ValueError would only say "invalid value")."""
+
+    def parse(text: str) -> _T:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
 def _add_state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir", type=Path, default=None,
@@ -182,6 +213,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(nodes=args.nodes, state_dir=args.state_dir, port=args.port, say=_say)
 
 
+def _cmd_kuberay(args: argparse.Namespace) -> int:
+    try:
+        manifest = raycluster_manifest(
+            args.name, args.workers, args.zones, args.cpus, args.memory, args.image, args.secret
+        )
+    except ValueError as exc:  # a rule across options, e.g. more zones than workers
+        args.error(str(exc))  # usage and message, exit status 2, as for a bad single option
+    else:
+        print(render(manifest), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="placement", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -250,6 +293,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=_PORT, default=DEFAULT_PORT,
                       help="head port of the cluster it starts")
     demo.set_defaults(run=_cmd_demo)
+
+    kuberay = commands.add_parser(
+        "kuberay", help="print a KubeRay RayCluster manifest: zone-labelled workers, token auth"
+    )
+    kuberay.add_argument("--workers", type=_whole("--workers", 1, example="4"), required=True,
+                         help="Ray worker pods, split evenly over the zones")
+    kuberay.add_argument("--zones", type=_checked(parse_zones), default=[],
+                         help=f"comma-separated Kubernetes zones (values of {K8S_ZONE_LABEL}), "
+                         "one worker group each, e.g. us-east-1a,us-east-1b")
+    kuberay.add_argument("--name", type=_checked(check_name), default=DEFAULT_NAME,
+                         help=f"RayCluster name (default {DEFAULT_NAME})")
+    kuberay.add_argument("--cpus", type=_whole("--cpus", 1, example=str(DEFAULT_CPUS)),
+                         default=DEFAULT_CPUS, help=f"CPUs per worker pod (default {DEFAULT_CPUS})")
+    kuberay.add_argument("--memory", type=_checked(check_memory), default=DEFAULT_MEMORY,
+                         help=f"memory per worker pod (default {DEFAULT_MEMORY})")
+    kuberay.add_argument("--image", type=_checked(check_image), default=DEFAULT_IMAGE,
+                         help=f"Ray image, with Ray 2.60 (default {DEFAULT_IMAGE})")
+    kuberay.add_argument("--secret", type=_checked(check_secret), default=None,
+                         help="the Secret holding the token (default <name>-ray-token)")
+    kuberay.set_defaults(run=_cmd_kuberay, error=kuberay.error)
     return parser
 
 
