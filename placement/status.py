@@ -10,9 +10,9 @@ def _amount(value: float) -> str:
     return f"{value:g}"
 
 
-def _used_of_total(node: NodeInfo, name: str) -> str:
+def _used_of_total(snapshot: ClusterSnapshot, node: NodeInfo, name: str) -> str:
     total = node.total.get(name, 0.0)
-    used = total - node.available.get(name, total) if node.alive else 0.0
+    used = total - snapshot.free(node).get(name, total) if node.alive else 0.0
     return f"{_amount(round(used, 4))}/{_amount(total)}"
 
 
@@ -23,16 +23,15 @@ def status_rows(snapshot: ClusterSnapshot) -> list[list[str]]:
     ordered += list(snapshot.dead)
     rows = []
     for node in ordered:
-        custom = ", ".join(
-            f"{name} {_used_of_total(node, name)}" for name in sorted(node.custom_resources)
-        )
+        custom = ", ".join(f"{name} {_used_of_total(snapshot, node, name)}"
+                           for name in sorted(node.custom_resources))
         rows.append([
             node.label or "-",
             node.address,
             node.node_id[:8],
             "yes" if node.alive else "DEAD",
             "head" if node.is_head else "",
-            _used_of_total(node, "CPU"),
+            _used_of_total(snapshot, node, "CPU"),
             custom or "-",
         ])
     return rows

@@ -101,7 +101,7 @@ def strict_to_dead_node(victim_label: str) -> dict:
     alive_again = BEFORE_KILL[-1]
     outcomes: dict[str, str] = {}
     for backend in ("resource", "node_id"):  # each backend's own outcome, none overwritten
-        stale_cache = SnapshotCache(ttl=3600, reader=lambda: alive_again)
+        stale_cache = SnapshotCache(ttl=3600, reader=lambda previous: alive_again)
         policy = Affinity(victim_label, backend=backend, cache=stale_cache)
         try:
             ray.get(policy.place(work).remote(1), timeout=STALE_WAIT_SECONDS)

@@ -39,7 +39,7 @@ def test_from_ray_reads_labels_resources_and_liveness():
     snap = ClusterSnapshot.from_ray([RAY_NODE, dead, unlabelled, by_resource],
                                     {"aaaa": {"CPU": 0.5}})
     assert [n.label for n in snap.placeable] == ["node0", "node12"]
-    assert snap.by_label["node0"].available["CPU"] == 0.5 and snap.by_label["node0"].is_head
+    assert snap.free(snap.by_label["node0"])["CPU"] == 0.5 and snap.by_label["node0"].is_head
     assert snap.by_id["dddd"].alive is False and "dddd" not in {n.node_id for n in snap.placeable}
     assert [n.node_id for n in snap.dead] == ["dddd"]
     assert snap.by_id["uuuu"] in snap.live and snap.by_id["uuuu"].label is None
@@ -85,7 +85,7 @@ def test_cache_rereads_after_ttl_and_on_refresh():
     now = [0.0]
     reads = []
 
-    def reader():
+    def reader(previous):
         reads.append(now[0])
         return ClusterSnapshot.from_dicts([{"id": str(len(reads)), "label": "node0"}])
 

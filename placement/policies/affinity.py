@@ -90,7 +90,8 @@ class Affinity(Policy):
             if not self.soft:
                 raise unknown_target_error(previous, snapshot)
         fitting = cands.fitting(demand)
-        node = min(fitting, key=lambda n: -n.available.get("CPU", 0.0))  # first among equals
+        free = snapshot.free
+        node = min(fitting, key=lambda n: -free(n).get("CPU", 0.0))  # first among equals
         self._bound, self._chosen = node.node_id, True
         self._placed += 1
         if previous is None:

@@ -91,6 +91,11 @@ class Policy(abc.ABC):
     def _undo(self, hold: Hold) -> None:
         """Give back the slot a placement took (rollback, release)."""
 
+    def _follow(self, cands: Candidates) -> None:
+        """Bring the per-demand state up to ``cands`` (a refreshed snapshot's), under the lock.
+        The default keeps none: such policies build what they need in ``_choose``."""
+        return None
+
     def _config(self) -> dict[str, Any]:
         """Constructor arguments, for clone() and repr()."""
         return {"soft": self.soft, "backend": self.backend, "pin_amount": self.pin_amount,
@@ -196,6 +201,44 @@ class Policy(abc.ABC):
 
     # -- snapshots only move forward --------------------------------------------------------------
 
+    def follow(self, snapshot: ClusterSnapshot) -> None:
+        """Move to a newer snapshot now, so that the next decision finds everything ready.
+
+        The snapshot cache's background refresher calls it off the submit path for every policy
+        in use: candidates and per-demand rotations update by the snapshot's difference (the
+        candidates outside the lock, as they are values), and a decision then pays nothing for
+        the refresh. A policy that has not decided yet only notes the snapshot as the newest (it
+        never decides on an older one); a snapshot its candidates cannot be built on is left for
+        the next decision to refuse with its reasons.
+
+        >>> from placement.policies import RoundRobin
+        >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}])
+        >>> policy = RoundRobin(); _ = policy.decide(snap)
+        >>> newer = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+        ...                                     {"id": "b", "label": "node1"}], previous=snap)
+        >>> policy.follow(newer); policy.decide(newer).node_name
+        'node1'
+        """
+        cands = self._candidates
+        if cands is None:  # nothing built yet: only remember that this one is the newest
+            with self._lock:
+                self._newest = self._newest_of(snapshot)
+            return
+        if snapshot.version <= cands.snapshot.version:
+            return
+        try:
+            newer = cands.follow(snapshot)
+        except PlacementError:  # no candidate now: the next decision refuses, on this snapshot
+            with self._lock:
+                if self._candidates is cands:
+                    self._newest, self._candidates = snapshot, None
+            return
+        with self._lock:
+            if self._candidates is not cands:  # a decision moved it meanwhile
+                return
+            self._newest, self._candidates = snapshot, newer
+            self._follow(newer)
+
     def _candidates_for(self, snapshot: ClusterSnapshot) -> Candidates:
         """Candidates of the newest snapshot this policy has seen: given an older one (a thread
         that read the cluster before another thread decided on a newer read), it keeps the newer
@@ -205,9 +248,12 @@ class Policy(abc.ABC):
         if cands is not None and cands.snapshot is snapshot:
             return cands
         self._newest, self._candidates = snapshot, None
+        if cands is not None:  # by the difference, when refreshed from the one it had
+            self._candidates = cands = cands.follow(snapshot)  # raises: none fits
+            return cands
         # Soft placements never pin a resource (options.py): only hard ones check the pin.
         pin = None if self.soft else self.pin_amount
-        self._candidates = cands = Candidates(snapshot, self.backend, pin)  # raises: none fits
+        self._candidates = cands = Candidates.of(snapshot, self.backend, pin)  # raises: none fits
         return cands
 
     def _newest_of(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
@@ -362,6 +408,14 @@ class Fallback(Policy):
                 return
             del self._routes[decision.ticket]
             route[0].release(decision)
+
+    def follow(self, snapshot: ClusterSnapshot) -> None:
+        with self._lock:
+            if self._newest is not None and snapshot.version <= self._newest.version:
+                return
+            self._newest = snapshot
+        for member in self.policies:
+            member.follow(snapshot)
 
     def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
         raise AssertionError("Fallback decides through its members")  # pragma: no cover

@@ -13,12 +13,13 @@ decision stays O(1) at 10,000 nodes. Pure: no Ray here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 
 from .. import errors
 from ..errors import PlacementError
 from ..naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
-from ..snapshot import ClusterSnapshot, NodeInfo
-from .decision import DEFAULT_PIN_AMOUNT, LABEL, RESOURCE, node_name, node_order
+from ..snapshot import BY_ORDER, ClusterSnapshot, NodeInfo, patch_sorted
+from .decision import DEFAULT_PIN_AMOUNT, LABEL, RESOURCE, node_name
 from .request import Demand
 
 
@@ -28,12 +29,16 @@ class Candidates:
     For the resource backend, ``pin_amount`` (None: the placements pin nothing, e.g. soft ones)
     must fit every candidate's label resource: a pin above a node's ``node<i>`` total would wait
     forever in Ray, so it is refused here rather than that node being left out unsaid.
+
+    ``follow(newer)`` gives the candidates of a refreshed snapshot by its difference: what a new
+    ``Candidates(newer, ...)`` gives, at the cost of the nodes that changed.
     """
 
     def __init__(self, snapshot: ClusterSnapshot, backend: str,
                  pin_amount: float | None = DEFAULT_PIN_AMOUNT) -> None:
         self.snapshot = snapshot
         self.backend = backend
+        self.pin_amount = pin_amount
         if backend == RESOURCE:
             nodes = [n for n in snapshot.placeable if n.label in n.total]
             if pin_amount is not None and nodes:
@@ -41,27 +46,108 @@ class Candidates:
         elif backend == LABEL:
             nodes = [n for n in snapshot.placeable if n.labels.get(LABEL_KEY) == n.label]
         else:
-            nodes = sorted(snapshot.live, key=node_order)
+            nodes = sorted(snapshot.live, key=BY_ORDER)
         self.nodes: tuple[NodeInfo, ...] = tuple(nodes)
-        self.position = {n.node_id: i for i, n in enumerate(self.nodes)}
-        self._fitting: dict[Demand, tuple[NodeInfo, ...]] = {}
+        self.by_id: dict[str, NodeInfo] = dict(zip(map(_BY_ID, nodes), nodes, strict=True))
+        # demand -> the fitting nodes in order and their ids (the slots of rotations)
+        self._fitting: dict[Demand, tuple[tuple[NodeInfo, ...], tuple[str, ...]]] = {}
         if not self.nodes:
             raise no_candidates_error(snapshot, backend)
+
+    @classmethod
+    def of(cls, snapshot: ClusterSnapshot, backend: str,
+           pin_amount: float | None = DEFAULT_PIN_AMOUNT,
+           base: Candidates | None = None) -> Candidates:
+        """The candidates of ``snapshot`` for ``backend`` and ``pin_amount``, built once per
+        snapshot and shared by every policy deciding on it; from ``base`` (the same backend's
+        candidates of an earlier snapshot) by the difference when the snapshot was refreshed from
+        base's."""
+        def build() -> Candidates:
+            if base is not None and base.backend == backend and base.pin_amount == pin_amount:
+                return base._followed(snapshot)
+            return cls(snapshot, backend, pin_amount)
+        return snapshot.derived((Candidates, backend, pin_amount), build)
+
+    def targets(self, node: NodeInfo) -> bool:
+        """Whether this backend can target ``node`` (alive, and labelled if it needs a label)."""
+        if not node.alive:
+            return False
+        if self.backend == RESOURCE:
+            return node.label is not None and node.label in node.total
+        if self.backend == LABEL:
+            return node.label is not None and node.labels.get(LABEL_KEY) == node.label
+        return True
 
     def fitting(self, demand: Demand) -> tuple[NodeInfo, ...]:
         """The nodes (in order) whose totals can hold ``demand``; raises when none can."""
         found = self._fitting.get(demand)
         if found is None:
-            found = tuple(n for n in self.nodes if n.fits(demand))
-            if not found:
-                raise resources_error(demand, self.nodes)
-            self._fitting[demand] = found
+            found = self._fit(demand)
+        return found[0]
+
+    def fitting_ids(self, demand: Demand) -> tuple[str, ...]:
+        """The ids of ``fitting(demand)``, in the same order."""
+        found = self._fitting.get(demand)
+        if found is None:
+            found = self._fit(demand)
+        return found[1]
+
+    def _fit(self, demand: Demand) -> tuple[tuple[NodeInfo, ...], tuple[str, ...]]:
+        nodes = tuple(n for n in self.nodes if n.fits(demand))
+        if not nodes:
+            raise resources_error(demand, self.nodes)
+        found = self._fitting[demand] = (nodes, tuple(map(_BY_ID, nodes)))
         return found
 
     def get(self, node_id: str) -> NodeInfo | None:
         """The candidate node with this id, or None (dead, gone, or not targetable)."""
-        pos = self.position.get(node_id)
-        return None if pos is None else self.nodes[pos]
+        return self.by_id.get(node_id)
+
+    def follow(self, newer: ClusterSnapshot) -> Candidates:
+        """The candidates of ``newer``: patched by its difference when it was refreshed from this
+        one's snapshot, built afresh otherwise; shared through ``Candidates.of``. Raises as the
+        constructor does.
+
+        >>> from placement.snapshot import ClusterSnapshot
+        >>> old = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+        ...                                   {"id": "b", "label": "node1"}])
+        >>> new = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+        ...                                   {"id": "c", "label": "node2"}], previous=old)
+        >>> [node_name(n) for n in Candidates(old, RESOURCE).follow(new).nodes]
+        ['node0', 'node2']
+        """
+        return Candidates.of(newer, self.backend, self.pin_amount, self)
+
+    def _followed(self, newer: ClusterSnapshot) -> Candidates:
+        diff = newer.diff
+        if diff is None or diff.base_version != self.snapshot.version:
+            return Candidates(newer, self.backend, self.pin_amount)
+        by_id = self.by_id
+        removed = [n for n in diff.removed if by_id.get(n.node_id) is n]
+        added = [n for n in diff.added if self.targets(n)]
+        if added and self.backend == RESOURCE and self.pin_amount is not None:
+            check_pin_fits(self.pin_amount, added, newer.label_prefix)
+        twin = object.__new__(Candidates)
+        twin.snapshot, twin.backend, twin.pin_amount = newer, self.backend, self.pin_amount
+        if not removed and not added:
+            twin.nodes, twin.by_id, twin._fitting = self.nodes, by_id, dict(self._fitting)
+            return twin
+        twin.nodes = tuple(patch_sorted(self.nodes, removed, added))
+        if not twin.nodes:
+            raise no_candidates_error(newer, self.backend)
+        twin.by_id = dict(by_id)
+        for node in removed:
+            del twin.by_id[node.node_id]
+        twin.by_id.update(zip(map(_BY_ID, added), added, strict=True))
+        twin._fitting = {}
+        for demand, (nodes, _) in self._fitting.items():
+            patched = patch_sorted(nodes, removed, [n for n in added if n.fits(demand)])
+            if patched:  # none left: fitting() raises for it again, naming the largest nodes
+                twin._fitting[demand] = (tuple(patched), tuple(map(_BY_ID, patched)))
+        return twin
+
+
+_BY_ID = attrgetter("node_id")
 
 
 def _names(nodes: Sequence[NodeInfo], limit: int = 8) -> str:

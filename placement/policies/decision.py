@@ -8,7 +8,6 @@ import math
 from collections.abc import Hashable
 from typing import NamedTuple
 
-from ..naming import natural_key
 from ..snapshot import NodeInfo
 
 RESOURCE = "resource"  # {"node3": pin_amount}: hard, needs a labelled node
@@ -76,7 +75,5 @@ def node_name(node: NodeInfo) -> str:
 
 def node_order(node: NodeInfo) -> tuple[object, ...]:
     """Placement order: labelled nodes first in natural label order, then the rest by address
-    and id."""
-    if node.label:
-        return (0, natural_key(node.label))
-    return (1, natural_key(node.address), node.node_id)
+    and id (computed once per node: ``NodeInfo.order_key``)."""
+    return node.order_key

@@ -36,14 +36,15 @@ class _Group:
 
 
 class _Nodes:
-    """The nodes fitting one demand in one snapshot, as slots of a rotation."""
+    """The nodes fitting one demand in one snapshot, as slots of a rotation (the candidates' own
+    tuples: nothing is built per snapshot)."""
 
     __slots__ = ("cands", "nodes", "rotation")
 
     def __init__(self, cands: Candidates, demand: Demand, ledger: Ledger, cap: int) -> None:
         self.cands = cands
         self.nodes: tuple[NodeInfo, ...] = cands.fitting(demand)
-        self.rotation = Rotation([n.node_id for n in self.nodes], ledger, cap)
+        self.rotation = Rotation(cands.fitting_ids(demand), ledger, cap)
 
 
 class Packing(StrictPolicy):
@@ -121,6 +122,13 @@ class Packing(StrictPolicy):
         reason = _MOVED if moved else _OPENED
         opened = rotation if packed.members == 1 else None
         return self._decision(node, reason, fallback=moved, group=group), (group, packed, opened, i)
+
+    def _follow(self, cands: Candidates) -> None:
+        for demand in list(self._classes):
+            try:
+                self._classes[demand] = _Nodes(cands, demand, self._used, self.groups_per_node)
+            except PlacementError:
+                del self._classes[demand]  # nothing fits it now: its next decision says so
 
     def _exhausted(self, cands: Candidates, state: _Nodes, group: Hashable) -> PlacementError:
         return PlacementError(

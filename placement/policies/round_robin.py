@@ -27,10 +27,10 @@ from typing import Any
 
 from .. import errors
 from ..errors import PlacementError
-from ..snapshot import ClusterSnapshot, NodeInfo
+from ..snapshot import BY_ORDER, ClusterSnapshot, NodeInfo
 from .base import Hold, Policy
 from .candidates import Candidates
-from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name, node_order
+from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
 from .request import Demand, Request
 from .rotation import Ledger, Rotation
 
@@ -148,14 +148,12 @@ class _Weighted:
 class _Class:
     """The rotation of one demand over the nodes that fit it (one epoch of its node set)."""
 
-    __slots__ = ("cands", "ids", "keys", "last", "nodes", "order", "seed_draw", "weights")
+    __slots__ = ("cands", "last", "nodes", "order", "seed_draw", "weights")
 
     def __init__(self, cands: Candidates, nodes: tuple[NodeInfo, ...],
                  weights: tuple[float, ...] | None, start: int) -> None:
         self.cands = cands
         self.nodes = nodes
-        self.ids = tuple(n.node_id for n in nodes)
-        self.keys = [node_order(n) for n in nodes]
         self.weights = weights
         self.last: int | None = None
         # The seeded random state before and after drawing this rotation's start, if it drew.
@@ -231,17 +229,24 @@ class RoundRobin(Policy):
         state.last = i
         if before is None and len(last) >= memory.LIMIT:
             last.clear()  # bounded: a process placing ever new demands does not grow it forever
-        last[demand] = state.keys[i]
+        last[demand] = state.nodes[i].order_key
         reason = "next in round-robin order" if state.weights is None else \
             "next in weighted round-robin order"
         return self._decision(state.nodes[i], reason), undo
+
+    def _follow(self, cands: Candidates) -> None:
+        for demand, state in list(self._classes.items()):
+            try:
+                self._classes[demand] = self._class_for(cands, demand, state)
+            except PlacementError:
+                pass  # no node fits it now: its next decision says so
 
     def _undo(self, hold: Hold) -> None:
         demand: Demand
         state: _Class
         demand, state, i, state_last, memory_last, created = hold
         last = self.memory.last
-        if last.get(demand) == state.keys[i]:  # nothing placed since: back to where it was
+        if last.get(demand) == state.nodes[i].order_key:  # nothing placed since: back to before
             if memory_last is None:
                 del last[demand]
             else:
@@ -259,13 +264,11 @@ class RoundRobin(Policy):
     def _class_for(self, cands: Candidates, demand: Demand, old: _Class | None) -> _Class:
         nodes = cands.fitting(demand)
         weights = None if self.weights is None else self._weights_of(cands.snapshot, nodes)
-        ids = tuple(n.node_id for n in nodes)
-        if old is not None and old.ids == ids and old.weights == weights:
+        if old is not None and _same_ids(old.nodes, nodes) and old.weights == weights:
             old.cands, old.nodes = cands, nodes  # same nodes in a newer snapshot: carry on
             return old
-        keys = [node_order(n) for n in nodes]
         if old is not None and old.last is not None:  # the node set changed: continue after ours
-            start = bisect.bisect_right(keys, old.keys[old.last])
+            start = bisect.bisect_right(nodes, old.nodes[old.last].order_key, key=BY_ORDER)
         elif self.seed is not None:
             before = self._random.getstate()
             start = self._random.randrange(len(nodes))
@@ -273,7 +276,7 @@ class RoundRobin(Policy):
             fresh.seed_draw = (before, self._random.getstate())
             return fresh
         elif demand in self.memory.last:  # continue after the process's last placement
-            start = bisect.bisect_right(keys, self.memory.last[demand])
+            start = bisect.bisect_right(nodes, self.memory.last[demand], key=BY_ORDER)
         else:
             start = 0
         return _Class(cands, nodes, weights, start)
@@ -309,6 +312,16 @@ class RoundRobin(Policy):
                 [node_name(n) for n in nodes],
             )
         return found
+
+
+def _same_ids(before: tuple[NodeInfo, ...], now: tuple[NodeInfo, ...]) -> bool:
+    """Whether two node sequences name the same nodes in the same order. A refresh keeps the
+    objects of unchanged nodes, so the tuples usually compare equal by identity, in C."""
+    if before is now:
+        return True
+    if len(before) != len(now):
+        return False
+    return all(a is b or a.node_id == b.node_id for a, b in zip(before, now, strict=True))
 
 
 class _ChairmanSequence:

@@ -18,7 +18,7 @@ placement.errors.PlacementError: 3 placements asked, 2 nodes with room for 1 eac
 """
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from .. import errors
@@ -65,31 +65,41 @@ def _check_whole(name: str, value: Any) -> int:
 
 
 class _Domains:
-    """The slots (nodes, or topology values) fitting one demand in one snapshot, in order."""
+    """The slots (nodes, or topology values) fitting one demand in one snapshot, in order.
 
-    __slots__ = ("cands", "members", "rotation", "slots")
+    Spread over nodes, the slots are the candidates' own tuple of node ids: nothing is built per
+    snapshot. Over a topology label, the nodes are grouped by value (O(nodes), once per snapshot).
+    """
+
+    __slots__ = ("cands", "members", "nodes", "rotation", "slots")
 
     def __init__(self, cands: Candidates, demand: Demand, topology: str | None, ledger: Ledger,
                  cap: int) -> None:
-        members: dict[Hashable, list[NodeInfo]] = {}
-        fitting = cands.fitting(demand)
-        for node in fitting:
-            domain = node.node_id if topology is None else node.labels.get(topology)
-            if domain is not None:
-                members.setdefault(domain, []).append(node)
-        if not members:
-            raise PlacementError(
-                errors.UNKNOWN_LABEL, f"no live candidate node has the Ray label {topology!r}",
-                f"start nodes with `ray start --labels {topology}=<value>`, or drop topology=",
-                [node_name(n) for n in fitting],
-            )
-        slots = list(members)  # nodes: already in order
-        if topology is not None:
-            slots.sort(key=lambda d: natural_key(str(d)))
         self.cands = cands
-        self.members = members
-        self.slots = slots
-        self.rotation = Rotation(slots, ledger, cap)
+        fitting = self.nodes = cands.fitting(demand)
+        self.members: dict[Hashable, list[NodeInfo]] = {}
+        if topology is None:
+            self.slots: Sequence[Hashable] = cands.fitting_ids(demand)
+        else:
+            for node in fitting:
+                domain = node.labels.get(topology)
+                if domain is not None:
+                    self.members.setdefault(domain, []).append(node)
+            if not self.members:
+                raise PlacementError(
+                    errors.UNKNOWN_LABEL,
+                    f"no live candidate node has the Ray label {topology!r}",
+                    f"start nodes with `ray start --labels {topology}=<value>`, or drop topology=",
+                    [node_name(n) for n in fitting],
+                )
+            self.slots = sorted(self.members, key=lambda d: natural_key(str(d)))
+        self.rotation = Rotation(self.slots, ledger, cap)
+
+    def node_sets(self) -> list[list[NodeInfo]]:
+        """The nodes of each slot, in slot order."""
+        if not self.members:
+            return [[n] for n in self.nodes]
+        return [self.members[slot] for slot in self.slots]
 
 
 class AntiAffinity(StrictPolicy):
@@ -136,18 +146,24 @@ class AntiAffinity(StrictPolicy):
                 raise self._exhausted(cands, state)
             i = rotation.least_used()
             rotation.take_at(i)
-        domain = state.slots[i]
-        members = state.members[domain]
-        node = members[0]
-        if len(members) > 1:  # topology: the least-used node of the domain, first among equals
+        if self.topology is None:
+            node = state.nodes[i]
+        else:  # the least-used node of the domain, first among equals
             counts = self._per_node.counts
-            node = min(members, key=lambda n: counts.get(n.node_id, 0))
-        if self.topology is not None:
+            node = min(state.members[state.slots[i]], key=lambda n: counts.get(n.node_id, 0))
             self._per_node.add(node.node_id)
         self._placed += 1
         reason = ("every node is full: soft spread reuses the least-used" if fallback
                   else "holds the fewest from this policy")
         return self._decision(node, reason, fallback=fallback), (rotation, i, node.node_id)
+
+    def _follow(self, cands: Candidates) -> None:
+        for demand in list(self._classes):
+            try:
+                self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
+                                                 self.max_per_node)
+            except PlacementError:
+                del self._classes[demand]  # nothing fits it now: its next decision says so
 
     def _exhausted(self, cands: Candidates, state: _Domains) -> PlacementError:
         where = "nodes" if self.topology is None else f"values of {self.topology!r}"
@@ -157,7 +173,7 @@ class AntiAffinity(StrictPolicy):
             f"{self.max_per_node} each",
             f"start more nodes (scripts/start_cluster.sh {len(cands.nodes) + 1}), raise "
             "max_per_node, or use AntiAffinity(strict=False)",
-            [node_name(n) for nodes in state.members.values() for n in nodes],
+            [node_name(n) for nodes in state.node_sets() for n in nodes],
         )
 
     def _undo(self, hold: Hold) -> None:
