@@ -154,6 +154,7 @@ class PlacedRemote:
         self._options_key = _options_key(self._options)
         self._request = Request(demand_of({**self._defaults, **options}), group, None)
         self._cache = cache_of(policy)
+        self._cache.follow(policy)  # refreshes update it off the submit path
         self._bound_here: dict[tuple[Any, ...], Any] = {}
 
     @property

@@ -65,9 +65,15 @@ class Cluster:
 
     nodes: list[Node]
     snapshots: list[ClusterSnapshot] = field(default_factory=list)
+    # How new snapshots reach the policy: refreshed by difference from the last one (as the cache
+    # does), and brought to the policy by follow() before it decides (as the refresher does).
+    incremental: bool = False
+    follow: bool = False
 
     def snapshot(self, busy: float = 0.0) -> ClusterSnapshot:
-        snap = ClusterSnapshot.from_dicts([n.as_dict(busy) for n in self.nodes])
+        previous = self.snapshots[-1] if self.incremental and self.snapshots else None
+        snap = ClusterSnapshot.from_dicts([n.as_dict(busy) for n in self.nodes],
+                                          previous=previous)
         self.snapshots.append(snap)
         return snap
 
@@ -99,7 +105,8 @@ def scenarios(draw, max_nodes=12, max_steps=80):
     for i, node in enumerate(nodes):
         node.ident = i
     nodes[0].labelled = True
-    return Cluster(nodes), draw(st.lists(_STEP, min_size=min(1, max_steps), max_size=max_steps))
+    cluster = Cluster(nodes, incremental=draw(st.booleans()), follow=draw(st.booleans()))
+    return cluster, draw(st.lists(_STEP, min_size=min(1, max_steps), max_size=max_steps))
 
 
 def churn(cluster: Cluster, step: tuple) -> bool:
@@ -131,6 +138,9 @@ def run_scenario(policy, cluster: Cluster, steps, backend, on_commit, on_release
     for step in steps:
         if churn(cluster, step):
             snap = cluster.snapshot(step[1] if step[0] == "busy" else 0.0)
+            if cluster.follow:
+                policy.follow(snap)
+                used = snap
             continue
         if step[0] == "release":
             if committed and on_release is not None:
