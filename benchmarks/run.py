@@ -46,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples"))
 sys.path.insert(0, str(HERE))
 import decide  # noqa: E402  (needs the path above)
+import refresh  # noqa: E402  (needs the path above)
 
 SIZES = {
     "full": {"submit": 2000, "rounds": 10, "balance": (400, 2000), "infeasible_wait": 10.0,
@@ -349,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = [
             ("submit", lambda: bench_submit(labels, size["submit"], size["rounds"])),
             ("decide", lambda: decide.run(args.quick)),
+            ("refresh", lambda: refresh.run(args.quick)),
             ("balance", lambda: bench_balance(size["balance"])),
             ("infeasible", lambda: bench_infeasible(size["infeasible_wait"])),
             ("locality", bench_locality),
