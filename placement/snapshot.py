@@ -159,8 +159,9 @@ class ClusterSnapshot:
     # The nodes that are not ``previous``'s own objects, when the builder knows them (a hint that
     # saves a pass over the nodes; without it they are found by identity).
     added: InitVar[Sequence[NodeInfo] | None] = None
-    # The Ray label ``from_ray`` read placement labels from: a refresh reuses nodes only if equal.
-    label_key: str = field(default=LABEL_KEY, compare=False)
+    # The Ray label ``from_ray`` read placement labels from (None: built another way, e.g. from
+    # dicts, whose labels are given): a refresh reuses nodes only if equal.
+    label_key: str | None = field(default=LABEL_KEY, compare=False)
     # Order of creation in this process: newer snapshots have larger versions.
     version: int = field(default_factory=lambda: next(_versions), compare=False)
     # Derived once in __post_init__: snapshots are immutable and read on every placement.
@@ -287,9 +288,10 @@ class ClusterSnapshot:
                 address = raw.get("NodeManagerAddress")
             old = known.get(node_id)
             # A node that did not change keeps its object: comparing costs about 1 us a node (the
-            # mappings compare in C), building it again about 15 us.
-            if (old is not None and old.alive is alive and old.total == total
-                    and old.labels == labels and old.address == address):
+            # mappings compare in C), building it again about 15 us. Missing fields compare as
+            # the empty values _node_from_ray gives them.
+            if (old is not None and old.alive == alive and old.total == (total or _NOTHING)
+                    and old.labels == (labels or _NOTHING) and old.address == (address or "")):
                 append(old)
                 continue
             node = _node_from_ray(raw, bool(alive), pattern, label_key)
@@ -351,7 +353,7 @@ class ClusterSnapshot:
                         'that is gone "alive": false'
                     )
             built.append(node)
-        return cls(tuple(built), label_prefix, time.time(), available, previous, None)
+        return cls(tuple(built), label_prefix, time.time(), available, previous, None, None)
 
     @classmethod
     def from_json(cls, source: str | Path) -> ClusterSnapshot:
@@ -411,7 +413,7 @@ def _node_from_ray(raw: Mapping[str, Any], alive: bool, pattern: re.Pattern[str]
     if not (label and pattern.match(label)):
         matching = sorted((r for r in total if pattern.match(r)), key=natural_key)
         label = matching[0] if matching else None
-    return NodeInfo(node_id=raw["NodeID"], address=str(raw.get("NodeManagerAddress", "")),
+    return NodeInfo(node_id=raw["NodeID"], address=str(raw.get("NodeManagerAddress") or ""),
                     label=label, alive=alive, labels=labels, total=total,
                     is_head="node:__internal_head__" in total)
 
@@ -422,7 +424,17 @@ _BY_ID = attrgetter("node_id")
 _ALIVE = attrgetter("alive")
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 _NO_NODES: Mapping[str, NodeInfo] = MappingProxyType({})
-_AFTER_ANY_ID = "\U0010ffff"  # sorts after every node id: the end of one label's run
+class _AfterAny:
+    """Compares greater than any node id: the end of one label's run in ``placeable``."""
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __gt__(self, other: object) -> bool:
+        return True
+
+
+_AFTER_ANY_ID = _AfterAny()
 
 
 def _diff(before: dict[str, NodeInfo], now: dict[str, NodeInfo], nodes: tuple[NodeInfo, ...],

@@ -125,3 +125,22 @@ def test_packing_frees_a_group_when_its_last_member_is_released():
     assert pack.decide(snap, group="h").node_name == "node0"
     pack.release_group("h")
     assert pack.node_of("h") is None
+
+
+def test_a_rolled_back_move_of_a_soft_group_leaves_no_trace():
+    """A soft Packing group whose node died moves with its next member; when that member's
+    submission fails, the group and the ledger are as before (found by an adversarial review)."""
+    def node(i, alive=True):
+        return {"id": "abc"[i], "label": f"node{i}", "alive": alive}
+
+    before = ClusterSnapshot.from_dicts([node(0), node(1), node(2)])
+    after = ClusterSnapshot.from_dicts([node(0, alive=False), node(1), node(2)])
+
+    def run(fail):
+        policy = Packing(strict=False)
+        policy.decide(before, group="g")
+        if fail:
+            policy.rollback(policy.propose(after, Request(group="g")))
+        return policy.node_of("g"), [policy.decide(after, group=g).node_name for g in "hig"]
+
+    assert run(fail=True) == run(fail=False)

@@ -91,6 +91,11 @@ class Policy(abc.ABC):
     def _undo(self, hold: Hold) -> None:
         """Give back the slot a placement took (rollback, release)."""
 
+    def _rollback(self, hold: Hold) -> None:
+        """Undo a proposal that was never committed; the same as a release unless a policy
+        must restore more (Packing moves a group back)."""
+        self._undo(hold)
+
     def _follow(self, cands: Candidates) -> None:
         """Bring the per-demand state up to ``cands`` (a refreshed snapshot's), under the lock.
         The default keeps none: such policies build what they need in ``_choose``."""
@@ -139,7 +144,7 @@ class Policy(abc.ABC):
         with self._lock:
             hold = self._open.pop(decision.ticket, _NONE)
             if hold is not _NONE:
-                self._undo(hold)
+                self._rollback(hold)
 
     def release(self, decision: Decision) -> None:
         """The placed work ended (a replica was killed, a group member finished): give its slot
@@ -220,23 +225,22 @@ class Policy(abc.ABC):
         'node1'
         """
         cands = self._candidates
-        if cands is None:  # nothing built yet: only remember that this one is the newest
-            with self._lock:
-                self._newest = self._newest_of(snapshot)
-            return
-        if snapshot.version <= cands.snapshot.version:
-            return
-        try:
-            newer = cands.follow(snapshot)
-        except PlacementError:  # no candidate now: the next decision refuses, on this snapshot
-            with self._lock:
-                if self._candidates is cands:
-                    self._newest, self._candidates = snapshot, None
-            return
+        if cands is not None and snapshot.version > cands.snapshot.version:
+            try:  # outside the lock (candidates are values, shared per snapshot): the slow part
+                cands.follow(snapshot)
+            except PlacementError:
+                pass
         with self._lock:
-            if self._candidates is not cands:  # a decision moved it meanwhile
+            newest = self._newest = self._newest_of(snapshot)
+            current = self._candidates
+            if current is None or current.snapshot.version >= newest.version:
+                return  # nothing built yet, or already there: decisions build on newest
+            try:
+                newer = current.follow(newest)  # the one built above, unless a decision moved
+            except PlacementError:  # no candidate now: the next decision refuses, on newest
+                self._candidates = None
                 return
-            self._newest, self._candidates = snapshot, newer
+            self._candidates = newer
             self._follow(newer)
 
     def _candidates_for(self, snapshot: ClusterSnapshot) -> Candidates:

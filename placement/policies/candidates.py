@@ -140,7 +140,9 @@ class Candidates:
             del twin.by_id[node.node_id]
         twin.by_id.update(zip(map(_BY_ID, added), added, strict=True))
         twin._fitting = {}
-        for demand, (nodes, _) in self._fitting.items():
+        # A copy: policies sharing these candidates add demands from other threads (dict() copies
+        # in C, under the interpreter lock).
+        for demand, (nodes, _) in dict(self._fitting).items():
             patched = patch_sorted(nodes, removed, [n for n in added if n.fits(demand)])
             if patched:  # none left: fitting() raises for it again, naming the largest nodes
                 twin._fitting[demand] = (tuple(patched), tuple(map(_BY_ID, patched)))

@@ -95,7 +95,7 @@ class Packing(StrictPolicy):
                 if demand and not node.fits(demand):
                     raise resources_error(demand, [node])
                 packed.members += 1
-                return self._decision(node, _JOINED, group=group), (group, packed, None, 0)
+                return self._decision(node, _JOINED, group=group), (group, packed, None, 0, None)
             if not self.soft:
                 raise unknown_target_error(packed.node_id, cands.snapshot)
         state = self._classes.get(demand)
@@ -111,17 +111,20 @@ class Packing(StrictPolicy):
             rotation.take_at(i)
             moved = True
         node = state.nodes[i]
+        left: str | None = None  # the node a soft group left, to return to on rollback
         if packed is None:
             packed = self._groups[group] = _Group(node.node_id)
         else:
-            self._used.give_back(packed.node_id)  # the soft group leaves its dead node
+            left = packed.node_id
+            self._used.give_back(left)  # the soft group leaves its dead node
             packed.node_id = node.node_id
             packed.members += 1
         # Constant reasons: the group and the node are in the decision already, and formatting
         # them here would cost about 0.5 us per placement.
         reason = _MOVED if moved else _OPENED
-        opened = rotation if packed.members == 1 else None
-        return self._decision(node, reason, fallback=moved, group=group), (group, packed, opened, i)
+        taken = rotation if packed.members == 1 or left is not None else None
+        hold = (group, packed, taken, i, left)
+        return self._decision(node, reason, fallback=moved, group=group), hold
 
     def _follow(self, cands: Candidates) -> None:
         for demand in list(self._classes):
@@ -140,13 +143,30 @@ class Packing(StrictPolicy):
             [node_name(n) for n in state.nodes],
         )
 
+    def _rollback(self, hold: Hold) -> None:
+        group, packed, taken, i, left = hold
+        if left is None or taken is None or packed.node_id != taken.slots[i]:
+            self._undo(hold)
+            return
+        # This placement moved a soft group off its dead node: move it back, so the ledger is
+        # as if the placement never happened (a release keeps the group where it went).
+        packed.members -= 1
+        taken.untake(i)
+        self._used.add(left)
+        packed.node_id = left
+        if packed.members <= 0 and self._groups.get(group) is packed:
+            del self._groups[group]
+            self._used.give_back(left)
+
     def _undo(self, hold: Hold) -> None:
         group: Hashable
         packed: _Group
-        opened: Rotation | None  # the rotation that opened the group, with the index it took
+        taken: Rotation | None  # the rotation that opened or moved the group, and its index
         i: int
-        group, packed, opened, i = hold
+        left: str | None  # the node a moved group left
+        group, packed, taken, i, left = hold
         packed.members -= 1
+        opened = taken if left is None else None
         if packed.members <= 0 and self._groups.get(group) is packed:
             del self._groups[group]
             if opened is not None and opened.slots[i] == packed.node_id:

@@ -148,13 +148,16 @@ class _Weighted:
 class _Class:
     """The rotation of one demand over the nodes that fit it (one epoch of its node set)."""
 
-    __slots__ = ("cands", "last", "nodes", "order", "seed_draw", "weights")
+    __slots__ = ("cands", "last", "nodes", "order", "origin", "seed_draw", "start", "weights")
 
     def __init__(self, cands: Candidates, nodes: tuple[NodeInfo, ...],
-                 weights: tuple[float, ...] | None, start: int) -> None:
+                 weights: tuple[float, ...] | None, start: int,
+                 origin: _Class | None = None) -> None:
         self.cands = cands
         self.nodes = nodes
         self.weights = weights
+        self.start = start
+        self.origin = origin  # the rotation of the previous node set it continues, if any
         self.last: int | None = None
         # The seeded random state before and after drawing this rotation's start, if it drew.
         self.seed_draw: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
@@ -251,7 +254,13 @@ class RoundRobin(Policy):
                 del last[demand]
             else:
                 last[demand] = memory_last
-        if self._classes.get(demand) is not state:  # its node set changed: counts restarted
+        current = self._classes.get(demand)
+        # A rotation for a newer node set that started after this placement's node, and placed
+        # nothing since (the refresher followed a snapshot between propose and rollback):
+        # restart it as if this placement never happened.
+        restart = (current is not state and current is not None and current.origin is state
+                   and current.order.empty())
+        if current is not state and not restart:  # its node set changed: counts restarted
             return
         state.order.untake(i)
         if state.last == i:
@@ -260,6 +269,9 @@ class RoundRobin(Policy):
             del self._classes[demand]
             if state.seed_draw is not None and self._random.getstate() == state.seed_draw[1]:
                 self._random.setstate(state.seed_draw[0])  # and the seed's draw is undone too
+        elif restart:
+            assert current is not None  # restart implies a current rotation
+            self._classes[demand] = self._class_for(current.cands, demand, state)
 
     def _class_for(self, cands: Candidates, demand: Demand, old: _Class | None) -> _Class:
         nodes = cands.fitting(demand)
@@ -269,6 +281,10 @@ class RoundRobin(Policy):
             return old
         if old is not None and old.last is not None:  # the node set changed: continue after ours
             start = bisect.bisect_right(nodes, old.nodes[old.last].order_key, key=BY_ORDER)
+        elif old is not None:  # it placed nothing yet: start where it would have started
+            start = bisect.bisect_left(nodes, old.nodes[old.start].order_key, key=BY_ORDER)
+            if start == len(nodes):
+                start = 0
         elif self.seed is not None:
             before = self._random.getstate()
             start = self._random.randrange(len(nodes))
@@ -279,7 +295,9 @@ class RoundRobin(Policy):
             start = bisect.bisect_right(nodes, self.memory.last[demand], key=BY_ORDER)
         else:
             start = 0
-        return _Class(cands, nodes, weights, start)
+        if old is not None:
+            old.origin = None  # keep one step of history, not a chain of every node set
+        return _Class(cands, nodes, weights, start, old)
 
     def _weights_of(self, snapshot: ClusterSnapshot,
                     nodes: tuple[NodeInfo, ...]) -> tuple[float, ...]:
