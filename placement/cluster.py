@@ -112,6 +112,7 @@ class SnapshotCache:
         self._retired: ClusterSnapshot | None = None
         self._read_at = 0.0
         self._followers: weakref.WeakSet[Follower] = weakref.WeakSet()
+        self._followers_lock = threading.Lock()  # a WeakSet cannot be copied while it grows
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.reads = 0  # how many times the cluster was actually read (benchmarks report it)
@@ -143,7 +144,8 @@ class SnapshotCache:
     def follow(self, follower: Follower) -> None:
         """Bring ``follower`` up to every new snapshot before ``get()`` returns it. Held weakly:
         a policy nobody uses any more drops out by itself."""
-        self._followers.add(follower)
+        with self._followers_lock:
+            self._followers.add(follower)
 
     def invalidate(self) -> None:
         """Make the next ``get()`` read the cluster (the snapshot stays, as the base the next
@@ -158,9 +160,12 @@ class SnapshotCache:
         return thread is not None and thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """End the background refresher and wait for it (at most ``timeout`` s). Idempotent."""
-        thread = self._thread
-        self._stop.set()
+        """End the background refresher for good (``get()`` then reads on its ttl, as a cache
+        without one) and wait for it, at most ``timeout`` s. Idempotent."""
+        with self._publishing:
+            self.background = False
+            thread = self._thread
+            self._stop.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
@@ -169,7 +174,7 @@ class SnapshotCache:
 
     def _start(self) -> None:
         with self._publishing:
-            if self._thread is not None or not self._connected():
+            if self._thread is not None or not self.background or not self._is_connected():
                 return
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, args=(self._stop,),
@@ -180,7 +185,7 @@ class SnapshotCache:
         next_read = time.monotonic() + self.ttl
         try:
             while not stop.wait(min(self.POLL, self.ttl) or self.POLL):
-                if not self._connected():
+                if not self._is_connected():
                     self.invalidate()  # the next connection may be another cluster
                     return
                 if time.monotonic() < next_read:
@@ -198,6 +203,12 @@ class SnapshotCache:
                 if self._thread is threading.current_thread():
                     self._thread = None
 
+    def _is_connected(self) -> bool:
+        try:
+            return bool(self._connected())
+        except Exception:  # noqa: BLE001 - a check that fails is a connection that is gone
+            return False
+
     def _advance(self) -> None:
         """Read a new snapshot (by difference from the current one), bring the followers up to
         it, then publish it, unless a newer one was published while this one was read."""
@@ -206,7 +217,9 @@ class SnapshotCache:
             current = self._snapshot
             if current is not None and current.version > snapshot.version:
                 return
-            for follower in list(self._followers):
+            with self._followers_lock:
+                followers = list(self._followers)
+            for follower in followers:
                 try:
                     follower.follow(snapshot)
                 except Exception:  # noqa: BLE001, S110 - its own next decision raises it again

@@ -574,3 +574,160 @@ def test_placements_read_the_cluster_once_and_the_refresher_ends_with_ray(local_
     counts = Counter(ran)
     assert len(counts) == SESSION_NODES and max(counts.values()) - min(counts.values()) <= 1
     assert report["alive_before"] and report["left"] == []
+
+
+# -- reproductions from an adversarial review ------------------------------------------------------
+
+def test_candidates_follow_while_another_policy_adds_a_demand(monkeypatch):
+    """Policies share candidates: one may ask for a new demand while another follows them to a
+    newer snapshot (another thread in real use; here, from inside the update itself)."""
+    table = Table([(4, False)] * 3)
+    snap = ClusterSnapshot.from_ray(table.read())
+    cands = Candidates.of(snap, RESOURCE)
+    cands.fitting(Demand({"CPU": 1}))
+    table.apply(("join", 3, 4, False, False))
+    newer = ClusterSnapshot.from_ray(table.read(), previous=snap)
+    from placement.snapshot import NodeInfo
+
+    original, asked = NodeInfo.fits, []
+
+    def fits(node, demand):
+        if not asked:
+            asked.append(demand)
+            cands.fitting(Demand({"CPU": 0.5}))  # a new demand, mid-update
+        return original(node, demand)
+
+    monkeypatch.setattr(NodeInfo, "fits", fits)
+    followed = cands.follow(newer)
+    monkeypatch.undo()
+    assert asked and followed.nodes == Candidates(newer, RESOURCE).nodes
+
+
+def test_followers_can_register_while_the_cache_refreshes():
+    import sys
+
+    cache = SnapshotCache(ttl=60, reader=Reader())
+    keep = [RoundRobin() for _ in range(500)]
+    for policy in keep:
+        cache.follow(policy)
+    stop, errors = threading.Event(), []
+
+    def register():
+        while not stop.is_set():
+            policy = RoundRobin()
+            keep.append(policy)
+            cache.follow(policy)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    registrar = threading.Thread(target=register)
+    registrar.start()
+    try:
+        for _ in range(60):
+            try:
+                cache.refresh()
+            except RuntimeError as error:
+                errors.append(repr(error))
+    finally:
+        stop.set()
+        registrar.join(10)
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
+def test_a_follow_racing_a_decision_is_not_lost(monkeypatch):
+    def node(i, alive=True):
+        return {"id": f"id{i}", "label": f"node{i}", "alive": alive}
+
+    s1 = ClusterSnapshot.from_dicts([node(0), node(1)])
+    s2 = ClusterSnapshot.from_dicts([node(0), node(1), node(2)], previous=s1)
+    s3 = ClusterSnapshot.from_dicts([node(0), node(1, alive=False), node(2)], previous=s2)
+    policy = RoundRobin()
+    policy.decide(s1)
+    entered, go_on = threading.Event(), threading.Event()
+    original = Candidates.follow
+
+    def slow_follow(self, newer):  # holds the window between building and installing open
+        if newer is s3 and threading.current_thread().name == "follower":
+            entered.set()
+            go_on.wait(5)
+        return original(self, newer)
+
+    monkeypatch.setattr(Candidates, "follow", slow_follow)
+    follower = threading.Thread(target=policy.follow, args=(s3,), name="follower")
+    follower.start()
+    assert entered.wait(5)
+    policy.decide(s2)  # a decision moves the candidates to s2 meanwhile
+    go_on.set()
+    follower.join(5)
+    monkeypatch.undo()
+    assert "node1" not in [policy.decide(s2).node_name for _ in range(6)]
+
+
+def test_a_rollback_after_a_followed_refresh_leaves_no_trace():
+    from placement.policies.round_robin import RotationMemory
+
+    s1 = ClusterSnapshot.from_dicts([{"id": f"id{i}", "label": f"node{i}"} for i in range(4)])
+    s2 = ClusterSnapshot.from_dicts([{"id": f"id{i}", "label": f"node{i}"} for i in range(5)],
+                                    previous=s1)
+
+    def run(fail, seed):
+        policy = RoundRobin(seed=seed)
+        policy.memory = RotationMemory()
+        policy.decide(s1)
+        if fail:
+            failed = policy.propose(s1)
+        policy.follow(s2)
+        if fail:
+            policy.rollback(failed)
+        return [policy.decide(s2).node_name for _ in range(6)]
+
+    for seed in (None, 3):
+        assert run(True, seed) == run(False, seed)
+
+
+def test_a_seeded_round_robin_does_not_depend_on_how_often_it_was_followed():
+    def snap(n, previous=None):
+        return ClusterSnapshot.from_dicts([{"id": f"id{i}", "label": f"node{i}"}
+                                           for i in range(n)], previous=previous)
+
+    t1 = snap(4)
+    t2 = snap(5, t1)
+    t3 = snap(6, t2)
+
+    def run(follows):
+        policy = RoundRobin(seed=7)
+        first = [policy.decide(t1).node_name for _ in range(2)]
+        for snapshot in follows:
+            policy.follow(snapshot)
+        return first + [policy.decide(t3).node_name for _ in range(6)]
+
+    assert run([]) == run([t3]) == run([t2, t3])
+
+
+def test_node_ids_beyond_any_character_are_found_by_label():
+    first = ClusterSnapshot.from_dicts([{"id": "\U0010ffff\U0010ffff", "label": "node0"}])
+    changed = ClusterSnapshot.from_dicts(
+        [{"id": "\U0010ffff\U0010ffff", "label": "node0", "resources": {"CPU": 2}}],
+        previous=first)
+    assert changed.by_label["node0"].cpus == 2
+
+
+def test_a_ray_refresh_never_reuses_nodes_of_a_snapshot_built_from_dicts():
+    given = ClusterSnapshot.from_dicts([{"id": "a", "label": "worker", "is_head": True}])
+    record = {"NodeID": "a", "Alive": True, "NodeManagerAddress": "",
+              "Resources": {"worker": 1000.0}, "Labels": {}}
+    refreshed = ClusterSnapshot.from_ray([record], previous=given)
+    same_snapshot(refreshed, ClusterSnapshot.from_ray([record]))
+
+
+@pytest.mark.parametrize("shape", [
+    {"Labels": None}, {"Labels": {}}, {"NodeManagerAddress": None}, {"Alive": 1},
+    {"Resources": None},
+])
+def test_odd_record_shapes_still_reuse_unchanged_nodes(shape):
+    record = {**ray_record(0, label="node0"), **shape}
+    first = ClusterSnapshot.from_ray([dict(record)])
+    again = ClusterSnapshot.from_ray([dict(record)], previous=first)
+    assert again.nodes[0] is first.nodes[0] and again.diff.added == ()
+    same_snapshot(again, ClusterSnapshot.from_ray([dict(record)]))
