@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
@@ -122,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small batches (CI)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     rows = run(args.quick)
     print(tabulate([[r["contender"], r["value"], r["unit"], r["note"]] for r in rows],
                    headers=["policy @ nodes", "value", "unit", "note"]))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
     return 0
 
 

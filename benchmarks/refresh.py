@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from decide import reference_ns  # benchmarks/ is on the path: run as a script or from run.py
 from tabulate import tabulate
 
 from placement.cluster import SnapshotCache
@@ -276,6 +277,9 @@ def run(quick: bool = False, rounds: int = 9) -> list[dict[str, Any]]:
         add(f"decision beside the refresher, 99.9th percentile @ {n:,}",
             t["99.9th percentile (us)"], "us", note)
         add(f"decision beside the refresher, slowest @ {n:,}", t["slowest (ms)"], "ms", note)
+    rows.append({"benchmark": "refresh", "contender": "reference: an empty Python function call",
+                 "value": round(reference_ns(), 1), "unit": "ns",
+                 "note": "this machine's speed during the run"})
     return rows
 
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,13 @@ def ray_cluster(local_cluster):
         yield local_cluster
     finally:
         ray.shutdown()
+        # The snapshot refresher must not outlive the connection (it looks every 0.1 s).
+        refreshers = [t for t in threading.enumerate()
+                      if t.name == "placement-snapshot-refresher"]
+        for thread in refreshers:
+            thread.join(2.0)
+        left = [t.name for t in refreshers if t.is_alive()]
+        assert not left, f"{left} still running 2 s after ray.shutdown()"
 
 
 _RAY_FIXTURES = {"local_cluster", "ray_cluster"}
