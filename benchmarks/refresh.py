@@ -36,7 +36,7 @@ from tabulate import tabulate
 
 from placement.cluster import SnapshotCache
 from placement.policies import AntiAffinity, Candidates, Demand, Packing, Request, RoundRobin
-from placement.policies.decision import RESOURCE
+from placement.policies.decision import AUTO
 from placement.snapshot import ClusterSnapshot
 
 SIZES = (1_000, 10_000, 100_000)
@@ -97,7 +97,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def candidates_from_scratch(snapshot: ClusterSnapshot) -> Candidates:
-    cands = Candidates(snapshot, RESOURCE)
+    cands = Candidates(snapshot, AUTO)
     cands.fitting(DEMAND)  # as the incremental contender updates it
     return cands
 
@@ -111,7 +111,7 @@ def bench_refresh(n: int, rounds: int) -> dict[str, Any]:
     fake = FakeCluster(n)
     records = fake.read()
     snap = ClusterSnapshot.from_ray(records)
-    cands = Candidates(snap, RESOURCE)
+    cands = Candidates(snap, AUTO)
     cands.fitting(DEMAND)
     policies = [RoundRobin(), AntiAffinity(max_per_node=10**9), Packing()]
     for policy in policies:

@@ -16,7 +16,7 @@ from collections import Counter
 import ray
 
 import placement
-from placement import AntiAffinity, Local, PlacementError, RoundRobin
+from placement import Affinity, AntiAffinity, Local, Packing, PlacementError, RoundRobin
 
 
 @ray.remote(num_cpus=0)
@@ -72,10 +72,28 @@ def main(state_dir: str) -> int:
 
     out["local"] = ray.get(parent.remote(), timeout=120)
     try:
-        RoundRobin().place(where).remote()
+        RoundRobin(backend="resource").place(where).remote()
         out["resource_backend"] = "placed"
     except PlacementError as refusal:
         out["resource_backend"] = refusal.rule
+
+    # No setup, no backend named: every policy's default works on this cluster by node id.
+    spread = RoundRobin().place(where)
+    decided = [spread.submit() for _ in range(2 * len(snap.live))]
+    out["auto_round_robin"] = Counter(ray.get([ref for ref, _ in decided], timeout=120))
+    out["auto_backends"] = sorted({decision.backend for _, decision in decided})
+    apart = AntiAffinity()
+    spread_replicas = [apart.place(Replica).remote() for _ in range(len(snap.live))]
+    out["auto_replicas"] = ray.get([r.node.remote() for r in spread_replicas], timeout=120)
+    for actor in spread_replicas:
+        ray.kill(actor)
+    pack = Packing()
+    groups = {g: ray.get([pack.place(where, group=g).remote() for _ in range(3)], timeout=120)
+              for g in ("a", "b")}
+    out["auto_groups"] = {g: sorted(set(nodes)) for g, nodes in groups.items()}
+    follow = Affinity()
+    out["auto_affinity"] = sorted(set(ray.get([follow.place(where).remote() for _ in range(4)],
+                                              timeout=120)))
     print(json.dumps(out))
     ray.shutdown()
     return 0

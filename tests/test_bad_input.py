@@ -87,7 +87,7 @@ CASES = [
      lambda: ClusterSpec(nodes=1, extra_resources={"accel": 0.5}).validate(),
      LocalClusterError, "whole number"),
     # cluster contents
-    ("no labelled nodes", lambda: RoundRobin().decide(NO_LABELS),
+    ("no labelled nodes", lambda: RoundRobin(backend="resource").decide(NO_LABELS),
      PlacementError, "start_cluster.sh 4"),
     ("no live nodes", lambda: RoundRobin().decide(ClusterSnapshot.from_dicts([])), PlacementError,
      "start a cluster"),

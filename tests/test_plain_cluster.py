@@ -48,3 +48,16 @@ def test_local_children_stay_on_their_parents_node(plain):
 
 def test_the_resource_backend_refuses_a_plain_cluster_and_names_the_fix(plain):
     assert plain["resource_backend"] == errors.NO_LABELLED_NODES
+
+
+def test_every_policy_works_by_default_on_a_cluster_without_setup(plain):
+    """backend="auto": no node<i> resources here, so policies choose nodes by id (read inside
+    the work: it ran where they said)."""
+    nodes = plain["nodes"]
+    assert plain["auto_backends"] == ["node_id"]
+    assert sorted(plain["auto_round_robin"]) == nodes
+    assert set(plain["auto_round_robin"].values()) == {2}  # two rounds, evenly
+    assert sorted(plain["auto_replicas"]) == nodes  # one replica on every node
+    a, b = plain["auto_groups"]["a"], plain["auto_groups"]["b"]
+    assert len(a) == 1 and len(b) == 1 and a != b  # each group together, the groups apart
+    assert len(plain["auto_affinity"]) == 1 and plain["auto_affinity"][0] in nodes

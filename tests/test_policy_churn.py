@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from placement import errors
 from placement.errors import PlacementError
 from placement.policies import (
+    AUTO,
     NODE_ID,
     RESOURCE,
     AntiAffinity,
@@ -78,6 +79,8 @@ class Cluster:
         return snap
 
     def fitting(self, snap: ClusterSnapshot, demand: Demand, backend: str) -> list[str]:
+        if backend == AUTO:  # the resource backend while every live node has its node<i>
+            backend = RESOURCE if all(n.label in n.total for n in snap.live) else NODE_ID
         nodes = snap.placeable if backend == RESOURCE else snap.live
         return [n.node_id for n in nodes if all(n.total.get(k, 0) >= v for k, v in demand)]
 
@@ -181,7 +184,7 @@ def run_scenario(policy, cluster: Cluster, steps, backend, on_commit, on_release
 
 
 @CORE
-@given(scenarios(), st.sampled_from([RESOURCE, NODE_ID]))
+@given(scenarios(), st.sampled_from([AUTO, RESOURCE, NODE_ID]))
 def test_round_robin_balances_each_demand_over_its_nodes_under_churn(scenario, backend):
     cluster, steps = scenario
     policy = RoundRobin(backend=backend)
@@ -212,7 +215,7 @@ def test_weighted_round_robin_keeps_each_node_within_one_of_its_share(scenario, 
         return node.cpus if weights == "capacity" else node.total.get(node.label, 0.0)
 
     def on_commit(snap, demand, decision):
-        fitting = [(i, weight(snap.by_id[i])) for i in cluster.fitting(snap, demand, RESOURCE)]
+        fitting = [(i, weight(snap.by_id[i])) for i in cluster.fitting(snap, demand, AUTO)]
         if demand not in epoch or epoch[demand][0] != fitting:
             epoch[demand] = (fitting, Counter())
         counts = epoch[demand][1]
@@ -222,10 +225,10 @@ def test_weighted_round_robin_keeps_each_node_within_one_of_its_share(scenario, 
             assert abs(counts[node_id] - placed * w / total) < 1 + 1e-9
 
     def on_refusal(snap, request, refusal):  # refused only when no fitting node has weight
-        fitting = cluster.fitting(snap, request.demand, RESOURCE)
+        fitting = cluster.fitting(snap, request.demand, AUTO)
         assert not fitting or not any(weight(snap.by_id[i]) > 0 for i in fitting), refusal
 
-    run_scenario(policy, cluster, steps, RESOURCE, on_commit, on_refusal=on_refusal)
+    run_scenario(policy, cluster, steps, AUTO, on_commit, on_refusal=on_refusal)
 
 
 @pytest.mark.parametrize("kind", ["plain", "capacity", "anti", "pack"])
@@ -303,7 +306,7 @@ def test_anti_affinity_never_exceeds_its_cap_and_refuses_exactly_when_full(scena
 
     def on_commit(snap, demand, decision):
         key = decision.node.node_id if topology is None else decision.node.labels["zone"]
-        fitting = {domain(snap, n) for n in cluster.fitting(snap, demand, RESOURCE)}
+        fitting = {domain(snap, n) for n in cluster.fitting(snap, demand, AUTO)}
         assert held[key] == min(held[d] for d in fitting), "not the least-used domain"
         held[key] += 1
         assert held[key] <= cap
@@ -313,13 +316,13 @@ def test_anti_affinity_never_exceeds_its_cap_and_refuses_exactly_when_full(scena
         held[key] -= 1
 
     def on_refusal(snap, request, refusal):
-        fitting = {domain(snap, n) for n in cluster.fitting(snap, request.demand, RESOURCE)}
+        fitting = {domain(snap, n) for n in cluster.fitting(snap, request.demand, AUTO)}
         if refusal.rule == errors.SPREAD_EXHAUSTED:
             assert all(held[d] >= cap for d in fitting)
         else:
             assert not fitting, refusal
 
-    run_scenario(policy, cluster, steps, RESOURCE, on_commit, on_release, on_refusal)
+    run_scenario(policy, cluster, steps, AUTO, on_commit, on_release, on_refusal)
 
 
 @CORE
@@ -346,10 +349,10 @@ def test_packing_keeps_live_groups_together_and_apart(scenario):
     def on_refusal(snap, request, refusal):
         if refusal.rule == errors.GROUPS_EXHAUSTED:
             taken = {node_of[g] for g, n in members.items() if n}
-            assert set(cluster.fitting(snap, request.demand, RESOURCE)) <= taken
+            assert set(cluster.fitting(snap, request.demand, AUTO)) <= taken
             assert not members[request.group]
 
-    committed = run_scenario(policy, cluster, steps, RESOURCE, on_commit, on_release, on_refusal)
+    committed = run_scenario(policy, cluster, steps, AUTO, on_commit, on_release, on_refusal)
     live_groups = {g for g, n in members.items() if n}
     assert {d.group for d in committed} >= live_groups
 

@@ -21,7 +21,7 @@ from placement import (
     errors,
 )
 from placement.naming import LABEL_KEY
-from placement.policies.decision import BACKENDS, LABEL, NODE_ID, RESOURCE
+from placement.policies.decision import AUTO, BACKENDS, LABEL, NODE_ID, RESOURCE
 
 settings.register_profile("placement", deadline=None, max_examples=60,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -63,6 +63,9 @@ def clusters(draw, min_nodes: int = 1, max_nodes: int = 200):
             "labels": labels,
             "resources": {"CPU": cpus},
         })
+    # auto: the resource backend's nodes when every live node is labelled, else node ids
+    everyone = expected[RESOURCE] and len(expected[RESOURCE]) == len(expected[NODE_ID])
+    expected[AUTO] = expected[RESOURCE] if everyone else expected[NODE_ID]
     snap = ClusterSnapshot.from_dicts(nodes)
     _EXPECTED[snap.version] = {backend: [node_id for _, node_id in sorted(found)]
                                for backend, found in expected.items()}
@@ -72,7 +75,7 @@ def clusters(draw, min_nodes: int = 1, max_nodes: int = 200):
 _EXPECTED: dict[int, dict[str, list[str]]] = {}
 
 
-def candidates(snap: ClusterSnapshot, backend: str = RESOURCE):
+def candidates(snap: ClusterSnapshot, backend: str = AUTO):
     """The nodes ``backend`` may target in a generated snapshot, as the generator drew them
     (labelled ones in label-number order)."""
     return [snap.by_id[node_id] for node_id in _EXPECTED[snap.version][backend]]
@@ -116,7 +119,7 @@ def test_round_robin_places_only_where_demand_fits_and_refuses_exactly_when_none
 
 @given(clusters(max_nodes=60), st.data())
 def test_weighted_round_robin_keeps_every_node_within_one_of_its_share(snap, data):
-    cands = candidates(snap)
+    cands = candidates(snap, RESOURCE)  # labelled nodes
     assume(cands)
     chosen = data.draw(st.lists(st.sampled_from(cands), min_size=1, unique_by=lambda n: n.node_id))
     weights = {n.label: data.draw(st.floats(0.01, 100)) for n in chosen}
@@ -252,7 +255,7 @@ def test_affinity_without_target_follows_its_first_choice(snap, k, backend):
 
 @given(clusters(), st.data())
 def test_affinity_to_a_label_or_id(snap, data):
-    cands = candidates(snap)
+    cands = candidates(snap, RESOURCE)  # labelled nodes
     assume(cands)
     node = data.draw(st.sampled_from(cands))
     assert {d.node.node_id for d in run(Affinity(node.label), snap, 5)} == {node.node_id}
@@ -297,7 +300,7 @@ def test_refusal_when_no_candidate_node(snap, policy_type, backend):
     policy = policy_type(backend=backend)
     kwargs = {"group": "g"} if policy.needs_group else {}
     caller = no_labels.live[0].node_id if no_labels.live else "x" * 56
-    if backend == NODE_ID and no_labels.live:
+    if backend in (NODE_ID, AUTO) and no_labels.live:  # auto: node ids on such a cluster
         assert policy.decide(no_labels, caller_node_id=caller, **kwargs).node.alive
         return
     with pytest.raises(PlacementError) as refusal:

@@ -19,6 +19,7 @@ from placement import errors
 from placement.cluster import SnapshotCache
 from placement.errors import PlacementError
 from placement.policies import (
+    AUTO,
     LABEL,
     NODE_ID,
     RESOURCE,
@@ -215,7 +216,7 @@ def attempt(call, *args):
 
 
 @PROPERTY
-@given(tables, change_lists, st.sampled_from([RESOURCE, NODE_ID, LABEL]),
+@given(tables, change_lists, st.sampled_from([AUTO, RESOURCE, NODE_ID, LABEL]),
        st.sampled_from([None, 0.001, 600.0, 2000.0]), st.lists(st.sampled_from(DEMANDS)))
 def test_followed_candidates_are_exactly_fresh_ones(table, rounds, backend, pin, asked):
     snap = ClusterSnapshot.from_ray(table.read())
@@ -237,6 +238,7 @@ def test_followed_candidates_are_exactly_fresh_ones(table, rounds, backend, pin,
             cands = None
             continue
         assert followed is not None
+        assert followed.backend == fresh.backend  # auto: the same resolution
         assert followed.nodes == fresh.nodes
         assert followed.by_id == fresh.by_id
         for demand in DEMANDS:
@@ -731,3 +733,19 @@ def test_odd_record_shapes_still_reuse_unchanged_nodes(shape):
     again = ClusterSnapshot.from_ray([dict(record)], previous=first)
     assert again.nodes[0] is first.nodes[0] and again.diff.added == ()
     same_snapshot(again, ClusterSnapshot.from_ray([dict(record)]))
+
+
+def test_auto_uses_node_resources_on_a_labelled_cluster_and_node_ids_on_any_other():
+    table = Table([(2, False)] * 3)  # labelled node0..node2 (resource and Ray label)
+    snap = ClusterSnapshot.from_ray(table.read())
+    policy = RoundRobin()
+    assert policy.decide(snap).backend == RESOURCE
+    table.apply(("join", 99, 2, False, False))  # a node started with plain `ray start`
+    snap = ClusterSnapshot.from_ray(table.read(), previous=snap)
+    policy.follow(snap)
+    decisions = [policy.decide(snap) for _ in range(4)]
+    assert {d.backend for d in decisions} == {NODE_ID}
+    assert len({d.node.node_id for d in decisions}) == 4  # the new node is used too
+    table.apply(("forget", len(table.records) - 1))  # it leaves again: back to resources
+    snap = ClusterSnapshot.from_ray(table.read(), previous=snap)
+    assert policy.decide(snap).backend == RESOURCE

@@ -16,7 +16,7 @@ from __future__ import annotations
 from .affinity import Affinity, Local
 from .base import Fallback, Policy
 from .candidates import Candidates
-from .decision import BACKENDS, LABEL, NODE_ID, RESOURCE, Decision, node_name
+from .decision import AUTO, BACKENDS, LABEL, NODE_ID, RESOURCE, Decision, node_name
 from .packing import Packing
 from .plan import Plan
 from .request import Demand, Request, make_request
@@ -24,6 +24,7 @@ from .round_robin import RoundRobin
 from .spread import AntiAffinity
 
 __all__ = [
+    "AUTO",
     "BACKENDS",
     "LABEL",
     "NODE_ID",

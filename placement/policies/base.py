@@ -29,8 +29,8 @@ from ..errors import PlacementError
 from ..snapshot import ClusterSnapshot, NodeInfo
 from .candidates import Candidates
 from .decision import (
+    AUTO,
     DEFAULT_PIN_AMOUNT,
-    RESOURCE,
     Decision,
     check_backend,
     check_pin_amount,
@@ -51,7 +51,7 @@ _SUBMIT_LAYER = "placement.handle"
 class Policy(abc.ABC):
     """Base of all policies: configuration, candidates, locking, and the transaction."""
 
-    default_backend = RESOURCE
+    default_backend = AUTO
     needs_group = False
     needs_caller = False
     # Whether committed placements stay in the ledger until released (AntiAffinity, Packing);
@@ -76,6 +76,7 @@ class Policy(abc.ABC):
         self.cache = cache
         self._lock = threading.RLock()
         self._candidates: Candidates | None = None
+        self._backend_now = self.backend  # what decisions tell Ray: auto resolved per snapshot
         self._newest: ClusterSnapshot | None = None
         self._open: dict[int, Hold] = {}  # proposed, not yet committed or rolled back
         self._committed: dict[int, Hold] = {}  # committed and not released (if releases)
@@ -240,7 +241,7 @@ class Policy(abc.ABC):
             except PlacementError:  # no candidate now: the next decision refuses, on newest
                 self._candidates = None
                 return
-            self._candidates = newer
+            self._candidates, self._backend_now = newer, newer.backend
             self._follow(newer)
 
     def _candidates_for(self, snapshot: ClusterSnapshot) -> Candidates:
@@ -253,11 +254,12 @@ class Policy(abc.ABC):
             return cands
         self._newest, self._candidates = snapshot, None
         if cands is not None:  # by the difference, when refreshed from the one it had
-            self._candidates = cands = cands.follow(snapshot)  # raises: none fits
-            return cands
-        # Soft placements never pin a resource (options.py): only hard ones check the pin.
-        pin = None if self.soft else self.pin_amount
-        self._candidates = cands = Candidates.of(snapshot, self.backend, pin)  # raises: none fits
+            cands = cands.follow(snapshot)  # raises: none fits
+        else:
+            # Soft placements never pin a resource (options.py): only hard ones check the pin.
+            pin = None if self.soft else self.pin_amount
+            cands = Candidates.of(snapshot, self.backend, pin)  # raises: none fits
+        self._candidates, self._backend_now = cands, cands.backend
         return cands
 
     def _newest_of(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
@@ -273,7 +275,7 @@ class Policy(abc.ABC):
         if name is None:  # repr once: decisions are on the submit path
             name = self._name = repr(self)
         # tuple.__new__ directly: a NamedTuple's own constructor costs about 0.3 us more.
-        return _new_decision((node, reason, name, self.backend, self.soft, self.pin_amount,
+        return _new_decision((node, reason, name, self._backend_now, self.soft, self.pin_amount,
                               fallback, group, next_ticket()))
 
     # -- using ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from .. import errors
 from ..errors import PlacementError
 from ..naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
 from ..snapshot import BY_ORDER, ClusterSnapshot, NodeInfo, patch_sorted
-from .decision import DEFAULT_PIN_AMOUNT, LABEL, RESOURCE, node_name
+from .decision import AUTO, DEFAULT_PIN_AMOUNT, LABEL, NODE_ID, RESOURCE, node_name
 from .request import Demand
 
 
@@ -30,6 +30,10 @@ class Candidates:
     must fit every candidate's label resource: a pin above a node's ``node<i>`` total would wait
     forever in Ray, so it is refused here rather than that node being left out unsaid.
 
+    ``backend="auto"`` resolves per snapshot: ``backend`` is then "resource" when every live node
+    carries its ``node<i>`` resource (a cluster the toolkit labelled), else "node_id" (any Ray
+    cluster); ``asked`` keeps what was asked for.
+
     ``follow(newer)`` gives the candidates of a refreshed snapshot by its difference: what a new
     ``Candidates(newer, ...)`` gives, at the cost of the nodes that changed.
     """
@@ -37,8 +41,14 @@ class Candidates:
     def __init__(self, snapshot: ClusterSnapshot, backend: str,
                  pin_amount: float | None = DEFAULT_PIN_AMOUNT) -> None:
         self.snapshot = snapshot
-        self.backend = backend
+        self.asked = backend
         self.pin_amount = pin_amount
+        # Live nodes without their node<i> resource: while there are none, auto means resource.
+        self._unlabelled = sum(1 for n in snapshot.live if not _has_label_resource(n)) \
+            if backend == AUTO else 0
+        if backend == AUTO:
+            backend = NODE_ID if self._unlabelled or not snapshot.live else RESOURCE
+        self.backend = backend
         if backend == RESOURCE:
             nodes = [n for n in snapshot.placeable if n.label in n.total]
             if pin_amount is not None and nodes:
@@ -63,7 +73,7 @@ class Candidates:
         candidates of an earlier snapshot) by the difference when the snapshot was refreshed from
         base's."""
         def build() -> Candidates:
-            if base is not None and base.backend == backend and base.pin_amount == pin_amount:
+            if base is not None and base.asked == backend and base.pin_amount == pin_amount:
                 return base._followed(snapshot)
             return cls(snapshot, backend, pin_amount)
         return snapshot.derived((Candidates, backend, pin_amount), build)
@@ -73,7 +83,7 @@ class Candidates:
         if not node.alive:
             return False
         if self.backend == RESOURCE:
-            return node.label is not None and node.label in node.total
+            return _has_label_resource(node)
         if self.backend == LABEL:
             return node.label is not None and node.labels.get(LABEL_KEY) == node.label
         return True
@@ -116,12 +126,19 @@ class Candidates:
         >>> [node_name(n) for n in Candidates(old, RESOURCE).follow(new).nodes]
         ['node0', 'node2']
         """
-        return Candidates.of(newer, self.backend, self.pin_amount, self)
+        return Candidates.of(newer, self.asked, self.pin_amount, self)
 
     def _followed(self, newer: ClusterSnapshot) -> Candidates:
         diff = newer.diff
         if diff is None or diff.base_version != self.snapshot.version:
-            return Candidates(newer, self.backend, self.pin_amount)
+            return Candidates(newer, self.asked, self.pin_amount)
+        unlabelled = self._unlabelled
+        if self.asked == AUTO:
+            unlabelled += (sum(1 for n in diff.added if n.alive and not _has_label_resource(n))
+                           - sum(1 for n in diff.removed
+                                 if n.alive and not _has_label_resource(n)))
+            if (NODE_ID if unlabelled or not newer.live else RESOURCE) != self.backend:
+                return Candidates(newer, AUTO, self.pin_amount)  # auto changed its mind
         by_id = self.by_id
         removed = [n for n in diff.removed if by_id.get(n.node_id) is n]
         added = [n for n in diff.added if self.targets(n)]
@@ -129,6 +146,7 @@ class Candidates:
             check_pin_fits(self.pin_amount, added, newer.label_prefix)
         twin = object.__new__(Candidates)
         twin.snapshot, twin.backend, twin.pin_amount = newer, self.backend, self.pin_amount
+        twin.asked, twin._unlabelled = self.asked, unlabelled
         if not removed and not added:
             twin.nodes, twin.by_id, twin._fitting = self.nodes, by_id, dict(self._fitting)
             return twin
@@ -150,6 +168,10 @@ class Candidates:
 
 
 _BY_ID = attrgetter("node_id")
+
+
+def _has_label_resource(node: NodeInfo) -> bool:
+    return node.label is not None and node.label in node.total
 
 
 def _names(nodes: Sequence[NodeInfo], limit: int = 8) -> str:

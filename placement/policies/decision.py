@@ -10,10 +10,11 @@ from typing import NamedTuple
 
 from ..snapshot import NodeInfo
 
+AUTO = "auto"  # RESOURCE when every live node has its node<i> resource, else NODE_ID
 RESOURCE = "resource"  # {"node3": pin_amount}: hard, needs a labelled node
 NODE_ID = "node_id"  # NodeAffinitySchedulingStrategy(node_id): any live node
 LABEL = "label"  # label_selector={"placement.node": "node3"}: nodes with the Ray label
-BACKENDS = (RESOURCE, NODE_ID, LABEL)
+BACKENDS = (AUTO, RESOURCE, NODE_ID, LABEL)
 
 RAY_RESOURCE_RESOLUTION = 1e-4  # Ray truncates custom resource amounts to this
 DEFAULT_PIN_AMOUNT = 0.001
@@ -26,7 +27,8 @@ next_ticket = _tickets.__next__
 def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(
-            f"unknown backend {backend!r}: use 'resource' (custom resource node<i>, the default), "
+            f"unknown backend {backend!r}: use 'auto' (the default: 'resource' on a cluster whose "
+            "nodes all carry node<i>, else 'node_id'), 'resource' (custom resource node<i>), "
             "'node_id' (NodeAffinitySchedulingStrategy) or 'label' (label_selector)"
         )
     return backend

@@ -156,7 +156,7 @@ class _Class:
         self.cands = cands
         self.nodes = nodes
         self.weights = weights
-        self.start = start
+        self.start = start % len(nodes)  # where the rotation starts, as an index
         self.origin = origin  # the rotation of the previous node set it continues, if any
         self.last: int | None = None
         # The seeded random state before and after drawing this rotation's start, if it drew.
