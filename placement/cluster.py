@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import math
+import os
 import threading
 import time
 import weakref
@@ -231,6 +232,14 @@ class SnapshotCache:
             self._read_at = self._clock()
             self.reads += 1
 
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's refresher thread is not there, nor may its locks be
+        free; start over (the next get() reads and starts a refresher of the child's own)."""
+        self._lock, self._publishing = threading.Lock(), threading.Lock()
+        self._followers_lock = threading.Lock()
+        self._thread = None
+        self._read_at = -math.inf
+
     def _current(self) -> ClusterSnapshot:
         if self._snapshot is None:  # unreachable: every caller stores one first
             raise ClusterNotFoundError("no snapshot was read")
@@ -252,6 +261,7 @@ def _stop_at_exit() -> None:
 
 
 atexit.register(_stop_at_exit)
+os.register_at_fork(after_in_child=_default_cache._after_fork)
 
 
 def default_cache() -> SnapshotCache:

@@ -749,3 +749,23 @@ def test_auto_uses_node_resources_on_a_labelled_cluster_and_node_ids_on_any_othe
     table.apply(("forget", len(table.records) - 1))  # it leaves again: back to resources
     snap = ClusterSnapshot.from_ray(table.read(), previous=snap)
     assert policy.decide(snap).backend == RESOURCE
+
+
+def test_a_forked_child_starts_its_own_refresher():
+    import os
+
+    reader = Reader()
+    cache = SnapshotCache(ttl=0.05, reader=reader, background=True)
+    os.register_at_fork(after_in_child=cache._after_fork)
+    try:
+        cache.get()
+        assert cache.refreshing
+        pid = os.fork()
+        if pid == 0:  # the child: no parent thread, a read of its own, then a refresher
+            ok = not cache.refreshing and cache.get() is not None and cache.refreshing
+            cache.stop()
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        cache.stop()
