@@ -10,6 +10,7 @@ from collections.abc import Sequence
 # Rule names a PlacementError can carry: which feasibility rule refused the request.
 NO_CLUSTER_NODES = "no-live-nodes"
 NO_LABELLED_NODES = "no-labelled-nodes"
+NO_MATCHING_NODES = "no-node-matches"
 UNKNOWN_LABEL = "unknown-label"
 UNKNOWN_NODE = "unknown-node"
 DEAD_NODE = "dead-node"

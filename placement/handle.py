@@ -185,7 +185,8 @@ class PlacedRemote:
             return policy.propose(self._cache.refresh(), request)
 
     def _bound_for(self, decision: Decision) -> Any:
-        node_key = (decision.node.node_id, decision.backend, decision.soft, decision.pin_amount)
+        node_key = (decision.node.node_id, decision.backend, decision.soft, decision.pin_amount,
+                    decision.where)
         bound = self._bound_here.get(node_key)
         if bound is None:
             bound = self._bound_here[node_key] = self._shared_bound(decision, node_key)

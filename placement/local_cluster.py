@@ -19,6 +19,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -105,10 +106,14 @@ class ClusterSpec:
     # False: plain `ray start` nodes, without the node<i> resource and the placement.node label,
     # as on a cluster the toolkit did not set up (tests use it to check policies there).
     labelled: bool = True
+    # Ray labels of node i (``ray start --labels``), e.g. ({"zone": "z1"}, {"zone": "z2"}).
+    node_labels: tuple[dict[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
         object.__setattr__(self, "extra_resources", dict(self.extra_resources or {}))
+        object.__setattr__(self, "node_labels", tuple(dict(labels)
+                                                      for labels in self.node_labels or ()))
 
     def node_address(self, index: int) -> str:
         return str(ipaddress.IPv4Address(self.first_address) + index)
@@ -202,6 +207,13 @@ class ClusterSpec:
                     f"--resources {name!r} must be a whole number >= 1 "
                     f"(Ray truncates node totals), got {amount!r}"
                 )
+        for index, labels in enumerate(self.node_labels):
+            for key, value in labels.items():
+                if (not _RAY_LABEL.fullmatch(str(key)) or not _RAY_LABEL.fullmatch(str(value))
+                        or key == LABEL_KEY or str(key).startswith("ray.io/")):
+                    raise LocalClusterError(
+                        f"node {index}'s label {key!r}={value!r} cannot be given: use letters, "
+                        f"digits, - _ . (not {LABEL_KEY!r} or ray.io/ keys), e.g. zone=z1")
         temp_dir = str(Path(self.state_dir) / RAY_TEMP_SUBDIR)
         if len(temp_dir) > _MAX_TEMP_DIR_CHARS:
             longest = _MAX_TEMP_DIR_CHARS - len(RAY_TEMP_SUBDIR) - 1
@@ -209,6 +221,10 @@ class ClusterSpec:
                 f"state directory {self.state_dir} is too long for Ray's unix sockets (107 bytes): "
                 f"use a --state-dir of at most {longest} characters, e.g. /tmp/pl-1"
             )
+
+
+# A Ray label key or value as local clusters accept them (no prefix/): alphanumeric at both ends.
+_RAY_LABEL = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -464,11 +480,14 @@ def _ray_start_args(spec: ClusterSpec, index: int, address: str) -> list[str]:
         "--object-store-memory", str(spec.object_store_mb * 2**20),
         "--disable-usage-stats",
     ]
+    labels = dict(spec.node_labels[index]) if index < len(spec.node_labels) else {}
     if spec.labelled:
-        args += ["--resources", json.dumps({**spec.extra_resources, label: spec.label_amount}),
-                 "--labels", f"{LABEL_KEY}={label}"]
+        args += ["--resources", json.dumps({**spec.extra_resources, label: spec.label_amount})]
+        labels[LABEL_KEY] = label
     elif spec.extra_resources:
         args += ["--resources", json.dumps(spec.extra_resources)]
+    if labels:
+        args += ["--labels", ",".join(f"{key}={value}" for key, value in labels.items())]
     if index == 0:
         args += ["--head", "--port", str(spec.port),
                  "--include-dashboard", str(spec.dashboard).lower()]

@@ -11,7 +11,9 @@
   nodes: 12 of 16 elsewhere, benchmarks/run.py row "soft"). So a soft placement on a node with the
   ``placement.node`` Ray label uses ``label_selector`` plus a ``fallback_strategy`` to any other
   node (exact in 80 tasks and 16 actors), and soft node affinity only for unlabelled nodes. Ray
-  then runs the work elsewhere when the node is gone.
+  then runs the work elsewhere when the node is gone. A policy's ``where=`` filter goes into the
+  fallback, so the work falls back only to nodes it keeps; an unlabelled node is then named by
+  Ray's ``ray.io/node-id`` label instead of soft node affinity, which could fall back anywhere.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ from .errors import PlacementError
 from .naming import LABEL_KEY
 from .policies.decision import NODE_ID, RESOURCE, Decision
 from .policies.request import Demand
+
+# The label Ray 2.60 gives every node: its id.
+NODE_ID_LABEL = "ray.io/node-id"
 
 # Options a policy sets itself: a user value would contradict it (and Ray rejects
 # placement_group together with scheduling_strategy).
@@ -59,8 +64,10 @@ def check_user_options(options: Mapping[str, Any], kind: str | None = None) -> N
                 errors.BAD_OPTIONS,
                 f"the option {name}= contradicts the placement policy, "
                 "which decides where the work runs",
-                f"drop {name}= from the options, "
-                "or submit without a policy (fn.options(...).remote())",
+                f"drop {name}= from the options"
+                + (", and give the policy where=<the same selector> to keep to those nodes"
+                   if name == "label_selector" else "")
+                + ", or submit without a policy (fn.options(...).remote())",
             )
     _check_names(options, kind)
     resources = options.get("resources")
@@ -173,11 +180,18 @@ def placement_options(decision: Decision) -> dict[str, Any]:
     """Ray options that put work where ``decision`` says."""
     node = decision.node
     if decision.soft:
+        kept = dict(decision.where.selector) if decision.where is not None else {}
         if node.label and node.labels.get(LABEL_KEY) == node.label:
+            elsewhere = {LABEL_KEY: f"!{node.label}"} if LABEL_KEY not in kept else {}
             return {
                 "label_selector": {LABEL_KEY: node.label},
-                "fallback_strategy": [{"label_selector": {LABEL_KEY: f"!{node.label}"}}],
+                "fallback_strategy": [{"label_selector": {**kept, **elsewhere}}],
             }
+        if kept and node.labels.get(NODE_ID_LABEL) == node.node_id:
+            # A filter to keep when falling back: name the node by Ray's own node-id label,
+            # and fall back to the nodes the filter keeps (soft node affinity would go anywhere).
+            return {"label_selector": {NODE_ID_LABEL: node.node_id},
+                    "fallback_strategy": [{"label_selector": kept}]}
         return {"scheduling_strategy": _node_affinity(node.node_id, soft=True)}
     hard = {"scheduling_strategy": _node_affinity(node.node_id, soft=False)}
     if decision.backend == RESOURCE:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections import Counter
 
 import ray
@@ -21,6 +22,7 @@ from placement import Affinity, AntiAffinity, Local, Packing, PlacementError, Ro
 
 @ray.remote(num_cpus=0)
 def where(_: object = None) -> str:
+    time.sleep(0.2)  # long enough that queued one-CPU tasks spill to every node they may
     return ray.get_runtime_context().get_node_id()
 
 
@@ -94,6 +96,31 @@ def main(state_dir: str) -> int:
     follow = Affinity()
     out["auto_affinity"] = sorted(set(ray.get([follow.place(where).remote() for _ in range(4)],
                                               timeout=120)))
+
+    # Label filters (the nodes have zone labels: z1, z2 and none).
+    out["zones"] = {n.node_id: n.labels.get("zone") for n in snap.live}
+    out["node_id_labels"] = all(n.labels.get("ray.io/node-id") == n.node_id for n in snap.live)
+    out["where_z1"] = sorted(set(ray.get(
+        [RoundRobin(where={"zone": "z1"}).place(where).remote() for _ in range(4)], timeout=120)))
+    not_z1 = RoundRobin(where={"zone": "!z1"}).place(where)
+    out["where_not_z1"] = sorted(set(ray.get([not_z1.remote() for _ in range(4)], timeout=120)))
+    # Soft, on an unlabelled node: named by Ray's ray.io/node-id label, falling back inside the
+    # filter (a label selector nobody matches would wait forever: the timeout would say so).
+    soft = RoundRobin(soft=True, where={"zone": "in(z1,z2)"}).place(where)
+    decided = [soft.submit() for _ in range(4)]
+    ran = ray.get([ref for ref, _ in decided], timeout=120)
+    out["where_soft"] = [(d.node.node_id, node) for (_, d), node in zip(decided, ran, strict=True)]
+    # What Ray itself does with "!z1" on a node without the key (the filters assume Kubernetes'
+    # NotIn: it matches), through plain Ray: 12 one-CPU tasks on one-CPU nodes spill over every
+    # node the selector allows.
+    plain_not_z1 = where.options(label_selector={"zone": "!z1"}, num_cpus=1)
+    out["ray_not_z1"] = sorted(set(ray.get([plain_not_z1.remote(i) for i in range(12)],
+                                           timeout=120)))
+    try:
+        RoundRobin(where={"zone": "z9"}).place(where).remote()
+        out["where_z9"] = "placed"
+    except PlacementError as refusal:
+        out["where_z9"] = refusal.rule
     print(json.dumps(out))
     ray.shutdown()
     return 0

@@ -19,7 +19,8 @@ NODES = 3
 def plain():
     state_dir = new_state_dir("plain")
     start_cluster(ClusterSpec(nodes=NODES, state_dir=state_dir, port=free_port(),
-                              first_address="127.0.0.50", cpus_per_node=1, labelled=False))
+                              first_address="127.0.0.50", cpus_per_node=1, labelled=False,
+                              node_labels=({"zone": "z1"}, {"zone": "z2"}, {})))
     try:
         return run_scenarios("plain_scenarios", state_dir, timeout=600)
     finally:
@@ -61,3 +62,20 @@ def test_every_policy_works_by_default_on_a_cluster_without_setup(plain):
     a, b = plain["auto_groups"]["a"], plain["auto_groups"]["b"]
     assert len(a) == 1 and len(b) == 1 and a != b  # each group together, the groups apart
     assert len(plain["auto_affinity"]) == 1 and plain["auto_affinity"][0] in nodes
+
+
+def test_where_filters_hold_on_a_plain_cluster(plain):
+    zones = plain["zones"]
+    by_zone = {zone: sorted(n for n, z in zones.items() if z == zone) for zone in ("z1", "z2")}
+    assert plain["node_id_labels"]  # Ray 2.60 labels every node with its id
+    assert plain["where_z1"] == by_zone["z1"]
+    assert plain["where_not_z1"] == sorted(n for n, z in zones.items() if z != "z1")
+    assert plain["where_z9"] == errors.NO_MATCHING_NODES
+    # soft: each placement ran on the node it chose, inside the filter
+    assert all(chosen == ran for chosen, ran in plain["where_soft"])
+    assert {ran for _, ran in plain["where_soft"]} == set(by_zone["z1"] + by_zone["z2"])
+
+
+def test_ray_treats_a_missing_label_as_satisfying_a_negative_selector(plain):
+    """The fact where= builds on, checked on Ray itself: '!z1' matches a node without 'zone'."""
+    assert plain["ray_not_z1"] == sorted(n for n, z in plain["zones"].items() if z != "z1")

@@ -30,6 +30,7 @@ from placement.policies import (
     Request,
     RoundRobin,
 )
+from placement.policies.selector import LabelFilter
 from placement.snapshot import ClusterSnapshot
 
 from .conftest import SESSION_NODES, run_python
@@ -217,10 +218,12 @@ def attempt(call, *args):
 
 @PROPERTY
 @given(tables, change_lists, st.sampled_from([AUTO, RESOURCE, NODE_ID, LABEL]),
-       st.sampled_from([None, 0.001, 600.0, 2000.0]), st.lists(st.sampled_from(DEMANDS)))
-def test_followed_candidates_are_exactly_fresh_ones(table, rounds, backend, pin, asked):
+       st.sampled_from([None, 0.001, 600.0, 2000.0]), st.lists(st.sampled_from(DEMANDS)),
+       st.sampled_from([None, {"zone": "z1"}, {"zone": "!in(z0,z2)"}]))
+def test_followed_candidates_are_exactly_fresh_ones(table, rounds, backend, pin, asked, where):
+    where = None if where is None else LabelFilter(where)
     snap = ClusterSnapshot.from_ray(table.read())
-    cands, _ = attempt(Candidates, snap, backend, pin)
+    cands, _ = attempt(Candidates, snap, backend, pin, where)
     for changes in rounds:
         for demand in asked:  # fill the per-demand cache the update must patch
             if cands is not None:
@@ -228,7 +231,7 @@ def test_followed_candidates_are_exactly_fresh_ones(table, rounds, backend, pin,
         for change in changes:
             table.apply(change)
         snap = ClusterSnapshot.from_ray(table.read(), previous=snap)
-        fresh, fresh_rule = attempt(Candidates, snap, backend, pin)
+        fresh, fresh_rule = attempt(Candidates, snap, backend, pin, where)
         if cands is None:
             cands = fresh
             continue

@@ -22,7 +22,7 @@ import abc
 import functools
 import importlib
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from ..errors import PlacementError
@@ -38,6 +38,7 @@ from .decision import (
 )
 from .plan import Plan, make_plan
 from .request import DemandLike, Request, make_request
+from .selector import LabelFilter
 
 # What a policy keeps per open placement, to undo it (the policy's own business).
 Hold = Any
@@ -65,10 +66,13 @@ class Policy(abc.ABC):
         backend: str | None = None,
         pin_amount: float = DEFAULT_PIN_AMOUNT,
         cache: Any = None,
+        where: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(soft, bool):
             raise TypeError(f"soft must be True or False, got {soft!r}")
         self.soft = soft
+        # Only nodes whose Ray labels satisfy these conditions are candidates (selector.py).
+        self.where = None if where is None else LabelFilter(where)
         self.backend = check_backend(self.default_backend if backend is None else backend)
         self.pin_amount = check_pin_amount(pin_amount)
         # A SnapshotCache for the submit layer to read (None: the process-wide one). Kept as
@@ -105,7 +109,7 @@ class Policy(abc.ABC):
     def _config(self) -> dict[str, Any]:
         """Constructor arguments, for clone() and repr()."""
         return {"soft": self.soft, "backend": self.backend, "pin_amount": self.pin_amount,
-                "cache": self.cache}
+                "cache": self.cache, "where": None if self.where is None else self.where.selector}
 
     # -- the transaction --------------------------------------------------------------------------
 
@@ -258,7 +262,7 @@ class Policy(abc.ABC):
         else:
             # Soft placements never pin a resource (options.py): only hard ones check the pin.
             pin = None if self.soft else self.pin_amount
-            cands = Candidates.of(snapshot, self.backend, pin)  # raises: none fits
+            cands = Candidates.of(snapshot, self.backend, pin, self.where)  # raises: none fits
         self._candidates, self._backend_now = cands, cands.backend
         return cands
 
@@ -276,7 +280,7 @@ class Policy(abc.ABC):
             name = self._name = repr(self)
         # tuple.__new__ directly: a NamedTuple's own constructor costs about 0.3 us more.
         return _new_decision((node, reason, name, self._backend_now, self.soft, self.pin_amount,
-                              fallback, group, next_ticket()))
+                              fallback, group, next_ticket(), self.where))
 
     # -- using ------------------------------------------------------------------------------------
 
@@ -347,7 +351,8 @@ class Fallback(Policy):
             raise ValueError("Fallback needs at least two policies: first | second")
         first = flat[0]
         super().__init__(soft=first.soft, backend=first.backend, pin_amount=first.pin_amount,
-                         cache=first.cache)
+                         cache=first.cache,
+                         where=None if first.where is None else first.where.selector)
         self.policies = tuple(flat)
         self.needs_group = any(p.needs_group for p in flat)
         self.needs_caller = any(p.needs_caller for p in flat)

@@ -18,9 +18,10 @@ from operator import attrgetter
 from .. import errors
 from ..errors import PlacementError
 from ..naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
-from ..snapshot import BY_ORDER, ClusterSnapshot, NodeInfo, patch_sorted
+from ..snapshot import BY_ORDER, ClusterSnapshot, NodeInfo, SnapshotDiff, patch_sorted
 from .decision import AUTO, DEFAULT_PIN_AMOUNT, LABEL, NODE_ID, RESOURCE, node_name
 from .request import Demand
+from .selector import LabelFilter
 
 
 class Candidates:
@@ -39,24 +40,33 @@ class Candidates:
     """
 
     def __init__(self, snapshot: ClusterSnapshot, backend: str,
-                 pin_amount: float | None = DEFAULT_PIN_AMOUNT) -> None:
+                 pin_amount: float | None = DEFAULT_PIN_AMOUNT,
+                 where: LabelFilter | None = None) -> None:
         self.snapshot = snapshot
         self.asked = backend
         self.pin_amount = pin_amount
-        # Live nodes without their node<i> resource: while there are none, auto means resource.
-        self._unlabelled = sum(1 for n in snapshot.live if not _has_label_resource(n)) \
+        self.where = where
+        live = snapshot.live if where is None else [n for n in snapshot.live
+                                                   if where.matches(n.labels)]
+        if not live and snapshot.live and where is not None:
+            raise no_match_error(snapshot, where)
+        # Live nodes (that the filter keeps) without their node<i> resource: while there are
+        # none, auto means resource.
+        self._unlabelled = sum(1 for n in live if not _has_label_resource(n)) \
             if backend == AUTO else 0
         if backend == AUTO:
-            backend = NODE_ID if self._unlabelled or not snapshot.live else RESOURCE
+            backend = NODE_ID if self._unlabelled or not live else RESOURCE
         self.backend = backend
         if backend == RESOURCE:
-            nodes = [n for n in snapshot.placeable if n.label in n.total]
+            nodes = [n for n in live if n.label and n.label in n.total]
+            nodes.sort(key=BY_ORDER)
             if pin_amount is not None and nodes:
                 check_pin_fits(pin_amount, nodes, snapshot.label_prefix)
         elif backend == LABEL:
-            nodes = [n for n in snapshot.placeable if n.labels.get(LABEL_KEY) == n.label]
+            nodes = [n for n in live if n.label and n.labels.get(LABEL_KEY) == n.label]
+            nodes.sort(key=BY_ORDER)
         else:
-            nodes = sorted(snapshot.live, key=BY_ORDER)
+            nodes = sorted(live, key=BY_ORDER)
         self.nodes: tuple[NodeInfo, ...] = tuple(nodes)
         self.by_id: dict[str, NodeInfo] = dict(zip(map(_BY_ID, nodes), nodes, strict=True))
         # demand -> the fitting nodes in order and their ids (the slots of rotations)
@@ -66,21 +76,23 @@ class Candidates:
 
     @classmethod
     def of(cls, snapshot: ClusterSnapshot, backend: str,
-           pin_amount: float | None = DEFAULT_PIN_AMOUNT,
+           pin_amount: float | None = DEFAULT_PIN_AMOUNT, where: LabelFilter | None = None,
            base: Candidates | None = None) -> Candidates:
-        """The candidates of ``snapshot`` for ``backend`` and ``pin_amount``, built once per
-        snapshot and shared by every policy deciding on it; from ``base`` (the same backend's
-        candidates of an earlier snapshot) by the difference when the snapshot was refreshed from
-        base's."""
+        """The candidates of ``snapshot`` for ``backend``, ``pin_amount`` and ``where``, built
+        once per snapshot and shared by every policy deciding on it; from ``base`` (the same
+        candidates of an earlier snapshot) by the difference when the snapshot was refreshed
+        from base's."""
         def build() -> Candidates:
-            if base is not None and base.asked == backend and base.pin_amount == pin_amount:
+            if (base is not None and base.asked == backend and base.pin_amount == pin_amount
+                    and base.where == where):
                 return base._followed(snapshot)
-            return cls(snapshot, backend, pin_amount)
-        return snapshot.derived((Candidates, backend, pin_amount), build)
+            return cls(snapshot, backend, pin_amount, where)
+        return snapshot.derived((Candidates, backend, pin_amount, where), build)
 
     def targets(self, node: NodeInfo) -> bool:
-        """Whether this backend can target ``node`` (alive, and labelled if it needs a label)."""
-        if not node.alive:
+        """Whether this backend can target ``node`` (alive, kept by the filter, and labelled if
+        the backend needs a label)."""
+        if not node.alive or (self.where is not None and not self.where.matches(node.labels)):
             return False
         if self.backend == RESOURCE:
             return _has_label_resource(node)
@@ -126,19 +138,27 @@ class Candidates:
         >>> [node_name(n) for n in Candidates(old, RESOURCE).follow(new).nodes]
         ['node0', 'node2']
         """
-        return Candidates.of(newer, self.asked, self.pin_amount, self)
+        return Candidates.of(newer, self.asked, self.pin_amount, self.where, self)
 
     def _followed(self, newer: ClusterSnapshot) -> Candidates:
         diff = newer.diff
         if diff is None or diff.base_version != self.snapshot.version:
-            return Candidates(newer, self.asked, self.pin_amount)
+            return Candidates(newer, self.asked, self.pin_amount, self.where)
         unlabelled = self._unlabelled
         if self.asked == AUTO:
-            unlabelled += (sum(1 for n in diff.added if n.alive and not _has_label_resource(n))
-                           - sum(1 for n in diff.removed
-                                 if n.alive and not _has_label_resource(n)))
-            if (NODE_ID if unlabelled or not newer.live else RESOURCE) != self.backend:
-                return Candidates(newer, AUTO, self.pin_amount)  # auto changed its mind
+            unlabelled += (sum(1 for n in diff.added if self._kept(n))
+                           - sum(1 for n in diff.removed if self._kept(n)))
+            if (NODE_ID if unlabelled else RESOURCE) != self.backend:
+                return Candidates(newer, AUTO, self.pin_amount, self.where)  # auto changed
+        return self._patched(newer, diff, unlabelled)
+
+    def _kept(self, node: NodeInfo) -> bool:
+        """A live node the filter keeps that lacks its node<i> resource (auto's count)."""
+        return (node.alive and not _has_label_resource(node)
+                and (self.where is None or self.where.matches(node.labels)))
+
+    def _patched(self, newer: ClusterSnapshot, diff: SnapshotDiff,
+                 unlabelled: int) -> Candidates:
         by_id = self.by_id
         removed = [n for n in diff.removed if by_id.get(n.node_id) is n]
         added = [n for n in diff.added if self.targets(n)]
@@ -146,13 +166,13 @@ class Candidates:
             check_pin_fits(self.pin_amount, added, newer.label_prefix)
         twin = object.__new__(Candidates)
         twin.snapshot, twin.backend, twin.pin_amount = newer, self.backend, self.pin_amount
-        twin.asked, twin._unlabelled = self.asked, unlabelled
+        twin.asked, twin._unlabelled, twin.where = self.asked, unlabelled, self.where
         if not removed and not added:
             twin.nodes, twin.by_id, twin._fitting = self.nodes, by_id, dict(self._fitting)
             return twin
         twin.nodes = tuple(patch_sorted(self.nodes, removed, added))
-        if not twin.nodes:
-            raise no_candidates_error(newer, self.backend)
+        if not twin.nodes:  # none left: a fresh build raises, with the reason that applies
+            return Candidates(newer, self.asked, self.pin_amount, self.where)
         twin.by_id = dict(by_id)
         for node in removed:
             del twin.by_id[node.node_id]
@@ -177,6 +197,18 @@ def _has_label_resource(node: NodeInfo) -> bool:
 def _names(nodes: Sequence[NodeInfo], limit: int = 8) -> str:
     shown = ", ".join(node_name(n) for n in nodes[:limit])
     return shown + (f" and {len(nodes) - limit} more" if len(nodes) > limit else "")
+
+
+def no_match_error(snapshot: ClusterSnapshot, where: LabelFilter) -> PlacementError:
+    live = snapshot.live
+    return PlacementError(
+        errors.NO_MATCHING_NODES,
+        f"none of the {len(live)} live nodes matches where={where!r}: the live nodes have "
+        f"{where.describe(n.labels for n in live)}",
+        "change where= to values the nodes have (placement status shows each node's labels), "
+        "or start nodes with `ray start --labels key=value`",
+        [node_name(n) for n in live],
+    )
 
 
 def no_candidates_error(snapshot: ClusterSnapshot, backend: str) -> PlacementError:

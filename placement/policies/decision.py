@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Hashable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..snapshot import NodeInfo
 
@@ -64,6 +64,7 @@ class Decision(NamedTuple):
     fallback: bool = False  # a soft rule or a fallback policy took a node the first rule would not
     group: Hashable | None = None
     ticket: int = 0
+    where: Any = None  # the policy's LabelFilter, if any: a soft placement's fallback keeps it
 
     @property
     def node_name(self) -> str:

@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from .. import errors
@@ -58,8 +58,9 @@ class Packing(StrictPolicy):
 
     def __init__(self, *, strict: bool = True, groups_per_node: int = 1,
                  backend: str | None = None, pin_amount: float = DEFAULT_PIN_AMOUNT,
-                 cache: Any = None) -> None:
-        super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache)
+                 cache: Any = None, where: Mapping[str, str] | None = None) -> None:
+        super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
+                         where=where)
         self.groups_per_node = _check_whole("groups_per_node", groups_per_node)
         self._used = Ledger()  # groups per node
         self._groups: dict[Hashable, _Group] = {}

@@ -185,8 +185,9 @@ class RoundRobin(Policy):
 
     def __init__(self, weights: Weights = None, *, seed: int | None = None, soft: bool = False,
                  backend: str | None = None, pin_amount: float = DEFAULT_PIN_AMOUNT,
-                 cache: Any = None) -> None:
-        super().__init__(soft=soft, backend=backend, pin_amount=pin_amount, cache=cache)
+                 cache: Any = None, where: Mapping[str, str] | None = None) -> None:
+        super().__init__(soft=soft, backend=backend, pin_amount=pin_amount, cache=cache,
+                         where=where)
         if isinstance(weights, str):
             if weights not in ("capacity", "label"):
                 raise ValueError(f"weights={weights!r} is unknown: use 'capacity', 'label' or a "

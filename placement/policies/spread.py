@@ -18,7 +18,7 @@ placement.errors.PlacementError: 3 placements asked, 2 nodes with room for 1 eac
 """
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from .. import errors
@@ -38,10 +38,11 @@ class StrictPolicy(Policy):
     releases = True
 
     def __init__(self, *, strict: bool, backend: str | None, pin_amount: float,
-                 cache: Any) -> None:
+                 cache: Any, where: Mapping[str, str] | None = None) -> None:
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}")
-        super().__init__(soft=not strict, backend=backend, pin_amount=pin_amount, cache=cache)
+        super().__init__(soft=not strict, backend=backend, pin_amount=pin_amount, cache=cache,
+                         where=where)
 
     @property
     def strict(self) -> bool:
@@ -55,6 +56,7 @@ class StrictPolicy(Policy):
     def _repr(self, own: list[str]) -> str:
         shown = own + (["strict=False"] if self.soft else [])
         shown += [f"backend={self.backend!r}"] if self.backend != self.default_backend else []
+        shown += [f"where={self.where!r}"] if self.where is not None else []
         return f"{type(self).__name__}({', '.join(shown)})"
 
 
@@ -113,8 +115,10 @@ class AntiAffinity(StrictPolicy):
 
     def __init__(self, max_per_node: int = 1, *, topology: str | None = None,
                  strict: bool = True, backend: str | None = None,
-                 pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None) -> None:
-        super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache)
+                 pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
+                 where: Mapping[str, str] | None = None) -> None:
+        super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
+                         where=where)
         self.max_per_node = _check_whole("max_per_node", max_per_node)
         if topology is not None and (not isinstance(topology, str) or not topology):
             raise ValueError(f"topology must be a Ray node label key such as 'zone', got "

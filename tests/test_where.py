@@ -1,0 +1,162 @@
+"""Label filters (``where=``) on every policy. No Ray.
+
+The oracle evaluates the generated conditions itself, from the generator's draws, by the rule
+Ray documents (and Kubernetes' NotIn follows): a node without the key satisfies the negative forms
+and not the positive ones.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from placement import errors
+from placement.errors import PlacementError
+from placement.naming import LABEL_KEY
+from placement.options import NODE_ID_LABEL, placement_options
+from placement.policies import (
+    AUTO,
+    NODE_ID,
+    Affinity,
+    AntiAffinity,
+    Demand,
+    Packing,
+    Request,
+    RoundRobin,
+)
+from placement.policies.selector import LabelFilter
+from placement.snapshot import ClusterSnapshot
+
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ZONES = ("z0", "z1", "z2")
+
+
+def satisfies(labels: dict, conditions: list[tuple[str, str, tuple[str, ...]]]) -> bool:
+    for key, op, values in conditions:
+        has = key in labels and labels[key] in values
+        if has != (op in ("eq", "in")):
+            return False
+    return True
+
+
+def as_where(conditions) -> dict[str, str]:
+    forms = {"eq": "{}", "ne": "!{}", "in": "in({})", "notin": "!in({})"}
+    return {key: forms[op].format(",".join(values)) for key, op, values in conditions}
+
+
+_CONDITION = st.tuples(
+    st.sampled_from(["zone", "tier"]), st.sampled_from(["eq", "ne", "in", "notin"]),
+    st.lists(st.sampled_from(ZONES + ("gold", "spot")), min_size=1, max_size=3, unique=True)
+    .map(tuple),
+)
+conditions = st.lists(_CONDITION, min_size=1, max_size=2, unique_by=lambda c: c[0]).map(
+    lambda cs: [(k, op, vals if op in ("in", "notin") else vals[:1]) for k, op, vals in cs])
+
+
+@st.composite
+def clusters(draw):
+    nodes = []
+    for i in range(draw(st.integers(1, 12))):
+        labels = {NODE_ID_LABEL: f"{i:056x}"}
+        zone, tier = draw(st.sampled_from(ZONES + (None,))), draw(st.sampled_from(
+            ("gold", "spot", None)))
+        if zone:
+            labels["zone"] = zone
+        if tier:
+            labels["tier"] = tier
+        labelled = draw(st.booleans())
+        if labelled:
+            labels[LABEL_KEY] = f"node{i}"
+        nodes.append({"id": f"{i:056x}", "label": f"node{i}" if labelled else None,
+                      "address": f"127.0.0.{10 + i}", "alive": i == 0 or draw(st.booleans()),
+                      "labels": labels, "resources": {"CPU": 2}})
+    return ClusterSnapshot.from_dicts(nodes)
+
+
+POLICIES = {
+    "round robin": lambda where, backend: RoundRobin(where=where, backend=backend),
+    "soft spread": lambda where, backend: AntiAffinity(where=where, strict=False,
+                                                       backend=backend),
+    "soft packing": lambda where, backend: Packing(where=where, strict=False, backend=backend),
+    "affinity": lambda where, backend: Affinity(where=where, backend=backend),
+}
+
+
+@PROPERTY
+@given(clusters(), conditions, st.sampled_from(sorted(POLICIES)), st.sampled_from([AUTO, NODE_ID]),
+       st.integers(1, 20))
+def test_policies_choose_only_nodes_the_filter_keeps_and_refuse_exactly_when_none(
+        snap, conds, name, backend, k):
+    policy = POLICIES[name](as_where(conds), backend)
+    kept = {n.node_id for n in snap.live if satisfies(dict(n.labels), conds)}
+    for i in range(k):
+        if not kept:
+            with pytest.raises(PlacementError) as refused:
+                policy.decide(snap, group=i % 3)
+            assert refused.value.rule == errors.NO_MATCHING_NODES
+            assert "zone" in refused.value.detail or "tier" in refused.value.detail
+            return
+        decision = policy.decide(snap, group=i % 3)
+        assert decision.node.node_id in kept
+        assert decision.where == LabelFilter(as_where(conds))
+
+
+def test_auto_decides_among_the_kept_nodes_only():
+    """auto: node<i> resources when every node the filter keeps has one, whatever the others."""
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a", "label": "node0", "labels": {"zone": "z1"}},
+        {"id": "b", "label": "node1", "labels": {"zone": "z1"}},
+        {"id": "c", "address": "127.0.0.12", "labels": {"zone": "z2"}},  # plain ray start
+    ])
+    assert RoundRobin(where={"zone": "z1"}).decide(snap).backend == "resource"
+    assert RoundRobin(where={"zone": "in(z1,z2)"}).decide(snap).backend == "node_id"
+
+
+@pytest.mark.parametrize("where, fix", [
+    ({}, "non-empty dict"),
+    ("zone=z1", "non-empty dict"),
+    ({"zone": "in(z1"}, "in(a,b)"),
+    ({"zone": "z 1"}, "in(a,b)"),
+    ({"zone": 3}, "not a string"),
+    ({"bad key!": "z1"}, "ray.io/availability-zone"),
+    ({"zone": "-z1"}, "in(a,b)"),
+])
+def test_a_bad_filter_is_refused_when_the_policy_is_made(where, fix):
+    with pytest.raises((TypeError, ValueError), match="where") as refused:
+        RoundRobin(where=where)
+    assert fix in str(refused.value)
+
+
+def test_filters_are_values():
+    assert LabelFilter({"zone": "in(z1,z2)", "tier": "!spot"}) == \
+        LabelFilter({"tier": "!spot", "zone": "in(z1,z2)"})
+    assert len({LabelFilter({"zone": "z1"}), LabelFilter({"zone": "z1"})}) == 1
+    policy = AntiAffinity(where={"zone": "z1"})
+    assert policy.clone().where == policy.where and "where={'zone': 'z1'}" in repr(policy)
+
+
+def test_soft_placements_fall_back_only_to_nodes_the_filter_keeps():
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a" * 56, "label": "node0",
+         "labels": {"zone": "z1", LABEL_KEY: "node0", NODE_ID_LABEL: "a" * 56}},
+        {"id": "b" * 56, "address": "127.0.0.11",
+         "labels": {"zone": "z1", NODE_ID_LABEL: "b" * 56}},
+    ])
+    labelled = RoundRobin(soft=True, where={"zone": "z1"}, backend="resource").decide(snap)
+    assert placement_options(labelled) == {
+        "label_selector": {LABEL_KEY: "node0"},
+        "fallback_strategy": [{"label_selector": {"zone": "z1", LABEL_KEY: "!node0"}}]}
+    plain = Affinity("b" * 56, soft=True, where={"zone": "z1"}).decide(snap)
+    assert placement_options(plain) == {
+        "label_selector": {NODE_ID_LABEL: "b" * 56},
+        "fallback_strategy": [{"label_selector": {"zone": "z1"}}]}
+
+
+def test_requests_with_a_demand_still_fit_inside_the_filter():
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a", "label": "node0", "labels": {"zone": "z1"}, "resources": {"CPU": 1}},
+        {"id": "b", "label": "node1", "labels": {"zone": "z2"}, "resources": {"CPU": 8}},
+    ])
+    with pytest.raises(PlacementError) as refused:  # the big node is outside the filter
+        RoundRobin(where={"zone": "z1"}).propose(snap, Request(Demand({"CPU": 4})))
+    assert refused.value.rule == errors.RESOURCES_EXCEED_NODES
