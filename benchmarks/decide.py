@@ -51,13 +51,15 @@ CASES: dict[str, tuple[Callable[[], Policy], Callable[[int, str], Request], bool
     "Packing() new group each": (Packing, lambda i, c: Request(DEMAND, i), True),
     "Packing() existing group": (Packing, lambda i, c: Request(DEMAND, "g"), False),
     "Local()": (Local, lambda i, c: Request(DEMAND, None, c), False),
+    "RoundRobin(where={'zone': 'in(z1,z2)'})": (
+        lambda: RoundRobin(where={"zone": "in(z1,z2)"}), lambda i, c: Request(DEMAND), False),
 }
 
 
 def cluster(n: int) -> ClusterSnapshot:
     return ClusterSnapshot.from_dicts(
-        [{"id": f"{i:056x}", "label": f"node{i}", "resources": {"CPU": 1 + i % 8}}
-         for i in range(n)])
+        [{"id": f"{i:056x}", "label": f"node{i}", "resources": {"CPU": 1 + i % 8},
+          "labels": {"zone": f"z{i % 4}"}} for i in range(n)])
 
 
 def time_batch(snap: ClusterSnapshot, case: str, batch: int) -> float:
