@@ -364,10 +364,6 @@ def wait_until(condition, timeout=5.0, what="the condition"):
         time.sleep(0.01)
 
 
-def refresher_threads():
-    return [t for t in threading.enumerate() if t.name == "placement-snapshot-refresher"]
-
-
 def test_the_refresher_reads_off_the_submit_path_and_follows_before_publishing():
     reader = Reader()
     cache = SnapshotCache(ttl=0.05, reader=reader, background=True)
@@ -385,6 +381,7 @@ def test_the_refresher_reads_off_the_submit_path_and_follows_before_publishing()
         first = cache.get()  # the first read happens here; the refresher starts after it
         policy.decide(first)
         assert cache.refreshing
+        thread = cache._thread
         wait_until(lambda: cache.reads >= 4, what="three background refreshes")
         for _ in range(200):
             cache.get()
@@ -396,7 +393,8 @@ def test_the_refresher_reads_off_the_submit_path_and_follows_before_publishing()
             policy._candidates.snapshot is cache.get()
     finally:
         cache.stop()
-    assert not cache.refreshing and not refresher_threads()
+    # This cache's thread (the process may run others: the session's connection has one).
+    assert not cache.refreshing and thread is not None and not thread.is_alive()
 
 
 def test_the_refresher_ends_when_the_connection_does():
@@ -405,25 +403,27 @@ def test_the_refresher_ends_when_the_connection_does():
                           connected=lambda: connected[0])
     cache.get()
     assert cache.refreshing
+    first = cache._thread
     connected[0] = False
     wait_until(lambda: not cache.refreshing, timeout=1 + 2 * SnapshotCache.POLL,
                what="the refresher ending after the connection ended")
-    assert not refresher_threads()
+    assert first is not None and not first.is_alive()
     # The next get() reads at once (the next connection may be another cluster) and, once
     # connected again, starts a new refresher.
     reads = cache.reads
     connected[0] = True
     cache.get()
     assert cache.reads == reads + 1 and cache.refreshing
+    second = cache._thread
     cache.stop()
     cache.stop()  # idempotent
-    assert not refresher_threads()
+    assert second is not None and second is not first and not second.is_alive()
 
 
 def test_no_refresher_starts_without_a_connection():
     cache = SnapshotCache(ttl=0.05, reader=Reader(), background=True, connected=lambda: False)
     cache.get()
-    assert not cache.refreshing and not refresher_threads()
+    assert not cache.refreshing and cache._thread is None
 
 
 def test_a_failing_read_keeps_the_last_snapshot_and_is_retried():

@@ -1,0 +1,79 @@
+"""What Ray 2.60 does with a soft placement whose node is alive but busy, run as a driver of its
+own against a labelled local cluster:
+
+    python -m tests.soft_scenarios STATE_DIR
+
+node1's CPUs are held by two one-CPU actors, then one-CPU tasks are sent softly to node1 in each
+form Ray offers. Each either runs elsewhere at once (spills when busy) or waits for node1. Prints
+one JSON object; tests/test_soft_semantics.py asserts on it. Nodes are read inside the tasks.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+import placement
+from placement import Affinity
+from placement.naming import LABEL_KEY
+
+WAIT_SECONDS = 8.0  # a spill happens within about a second here; a wait lasts until freed
+
+
+@ray.remote(num_cpus=1)
+class Holder:
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+@ray.remote(num_cpus=1)
+def where() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def forms(node_id: str, label: str) -> dict[str, dict[str, Any]]:
+    return {
+        "label selector + fallback": {
+            "label_selector": {LABEL_KEY: label},
+            "fallback_strategy": [{"label_selector": {LABEL_KEY: f"!{label}"}}]},
+        "soft node affinity": {
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=True)},
+        "soft node affinity, spill on unavailable": {
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(
+                node_id, soft=True, _spill_on_unavailable=True)},
+        "toolkit soft=True": {},  # what Affinity(label, soft=True).place() sends
+    }
+
+
+def main(state_dir: str) -> int:
+    placement.connect(state_dir=state_dir)
+    snap = placement.current_snapshot(refresh=True)
+    busy = snap.by_label["node1"]
+    out: dict[str, Any] = {"busy_node": busy.node_id}
+    for name, options in forms(busy.node_id, "node1").items():
+        holders = [Holder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            busy.node_id, soft=False)).remote() for _ in range(int(busy.cpus))]
+        held = ray.get([h.node.remote() for h in holders], timeout=60)
+        assert set(held) == {busy.node_id}, held
+        if name == "toolkit soft=True":
+            ref = Affinity("node1", soft=True).place(where).remote()
+        else:
+            ref = where.options(**options).remote()
+        done, _ = ray.wait([ref], timeout=WAIT_SECONDS)
+        spilled_to = ray.get(ref) if done else None
+        for holder in holders:
+            ray.kill(holder)
+        ran_on = ray.get(ref, timeout=60)  # a task that waited runs once node1 is free
+        out[name] = {"spilled": bool(done), "ran_on": ran_on,
+                     "ran_on_busy_node": ran_on == busy.node_id,
+                     "spilled_to": spilled_to}
+    print(json.dumps(out))
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
