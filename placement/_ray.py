@@ -73,3 +73,11 @@ def option_names() -> tuple[frozenset[str], frozenset[str]]:
     these tables in a private module and documents no list of them."""
     return (frozenset(ray_option_utils.task_options),
             frozenset(ray_option_utils.actor_options))
+
+
+def spilling_node_affinity(node_id: str) -> Any:
+    """Soft node affinity that also runs the work elsewhere while the node is busy (the private
+    ``_spill_on_unavailable``; measured on Ray 2.60: tests/test_soft_semantics.py)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id, soft=True, _spill_on_unavailable=True)

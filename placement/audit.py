@@ -62,7 +62,7 @@ class AuditRow:
     policy: str
     intended: str
     actual: str | None
-    soft: bool
+    soft: bool | str  # as the policy was given it: True, "busy" or "gone" are soft
     verdict: str
 
 

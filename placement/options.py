@@ -6,14 +6,16 @@
 - every hard placement also carries ``NodeAffinitySchedulingStrategy(node_id, soft=False)``: a
   resource demand or label selector alone for a node that died waits forever in Ray (measured: no
   answer in 15 s), while with hard node affinity Ray fails it at once (TaskUnschedulableError);
-- soft, whatever the backend: a custom resource demand cannot be soft in Ray, and Ray 2.60 ignores
-  soft node affinity for work with an empty resource request (num_cpus=0 actors land on random
-  nodes: 12 of 16 elsewhere, benchmarks/run.py row "soft"). So a soft placement on a node with the
-  ``placement.node`` Ray label uses ``label_selector`` plus a ``fallback_strategy`` to any other
-  node (exact in 80 tasks and 16 actors), and soft node affinity only for unlabelled nodes. Ray
-  then runs the work elsewhere when the node is gone. A policy's ``where=`` filter goes into the
-  fallback, so the work falls back only to nodes it keeps; an unlabelled node is then named by
-  Ray's ``ray.io/node-id`` label instead of soft node affinity, which could fall back anywhere.
+- soft (``soft=True`` or ``"busy"``), whatever the backend: a custom resource demand cannot be
+  soft in Ray, and Ray 2.60 ignores soft node affinity for work with an empty resource request
+  (num_cpus=0 actors land on random nodes: 12 of 16 elsewhere, benchmarks/run.py row "soft"). So
+  a soft placement names the node by a Ray label, ``placement.node`` or else Ray's own
+  ``ray.io/node-id``, with a ``fallback_strategy`` to any other node (exact in 80 tasks and 16
+  actors) or, with ``where=``, to the nodes the filter keeps. Measured on Ray 2.60
+  (tests/test_soft_semantics.py): this form runs the work elsewhere at once when the node is
+  *busy* (its CPUs held), as well as when it is gone;
+- ``soft="gone"``: soft node affinity, which waits while the node is busy and falls back (to any
+  node) only when it is gone, as measured.
 """
 from __future__ import annotations
 
@@ -179,6 +181,10 @@ def demand_of(options: Mapping[str, Any]) -> Demand:
 def placement_options(decision: Decision) -> dict[str, Any]:
     """Ray options that put work where ``decision`` says."""
     node = decision.node
+    if decision.soft == "gone":
+        # Soft node affinity waits while the node is busy and falls back only when it is gone
+        # (measured); the fallback can be any node, whatever where= says.
+        return {"scheduling_strategy": _node_affinity(node.node_id, soft=True)}
     if decision.soft:
         kept = dict(decision.where.selector) if decision.where is not None else {}
         if node.label and node.labels.get(LABEL_KEY) == node.label:
@@ -187,12 +193,14 @@ def placement_options(decision: Decision) -> dict[str, Any]:
                 "label_selector": {LABEL_KEY: node.label},
                 "fallback_strategy": [{"label_selector": {**kept, **elsewhere}}],
             }
-        if kept and node.labels.get(NODE_ID_LABEL) == node.node_id:
-            # A filter to keep when falling back: name the node by Ray's own node-id label,
-            # and fall back to the nodes the filter keeps (soft node affinity would go anywhere).
+        if node.labels.get(NODE_ID_LABEL) == node.node_id:
+            # An unlabelled node, named by Ray's own node-id label: the same form, so it too
+            # runs elsewhere while busy, and falls back inside where= (soft node affinity would
+            # wait while busy and fall back anywhere).
+            elsewhere = kept or {NODE_ID_LABEL: f"!{node.node_id}"}
             return {"label_selector": {NODE_ID_LABEL: node.node_id},
-                    "fallback_strategy": [{"label_selector": kept}]}
-        return {"scheduling_strategy": _node_affinity(node.node_id, soft=True)}
+                    "fallback_strategy": [{"label_selector": elsewhere}]}
+        return {"scheduling_strategy": _ray.spilling_node_affinity(node.node_id)}
     hard = {"scheduling_strategy": _node_affinity(node.node_id, soft=False)}
     if decision.backend == RESOURCE:
         return {"resources": {node.label: decision.pin_amount}, **hard}

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import placement
 from placement import Affinity, AntiAffinity, Local, Packing, PlacementError, RoundRobin
@@ -116,6 +117,17 @@ def main(state_dir: str) -> int:
     plain_not_z1 = where.options(label_selector={"zone": "!z1"}, num_cpus=1)
     out["ray_not_z1"] = sorted(set(ray.get([plain_not_z1.remote(i) for i in range(12)],
                                            timeout=120)))
+    # Soft on an unlabelled node whose one CPU is held: True runs elsewhere, "gone" waits.
+    busy = next(n for n in snap.live if n.labels.get("zone") == "z2")
+    for mode in (True, "gone"):
+        holder = Replica.options(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            busy.node_id, soft=False)).remote()
+        ray.get(holder.node.remote(), timeout=60)
+        ref = Affinity(busy.node_id, soft=mode).place(where, num_cpus=1).remote()
+        done, _ = ray.wait([ref], timeout=8)
+        ray.kill(holder)
+        out[f"soft_busy_{mode}"] = {"spilled": bool(done),
+                                    "ran_on_busy_node": ray.get(ref, timeout=60) == busy.node_id}
     try:
         RoundRobin(where={"zone": "z9"}).place(where).remote()
         out["where_z9"] = "placed"

@@ -44,8 +44,12 @@ def forms(node_id: str, label: str) -> dict[str, dict[str, Any]]:
         "soft node affinity, spill on unavailable": {
             "scheduling_strategy": NodeAffinitySchedulingStrategy(
                 node_id, soft=True, _spill_on_unavailable=True)},
-        "toolkit soft=True": {},  # what Affinity(label, soft=True).place() sends
     }
+
+
+# The toolkit's own forms: Affinity("node1", soft=...).place(where).
+TOOLKIT = {"toolkit soft=True": True, "toolkit soft='busy'": "busy",
+           "toolkit soft='gone'": "gone"}
 
 
 def main(state_dir: str) -> int:
@@ -53,13 +57,13 @@ def main(state_dir: str) -> int:
     snap = placement.current_snapshot(refresh=True)
     busy = snap.by_label["node1"]
     out: dict[str, Any] = {"busy_node": busy.node_id}
-    for name, options in forms(busy.node_id, "node1").items():
+    for name, options in [*forms(busy.node_id, "node1").items(), *TOOLKIT.items()]:
         holders = [Holder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             busy.node_id, soft=False)).remote() for _ in range(int(busy.cpus))]
         held = ray.get([h.node.remote() for h in holders], timeout=60)
         assert set(held) == {busy.node_id}, held
-        if name == "toolkit soft=True":
-            ref = Affinity("node1", soft=True).place(where).remote()
+        if name in TOOLKIT:
+            ref = Affinity("node1", soft=TOOLKIT[name]).place(where).remote()
         else:
             ref = where.options(**options).remote()
         done, _ = ray.wait([ref], timeout=WAIT_SECONDS)

@@ -129,7 +129,7 @@ CASES = [
     ("pin NaN", lambda: Affinity(pin_amount=math.nan), ValueError, "finite number"),
     ("max_per_node zero", lambda: AntiAffinity(max_per_node=0), ValueError, ">= 1"),
     ("groups_per_node float", lambda: Packing(groups_per_node=1.5), ValueError, "whole number"),
-    ("soft not a bool", lambda: RoundRobin(soft="yes"), TypeError, "True or False"),
+    ("soft not a bool", lambda: RoundRobin(soft="yes"), TypeError, "'busy' or 'gone'"),
     ("Affinity target an int", lambda: Affinity(3), TypeError, "label such as 'node1'"),
     ("Affinity target empty", lambda: Affinity(""), ValueError, "label such as 'node1'"),
     ("topology empty", lambda: AntiAffinity(topology=""), ValueError, "such as 'zone'"),

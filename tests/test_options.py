@@ -13,7 +13,7 @@ SNAP = ClusterSnapshot.from_dicts([
 ])
 
 
-def decision(label: str, backend: str, soft: bool) -> Decision:
+def decision(label: str, backend: str, soft: bool | str) -> Decision:
     return Decision(SNAP.by_label[label], "test", "test", backend, soft, 0.001)
 
 
@@ -37,7 +37,25 @@ def test_soft_uses_label_selector_with_fallback_on_labelled_nodes(backend):
         "fallback_strategy": [{"label_selector": {"placement.node": "!node0"}}],
     }
     strategy = placement_options(decision("node1", backend, True))["scheduling_strategy"]
-    assert (strategy.node_id, strategy.soft) == ("b" * 56, True)
+    # no Ray label at all: soft node affinity that also spills while the node is busy
+    assert (strategy.node_id, strategy.soft, strategy._spill_on_unavailable) == \
+        ("b" * 56, True, True)
+
+
+def test_soft_names_an_unlabelled_node_by_rays_node_id_label():
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "c" * 56, "address": "127.0.0.12", "labels": {"ray.io/node-id": "c" * 56}}])
+    soft = Decision(snap.live[0], "test", "test", NODE_ID, True, 0.001)
+    assert placement_options(soft) == {
+        "label_selector": {"ray.io/node-id": "c" * 56},
+        "fallback_strategy": [{"label_selector": {"ray.io/node-id": "!" + "c" * 56}}],
+    }
+
+
+@pytest.mark.parametrize("label", ["node0", "node1"])
+def test_soft_gone_waits_while_the_node_is_busy(label):
+    strategy = placement_options(decision(label, NODE_ID, "gone"))["scheduling_strategy"]
+    assert (strategy.soft, strategy._spill_on_unavailable) == (True, False)
 
 
 def test_merge_keeps_user_options_and_resources():

@@ -79,3 +79,8 @@ def test_where_filters_hold_on_a_plain_cluster(plain):
 def test_ray_treats_a_missing_label_as_satisfying_a_negative_selector(plain):
     """The fact where= builds on, checked on Ray itself: '!z1' matches a node without 'zone'."""
     assert plain["ray_not_z1"] == sorted(n for n, z in plain["zones"].items() if z != "z1")
+
+
+def test_soft_on_an_unlabelled_busy_node_runs_elsewhere_and_gone_waits(plain):
+    assert plain["soft_busy_True"] == {"spilled": True, "ran_on_busy_node": False}
+    assert plain["soft_busy_gone"] == {"spilled": False, "ran_on_busy_node": True}

@@ -34,6 +34,7 @@ from .decision import (
     Decision,
     check_backend,
     check_pin_amount,
+    check_soft,
     next_ticket,
 )
 from .plan import Plan, make_plan
@@ -62,15 +63,13 @@ class Policy(abc.ABC):
     def __init__(
         self,
         *,
-        soft: bool = False,
+        soft: bool | str = False,
         backend: str | None = None,
         pin_amount: float = DEFAULT_PIN_AMOUNT,
         cache: Any = None,
         where: Mapping[str, str] | None = None,
     ) -> None:
-        if not isinstance(soft, bool):
-            raise TypeError(f"soft must be True or False, got {soft!r}")
-        self.soft = soft
+        self.soft = check_soft(soft)
         # Only nodes whose Ray labels satisfy these conditions are candidates (selector.py).
         self.where = None if where is None else LabelFilter(where)
         self.backend = check_backend(self.default_backend if backend is None else backend)

@@ -34,6 +34,20 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+SOFT_WHEN = ("busy", "gone")
+
+
+def check_soft(soft: bool | str) -> bool | str:
+    """``soft``: False (hard), True or "busy" (Ray may run the work elsewhere when the chosen
+    node is busy or gone), "gone" (only when it is gone; while it is busy the work waits for it).
+    Measured on Ray 2.60: tests/test_soft_semantics.py."""
+    if isinstance(soft, bool) or soft in SOFT_WHEN:
+        return soft
+    raise TypeError(f"soft must be False, True, 'busy' or 'gone', got {soft!r}: True (or 'busy') "
+                    "lets Ray run the work elsewhere when the node is busy or gone, 'gone' only "
+                    "when it is gone")
+
+
 def check_pin_amount(amount: float) -> float:
     if (isinstance(amount, bool) or not isinstance(amount, (int, float))
             or not math.isfinite(amount)):
@@ -59,7 +73,7 @@ class Decision(NamedTuple):
     reason: str
     policy: str
     backend: str = RESOURCE
-    soft: bool = False
+    soft: bool | str = False  # False, or when Ray may run it elsewhere: True/"busy", "gone"
     pin_amount: float = DEFAULT_PIN_AMOUNT
     fallback: bool = False  # a soft rule or a fallback policy took a node the first rule would not
     group: Hashable | None = None
