@@ -200,6 +200,8 @@ def placement_options(decision: Decision) -> dict[str, Any]:
             elsewhere = kept or {NODE_ID_LABEL: f"!{node.node_id}"}
             return {"label_selector": {NODE_ID_LABEL: node.node_id},
                     "fallback_strategy": [{"label_selector": elsewhere}]}
+        # No Ray label names this node (never on Ray 2.60, which labels every node with its
+        # id; snapshots built by hand may lack it): the fallback can be any node, where= or not.
         return {"scheduling_strategy": _ray.spilling_node_affinity(node.node_id)}
     hard = {"scheduling_strategy": _node_affinity(node.node_id, soft=False)}
     if decision.backend == RESOURCE:

@@ -160,3 +160,48 @@ def test_requests_with_a_demand_still_fit_inside_the_filter():
     with pytest.raises(PlacementError) as refused:  # the big node is outside the filter
         RoundRobin(where={"zone": "z1"}).propose(snap, Request(Demand({"CPU": 4})))
     assert refused.value.rule == errors.RESOURCES_EXCEED_NODES
+
+
+# -- reproductions from an adversarial review ------------------------------------------------------
+
+def test_a_filter_cannot_be_changed_and_pickles_as_a_value():
+    import pickle
+
+    policy = RoundRobin(where={"zone": "z1"})
+    with pytest.raises(TypeError):
+        policy.where.selector["zone"] = "z2"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        policy.where._conditions = ()  # type: ignore[misc]
+    copy = pickle.loads(pickle.dumps(policy.where))
+    assert copy == policy.where and hash(copy) == hash(policy.where)
+
+
+@pytest.mark.parametrize("where", [
+    {".".join(["a" * 63] * 4) + "/zone": "z1"},  # a prefix over Ray's 253 characters
+    {1: "a", "zone": "z1"},  # keys of mixed types
+])
+def test_keys_ray_would_refuse_are_refused_with_the_fix(where):
+    with pytest.raises(ValueError, match="where has the label key"):
+        RoundRobin(where=where)
+
+
+def test_a_live_target_outside_the_filter_is_named_as_such():
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a" * 56, "label": "node0", "labels": {"zone": "z1"}},
+        {"id": "b" * 56, "label": "node1", "labels": {"zone": "z2"}},
+    ])
+    from placement.policies import Local
+
+    for refuse in (lambda: Local(where={"zone": "z1"}).decide(snap, caller_node_id="b" * 56),
+                   lambda: Affinity("node1", where={"zone": "z1"}).decide(snap)):
+        with pytest.raises(PlacementError) as refused:
+            refuse()
+        assert refused.value.rule == errors.NO_MATCHING_NODES
+        assert "node1 is live but outside where" in refused.value.detail
+
+
+def test_soft_takes_only_the_documented_values():
+    from unittest import mock
+
+    with pytest.raises(TypeError, match="'busy' or 'gone'"):
+        RoundRobin(soft=mock.ANY)

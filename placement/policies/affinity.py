@@ -18,7 +18,7 @@ from .. import errors
 from ..errors import PlacementError
 from ..snapshot import NodeInfo
 from .base import Hold, Policy
-from .candidates import Candidates, resources_error, unknown_target_error
+from .candidates import Candidates, resources_error
 from .decision import DEFAULT_PIN_AMOUNT, NODE_ID, Decision, node_name
 from .request import Demand, Request
 
@@ -90,7 +90,7 @@ class Affinity(Policy):
                 self._placed += 1
                 return self._decision(node, "follows its node"), None
             if not self.soft:
-                raise unknown_target_error(previous, snapshot)
+                raise cands.target_error(previous)
         fitting = cands.fitting(demand)
         free = snapshot.free
         node = min(fitting, key=lambda n: -free(n).get("CPU", 0.0))  # first among equals
@@ -129,13 +129,14 @@ class Local(Policy):
         node = cands.get(caller)
         if node is None:
             known = cands.snapshot.by_id.get(caller)
-            if known is not None and known.alive:
+            if known is not None and known.alive and (
+                    cands.where is None or cands.where.matches(known.labels)):
                 raise PlacementError(
                     errors.NO_LABELLED_NODES, f"the current node {node_name(known)} has no label "
                     f"for the {self.backend!r} backend", "use Local() with its default "
                     "backend='node_id'", [node_name(known)],
                 )
-            raise unknown_target_error(caller, cands.snapshot)
+            raise cands.target_error(caller)
         node = _fitting_node(node, request.demand)
         return self._decision(node, "the calling process's node"), None
 

@@ -108,7 +108,8 @@ class Policy(abc.ABC):
     def _config(self) -> dict[str, Any]:
         """Constructor arguments, for clone() and repr()."""
         return {"soft": self.soft, "backend": self.backend, "pin_amount": self.pin_amount,
-                "cache": self.cache, "where": None if self.where is None else self.where.selector}
+                "cache": self.cache,
+                "where": None if self.where is None else dict(self.where.selector)}
 
     # -- the transaction --------------------------------------------------------------------------
 
@@ -351,7 +352,7 @@ class Fallback(Policy):
         first = flat[0]
         super().__init__(soft=first.soft, backend=first.backend, pin_amount=first.pin_amount,
                          cache=first.cache,
-                         where=None if first.where is None else first.where.selector)
+                         where=None if first.where is None else dict(first.where.selector))
         self.policies = tuple(flat)
         self.needs_group = any(p.needs_group for p in flat)
         self.needs_caller = any(p.needs_caller for p in flat)

@@ -125,6 +125,21 @@ class Candidates:
         """The candidate node with this id, or None (dead, gone, or not targetable)."""
         return self.by_id.get(node_id)
 
+    def target_error(self, target: str) -> PlacementError:
+        """Why the node labelled or with id ``target`` is not a candidate: outside ``where``,
+        dead, or unknown."""
+        snapshot = self.snapshot
+        node = snapshot.by_label.get(target) or snapshot.by_id.get(target)
+        if (node is not None and node.alive and self.where is not None
+                and not self.where.matches(node.labels)):
+            shown = {k: v for k, v in node.labels.items() if k != "ray.io/node-id"}
+            return PlacementError(
+                errors.NO_MATCHING_NODES,
+                f"node {node_name(node)} is live but outside where={self.where!r} (its labels: "
+                f"{shown})", "widen where= to keep it, or aim at a node it keeps",
+                [node_name(node)])
+        return unknown_target_error(target, snapshot)
+
     def follow(self, newer: ClusterSnapshot) -> Candidates:
         """The candidates of ``newer``: patched by its difference when it was refreshed from this
         one's snapshot, built afresh otherwise; shared through ``Candidates.of``. Raises as the

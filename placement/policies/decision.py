@@ -41,7 +41,7 @@ def check_soft(soft: bool | str) -> bool | str:
     """``soft``: False (hard), True or "busy" (Ray may run the work elsewhere when the chosen
     node is busy or gone), "gone" (only when it is gone; while it is busy the work waits for it).
     Measured on Ray 2.60: tests/test_soft_semantics.py."""
-    if isinstance(soft, bool) or soft in SOFT_WHEN:
+    if isinstance(soft, bool) or (isinstance(soft, str) and soft in SOFT_WHEN):
         return soft
     raise TypeError(f"soft must be False, True, 'busy' or 'gone', got {soft!r}: True (or 'busy') "
                     "lets Ray run the work elsewhere when the node is busy or gone, 'gone' only "

@@ -16,7 +16,7 @@ from .. import errors
 from ..errors import PlacementError
 from ..snapshot import NodeInfo
 from .base import Hold
-from .candidates import Candidates, resources_error, unknown_target_error
+from .candidates import Candidates, resources_error
 from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
 from .request import Demand, Request
 from .rotation import Ledger, Rotation
@@ -98,7 +98,7 @@ class Packing(StrictPolicy):
                 packed.members += 1
                 return self._decision(node, _JOINED, group=group), (group, packed, None, 0, None)
             if not self.soft:
-                raise unknown_target_error(packed.node_id, cands.snapshot)
+                raise cands.target_error(packed.node_id)
         state = self._classes.get(demand)
         if state is None or state.cands is not cands:
             state = self._classes[demand] = _Nodes(cands, demand, self._used, self.groups_per_node)

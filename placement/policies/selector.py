@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 # Ray's label syntax (ray/_private/label_utils.py, 2.60): a value is up to 63 characters,
 # alphanumeric at both ends, with - _ . inside; a key may have a DNS-subdomain prefix and a slash.
@@ -28,14 +29,22 @@ class LabelFilter:
     """An immutable, hashable set of label conditions, all of which a node must satisfy."""
 
     __slots__ = ("_conditions", "_hash", "selector")
+    _conditions: tuple[tuple[str, bool, frozenset[str]], ...]
+    _hash: int
+    selector: Mapping[str, str]  # what Ray is told (label_selector=), read-only
 
     def __init__(self, where: Mapping[str, str]) -> None:
         if not isinstance(where, Mapping) or not where:
             raise TypeError(f"where must be a non-empty dict of label key to selector, got "
                             f"{where!r}: e.g. where={{'zone': 'us-east-1a'}}")
+        for key in where:
+            if not isinstance(key, str):
+                raise ValueError(f"where has the label key {key!r}, not a string: quote it, "
+                                 "e.g. 'zone'")
         conditions = []
         for key, text in sorted(where.items()):
-            if not isinstance(key, str) or not _KEY.fullmatch(key):
+            # Ray's rule: a prefix of at most 253 characters, a name of at most 63.
+            if not _KEY.fullmatch(key) or len(key.rpartition("/")[0]) > 253:
                 raise ValueError(f"where has the label key {key!r}, which Ray does not accept: "
                                  "use letters, digits, - _ . (and one prefix/ at most), e.g. "
                                  "'zone' or 'ray.io/availability-zone'")
@@ -48,10 +57,17 @@ class LabelFilter:
             negated, listed, single = found.groups()
             values = frozenset(v.strip() for v in listed.split(",")) if listed else {single}
             conditions.append((key, bool(negated), frozenset(values)))
-        self._conditions: tuple[tuple[str, bool, frozenset[str]], ...] = tuple(conditions)
-        self._hash = hash(self._conditions)
+        frozen = object.__setattr__  # a value: nothing changes it after this
+        frozen(self, "_conditions", tuple(conditions))
+        frozen(self, "_hash", hash(self._conditions))
         # What Ray is told (label_selector=), as given: Ray parses the same syntax.
-        self.selector: dict[str, str] = {key: where[key] for key in sorted(where)}
+        frozen(self, "selector", MappingProxyType({key: where[key] for key in sorted(where)}))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a LabelFilter cannot be changed: make a new one ({name}=)")
+
+    def __reduce__(self) -> tuple[type[LabelFilter], tuple[dict[str, str]]]:
+        return LabelFilter, (dict(self.selector),)  # rebuilt, so its hash is this process's
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with these Ray labels satisfies every condition."""
@@ -80,4 +96,4 @@ class LabelFilter:
         return self._hash
 
     def __repr__(self) -> str:
-        return repr(self.selector)
+        return repr(dict(self.selector))
