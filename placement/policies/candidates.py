@@ -31,9 +31,11 @@ class Candidates:
     must fit every candidate's label resource: a pin above a node's ``node<i>`` total would wait
     forever in Ray, so it is refused here rather than that node being left out unsaid.
 
+    ``where`` (a LabelFilter) keeps only the nodes whose Ray labels satisfy it.
+
     ``backend="auto"`` resolves per snapshot: ``backend`` is then "resource" when every live node
-    carries its ``node<i>`` resource (a cluster the toolkit labelled), else "node_id" (any Ray
-    cluster); ``asked`` keeps what was asked for.
+    the filter keeps carries its ``node<i>`` resource (a cluster the toolkit labelled), else
+    "node_id" (any Ray cluster); ``asked`` keeps what was asked for.
 
     ``follow(newer)`` gives the candidates of a refreshed snapshot by its difference: what a new
     ``Candidates(newer, ...)`` gives, at the cost of the nodes that changed.
