@@ -520,15 +520,23 @@ def test_a_follower_that_raises_does_not_stop_the_refresh():
 
 
 def test_refusals_after_a_refresh_name_the_same_rule():
-    table = Table([(2, False)])
+    """When a refresh leaves no candidate, the decision gives the reason a fresh build gives:
+    here the filter's nodes died while others live (no-node-matches, not no-labelled-nodes)."""
+    table = Table([(2, False)] * 3)  # zones z0, z1, z2
     snap = ClusterSnapshot.from_ray(table.read())
-    policy = RoundRobin()
+    policy = RoundRobin(where={"zone": "z1"})
     policy.decide(snap)
-    table.apply(("die", 0))
+    table.apply(("die", 1))  # the only z1 node
     dead = ClusterSnapshot.from_ray(table.read(), previous=snap)
     policy.follow(dead)  # nothing to follow to: the decision says why
     with pytest.raises(PlacementError) as refused:
         policy.decide(dead)
+    assert refused.value.rule == errors.NO_MATCHING_NODES
+    table.apply(("die", 0))
+    table.apply(("die", 2))
+    gone = ClusterSnapshot.from_ray(table.read(), previous=dead)
+    with pytest.raises(PlacementError) as refused:
+        policy.decide(gone)
     assert refused.value.rule == errors.NO_CLUSTER_NODES
 
 
