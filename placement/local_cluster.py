@@ -209,8 +209,9 @@ class ClusterSpec:
                 )
         for index, labels in enumerate(self.node_labels):
             for key, value in labels.items():
+                # The pattern has no prefix/, so ray.io/ keys (Ray's own) are refused too.
                 if (not _RAY_LABEL.fullmatch(str(key)) or not _RAY_LABEL.fullmatch(str(value))
-                        or key == LABEL_KEY or str(key).startswith("ray.io/")):
+                        or key == LABEL_KEY):
                     raise LocalClusterError(
                         f"node {index}'s label {key!r}={value!r} cannot be given: use letters, "
                         f"digits, - _ . (not {LABEL_KEY!r} or ray.io/ keys), e.g. zone=z1")

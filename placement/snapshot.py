@@ -284,8 +284,7 @@ class ClusterSnapshot:
         same_naming = (previous is not None and previous.label_prefix == label_prefix
                        and previous.label_key == label_key)
         base = previous if previous is not None and same_naming else None
-        records = [_record_of(raw) for raw in ray_nodes] if not isinstance(ray_nodes, list) \
-            else _records_of(ray_nodes)
+        records = _records_of(list(ray_nodes))
         nodes: list[NodeInfo] = []
         added: list[NodeInfo] = []
         if base is None:

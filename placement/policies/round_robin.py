@@ -284,8 +284,6 @@ class RoundRobin(Policy):
             start = bisect.bisect_right(nodes, old.nodes[old.last].order_key, key=BY_ORDER)
         elif old is not None:  # it placed nothing yet: start where it would have started
             start = bisect.bisect_left(nodes, old.nodes[old.start].order_key, key=BY_ORDER)
-            if start == len(nodes):
-                start = 0
         elif self.seed is not None:
             before = self._random.getstate()
             start = self._random.randrange(len(nodes))
