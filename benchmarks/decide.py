@@ -99,6 +99,21 @@ def reference_ns(rounds: int = 15, calls: int = 200_000) -> float:
     return statistics.median(samples)
 
 
+def reference_row(benchmark: str) -> dict[str, Any]:
+    """The reference figure every benchmark table ends with (read the others by it)."""
+    return {"benchmark": benchmark, "contender": "reference: an empty Python function call",
+            "value": round(reference_ns(), 1), "unit": "ns",
+            "note": "this machine's speed during the run"}
+
+
+def report(rows: list[dict[str, Any]], first_header: str, json_path: Path | None) -> None:
+    """Print ``rows`` as a table and, with ``json_path``, write them there as JSON."""
+    print(tabulate([[r["contender"], r["value"], r["unit"], r["note"]] for r in rows],
+                   headers=[first_header, "value", "unit", "note"]))
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=2))
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Every case at every size; within a size the cases take turns round by round, so a burst
     of machine noise hits them alike."""
@@ -116,9 +131,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                          "value": round(statistics.median(samples[case]), 2),
                          "unit": "us/decision",
                          "note": f"median of {rounds} rounds; target <= 2 at 10,000 and 100,000"})
-    rows.append({"benchmark": "decide", "contender": "reference: an empty Python function call",
-                 "value": round(reference_ns(), 1), "unit": "ns",
-                 "note": "this machine's speed during the run"})
+    rows.append(reference_row("decide"))
     return rows
 
 
@@ -128,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small batches (CI)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    rows = run(args.quick)
-    print(tabulate([[r["contender"], r["value"], r["unit"], r["note"]] for r in rows],
-                   headers=["policy @ nodes", "value", "unit", "note"]))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    report(run(args.quick), "policy @ nodes", args.json)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import statistics
 import time
@@ -31,8 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from decide import reference_ns  # benchmarks/ is on the path: run as a script or from run.py
-from tabulate import tabulate
+from decide import reference_row, report  # benchmarks/ is on the path (script or run.py)
 
 from placement.cluster import SnapshotCache
 from placement.policies import AntiAffinity, Candidates, Demand, Packing, Request, RoundRobin
@@ -277,9 +275,7 @@ def run(quick: bool = False, rounds: int = 9) -> list[dict[str, Any]]:
         add(f"decision beside the refresher, 99.9th percentile @ {n:,}",
             t["99.9th percentile (us)"], "us", note)
         add(f"decision beside the refresher, slowest @ {n:,}", t["slowest (ms)"], "ms", note)
-    rows.append({"benchmark": "refresh", "contender": "reference: an empty Python function call",
-                 "value": round(reference_ns(), 1), "unit": "ns",
-                 "note": "this machine's speed during the run"})
+    rows.append(reference_row("refresh"))
     return rows
 
 
@@ -290,11 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    rows = run(args.quick, args.rounds)
-    print(tabulate([[r["contender"], r["value"], r["unit"], r["note"]] for r in rows],
-                   headers=["contender", "value", "unit", "note"]))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    report(run(args.quick, args.rounds), "contender", args.json)
     return 0
 
 
