@@ -357,6 +357,99 @@ def test_packing_keeps_live_groups_together_and_apart(scenario):
     assert {d.group for d in committed} >= live_groups
 
 
+@CORE
+@given(scenarios(), st.integers(1, 3), st.booleans(), st.sampled_from([None, 2]), st.booleans())
+def test_max_skew_bounds_every_placement_and_refuses_exactly_when_it_would_not(
+        scenario, skew, topo, cap, strict):
+    """Kubernetes' rule, checked per placement against counts kept here: a placement may not
+    leave its domain more than max_skew above the least-used domain of every candidate (whatever
+    the demand); strict refuses exactly then, soft places on the least-used fitting domain and
+    flags it."""
+    cluster, steps = scenario
+    topology = "zone" if topo else None
+    policy = AntiAffinity(max_per_node=cap, topology=topology, max_skew=skew, strict=strict)
+    held: Counter = Counter()  # committed, not released, per domain
+
+    def domain(snap, node_id):
+        return node_id if topology is None else snap.by_id[node_id].labels["zone"]
+
+    def domains(snap, demand):
+        return {domain(snap, n) for n in cluster.fitting(snap, demand, AUTO)}
+
+    def over(snap, key):  # the placement would leave key more than max_skew above the floor
+        return held[key] + 1 - min(held[d] for d in domains(snap, Demand())) > skew
+
+    def on_commit(snap, demand, decision):
+        key = domain(snap, decision.node.node_id)
+        fitting = domains(snap, demand)
+        assert held[key] == min(held[d] for d in fitting), "not the least-used fitting domain"
+        full = cap is not None and held[key] >= cap
+        assert decision.fallback == (over(snap, key) or full)
+        assert not strict or not decision.fallback
+        held[key] += 1
+
+    def on_release(decision):
+        held[domain(cluster.snapshots[-1], decision.node.node_id) if topology is None
+             else decision.node.labels["zone"]] -= 1
+
+    def on_refusal(snap, request, refusal):
+        fitting = domains(snap, request.demand)
+        if refusal.rule == errors.SKEW_EXCEEDED:
+            assert strict
+            least = min(held[d] for d in fitting)
+            assert cap is None or least < cap
+            assert all(over(snap, d) for d in fitting if held[d] == least)
+        elif refusal.rule == errors.SPREAD_EXHAUSTED:
+            assert strict and all(held[d] >= cap for d in fitting)
+        else:
+            assert not fitting, refusal
+
+    run_scenario(policy, cluster, steps, AUTO, on_commit, on_release, on_refusal)
+
+
+@CORE
+@given(scenarios(), st.booleans())
+def test_packing_by_topology_keeps_groups_in_one_value_and_apart(scenario, strict):
+    """Packing(topology="zone"): a live group's members share one zone, live groups never share
+    one while zones remain (strict), and each member goes to the zone's fitting node holding the
+    fewest members of the policy."""
+    cluster, steps = scenario
+    policy = Packing(topology="zone", strict=strict)
+    members: Counter = Counter()
+    zone_of: dict[int, str] = {}
+    per_node: Counter = Counter()  # committed members per node
+
+    def on_commit(snap, demand, decision):
+        group, node = decision.group, decision.node
+        zone = snap.by_id[node.node_id].labels["zone"]
+        if members[group] and not decision.fallback:
+            assert zone_of[group] == zone, "a group was split across zones"
+        elif not decision.fallback:
+            others = {zone_of[g] for g, n in members.items() if n and g != group}
+            assert zone not in others, "two live groups share a zone"
+        same_zone = [n for n in cluster.fitting(snap, demand, AUTO)
+                     if snap.by_id[n].labels["zone"] == zone]
+        assert per_node[node.node_id] == min(per_node[n] for n in same_zone), "not the least-used"
+        zone_of[group] = zone
+        members[group] += 1
+        per_node[node.node_id] += 1
+
+    def on_release(decision):
+        members[decision.group] -= 1
+        per_node[decision.node.node_id] -= 1
+
+    def on_refusal(snap, request, refusal):
+        assert strict or refusal.rule in (errors.RESOURCES_EXCEED_NODES, errors.UNKNOWN_LABEL,
+                                          errors.NO_LABELLED_NODES), refusal
+        if refusal.rule == errors.GROUPS_EXHAUSTED:
+            taken = {zone_of[g] for g, n in members.items() if n}
+            fitting = {snap.by_id[n].labels["zone"]
+                       for n in cluster.fitting(snap, request.demand, AUTO)}
+            assert fitting <= taken and not members[request.group]
+
+    run_scenario(policy, cluster, steps, AUTO, on_commit, on_release, on_refusal)
+
+
 # -- values and stale snapshots --------------------------------------------------------------------
 
 

@@ -193,6 +193,61 @@ def test_anti_affinity_across_topology_values(snap):
         policy.decide(snap)
 
 
+def _mixed_nodes() -> ClusterSnapshot:
+    """a holds an accel, b an "x", c neither: some demands fit one domain only."""
+    return ClusterSnapshot.from_dicts([
+        {"id": "a", "label": "node0", "resources": {"CPU": 1, "accel": 1}},
+        {"id": "b", "label": "node1", "resources": {"CPU": 1, "x": 1}},
+        {"id": "c", "label": "node2", "resources": {"CPU": 1}}])
+
+
+def test_max_skew_refuses_a_demand_that_fits_only_a_domain_already_ahead():
+    snap, accel, x = _mixed_nodes(), {"accel": 1}, {"x": 1}
+    even = AntiAffinity(max_skew=1)
+    plain = [even.decide(snap) for _ in range(3)]  # a, b, c: 1 each
+    assert [even.decide(snap, d).node_name for d in (accel, x)] == ["node0", "node1"]
+    third = even.decide(snap)  # c, the least used: 2 each now
+    assert third.node_name == "node2" and not third.fallback
+    assert even.decide(snap, accel).node_name == "node0"  # 3 vs 2: within 1
+    even.release(third)
+    even.release(plain[2])  # c back to 0: b may not go to 3
+    with pytest.raises(PlacementError) as refusal:
+        even.decide(snap, x)
+    assert refusal.value.rule == errors.SKEW_EXCEEDED
+    assert "node1" in refusal.value.detail and "node2" in refusal.value.detail
+    assert refusal.value.nodes == ("node2",)
+    assert [even.decide(snap).node_name for _ in range(2)] == ["node2"] * 2  # c catches up
+    assert even.decide(snap, x).node_name == "node1"  # 3 vs 2: b is allowed again
+
+
+def test_soft_max_skew_places_on_the_fitting_domain_and_flags_it():
+    snap = _mixed_nodes()
+    even = AntiAffinity(max_skew=1, strict=False)
+    placed = [even.decide(snap, {"accel": 1}) for _ in range(3)]
+    assert [d.node_name for d in placed] == ["node0"] * 3
+    assert [d.fallback for d in placed] == [False, True, True]
+    assert even.decide(snap).node_name == "node1"  # the least used, not flagged
+    assert "max_skew=1" in repr(even) and "max_per_node" not in repr(even)
+    assert AntiAffinity(max_skew=2, max_per_node=3).clone().max_per_node == 3
+
+
+def test_packing_by_topology_spreads_members_over_the_zone_and_frees_them():
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a", "label": "node0", "labels": {"zone": "z1"}},
+        {"id": "b", "label": "node1", "labels": {"zone": "z1"}},
+        {"id": "c", "label": "node2", "labels": {"zone": "z2"}}])
+    pack = Packing(topology="zone")
+    first, second = pack.decide(snap, group="g"), pack.decide(snap, group="g")
+    assert (first.node_name, second.node_name) == ("node0", "node1")
+    assert pack.decide(snap, group="h").node_name == "node2" and pack.node_of("g") == "z1"
+    pack.release(second)
+    assert pack.decide(snap, group="g").node_name == "node1"  # b holds none of g now
+    with pytest.raises(PlacementError) as refusal:
+        pack.decide(snap, group="k")
+    assert refusal.value.rule == errors.GROUPS_EXHAUSTED and "values of 'zone'" in str(
+        refusal.value)
+
+
 def test_anti_affinity_release_frees_a_slot():
     snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
                                        {"id": "b", "label": "node1"}])

@@ -275,14 +275,17 @@ def counting(built, name, original):
 def test_a_followed_policy_decides_without_building_anything(monkeypatch):
     """What "no .remote() pays for a refresh" means: after the refresher's follow, the next
     decision neither builds nor patches candidates or per-demand rotations."""
-    import placement.policies.packing as packing
+    import placement.policies.rotation as rotation
     import placement.policies.round_robin as round_robin
     import placement.policies.spread as spread
 
     table = Table([(2, False)] * 6)
     snap = ClusterSnapshot.from_ray(table.read())
     policies = [RoundRobin(), RoundRobin(weights="capacity"), AntiAffinity(max_per_node=99),
-                AntiAffinity(max_per_node=99, topology="zone"), Packing()]
+                AntiAffinity(max_per_node=99, topology="zone"), Packing(),
+                AntiAffinity(max_skew=2, strict=False),
+                AntiAffinity(topology="zone", max_skew=2, strict=False),
+                Packing(topology="zone", strict=False)]
     for policy in policies:
         for group in range(3):
             policy.commit(policy.propose(snap, Request(Demand({"CPU": 1}), group)))
@@ -294,7 +297,7 @@ def test_a_followed_policy_decides_without_building_anything(monkeypatch):
         built: list[str] = []
         for owner, name in ((Candidates, "__init__"), (Candidates, "_followed"),
                             (round_robin._Class, "__init__"), (spread._Domains, "__init__"),
-                            (packing._Nodes, "__init__")):
+                            (rotation.Floor, "__init__")):
             monkeypatch.setattr(owner, name,
                                 counting(built, f"{owner.__name__}.{name}", getattr(owner, name)))
         for policy in policies:

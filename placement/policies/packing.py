@@ -6,11 +6,21 @@
 >>> pack = Packing()
 >>> [pack.decide(snap, group=g).node_name for g in ["p0", "p1", "p0", "p1"]]
 ['node0', 'node1', 'node0', 'node1']
+
+With ``topology=`` a group shares a value of that Ray label (a zone) instead of a node, and its
+members spread over that zone's nodes:
+
+>>> zoned = ClusterSnapshot.from_dicts(
+...     [{"id": i, "label": f"node{n}", "labels": {"zone": z}}
+...      for n, (i, z) in enumerate([("a", "z1"), ("b", "z1"), ("c", "z2")])])
+>>> pack = Packing(topology="zone")
+>>> [pack.decide(zoned, group=g).node_name for g in ["p0", "p1", "p0", "p1"]]
+['node0', 'node2', 'node1', 'node2']
 """
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .. import errors
 from ..errors import PlacementError
@@ -20,7 +30,7 @@ from .candidates import Candidates, resources_error
 from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
 from .request import Demand, Request
 from .rotation import Ledger, Rotation
-from .spread import StrictPolicy, _check_whole
+from .spread import StrictPolicy, _check_whole, _Domains, all_domains, check_topology
 
 _OPENED = "a new group, on a node with no group yet"
 _JOINED = "its group's node"
@@ -28,23 +38,11 @@ _MOVED = "its group (re)placed on the node with the fewest groups"
 
 
 class _Group:
-    __slots__ = ("members", "node_id")
+    __slots__ = ("members", "slot")
 
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
+    def __init__(self, slot: Hashable) -> None:
+        self.slot = slot  # its node id, or with topology= its label value
         self.members = 1  # open and committed placements not yet released, the first included
-
-
-class _Nodes:
-    """The nodes fitting one demand in one snapshot, as slots of a rotation (the candidates' own
-    tuples: nothing is built per snapshot)."""
-
-    __slots__ = ("cands", "nodes", "rotation")
-
-    def __init__(self, cands: Candidates, demand: Demand, ledger: Ledger, cap: int) -> None:
-        self.cands = cands
-        self.nodes: tuple[NodeInfo, ...] = cands.fitting(demand)
-        self.rotation = Rotation(cands.fitting_ids(demand), ledger, cap)
 
 
 class Packing(StrictPolicy):
@@ -52,32 +50,43 @@ class Packing(StrictPolicy):
     different nodes while nodes remain. Strict raises when groups outnumber nodes; soft puts the
     new group on the node with the fewest groups. A group's node is freed when its last member is
     released (``release(decision)``) or at once by ``release_group(group)``.
+
+    ``topology="zone"`` (any Ray node label, e.g. ``"ray.io/availability-zone"``) packs at the
+    granularity of that label: a group shares one value (all its members in one zone, each on
+    the zone's node with the fewest members of this policy), different groups take different
+    values, and ``groups_per_node`` counts groups per value.
     """
 
     needs_group = True
 
     def __init__(self, *, strict: bool = True, groups_per_node: int = 1,
-                 backend: str | None = None, pin_amount: float = DEFAULT_PIN_AMOUNT,
-                 cache: Any = None, where: Mapping[str, str] | None = None) -> None:
+                 topology: str | None = None, backend: str | None = None,
+                 pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
+                 where: Mapping[str, str] | None = None) -> None:
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where)
         self.groups_per_node = _check_whole("groups_per_node", groups_per_node)
-        self._used = Ledger()  # groups per node
+        self.topology = check_topology(topology)
+        self._used = Ledger()  # groups per slot (node, or topology value)
+        self._per_node = Ledger()  # with topology: members per node inside a value
         self._groups: dict[Hashable, _Group] = {}
-        self._classes: dict[Demand, _Nodes] = {}
+        self._classes: dict[Demand, _Domains] = {}
 
     def _config(self) -> dict[str, Any]:
-        return {"groups_per_node": self.groups_per_node, **super()._config()}
+        return {"groups_per_node": self.groups_per_node, "topology": self.topology,
+                **super()._config()}
 
     def __repr__(self) -> str:
         gpn = self.groups_per_node
-        return self._repr([f"groups_per_node={gpn}"] if gpn != 1 else [])
+        own = [f"groups_per_node={gpn}"] if gpn != 1 else []
+        return self._repr(own + ([f"topology={self.topology!r}"] if self.topology else []))
 
-    def node_of(self, group: Hashable) -> str | None:
-        """The node id a group is packed on, or None when it has no placement."""
+    def node_of(self, group: Hashable) -> Hashable | None:
+        """The node id a group is packed on (with ``topology=``, its label value), or None when
+        it has no placement."""
         with self._lock:
             found = self._groups.get(group)
-            return None if found is None else found.node_id
+            return None if found is None else found.slot
 
     def release_group(self, group: Hashable) -> None:
         """Forget a group at once (all its members ended): its node can take a new group.
@@ -85,23 +94,27 @@ class Packing(StrictPolicy):
         with self._lock:
             found = self._groups.pop(group, None)
             if found is not None:
-                self._used.give_back(found.node_id)
+                self._used.give_back(found.slot)
 
     def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
         group, demand = request.group, request.demand
         packed = self._groups.get(group)
         if packed is not None:
-            node = cands.get(packed.node_id)
-            if node is not None:
-                if demand and not node.fits(demand):
+            member: str | None = None  # with topology: the node counted for this member
+            if self.topology is None:
+                node = cands.get(cast(str, packed.slot))
+                if node is not None and demand and not node.fits(demand):
                     raise resources_error(demand, [node])
+            else:
+                node = self._member_node(cands, demand, packed.slot)
+                member = None if node is None else self._count_member(node)
+            if node is not None:
                 packed.members += 1
-                return self._decision(node, _JOINED, group=group), (group, packed, None, 0, None)
+                joined: Hold = (group, packed, None, 0, None, member)
+                return self._decision(node, _JOINED, group=group), joined
             if not self.soft:
-                raise cands.target_error(packed.node_id)
-        state = self._classes.get(demand)
-        if state is None or state.cands is not cands:
-            state = self._classes[demand] = _Nodes(cands, demand, self._used, self.groups_per_node)
+                raise self._gone_error(cands, packed.slot)
+        state = self._state(cands, demand)
         rotation = state.rotation
         i = rotation.take_next()
         moved = packed is not None
@@ -111,50 +124,98 @@ class Packing(StrictPolicy):
             i = rotation.least_used()
             rotation.take_at(i)
             moved = True
-        node = state.nodes[i]
-        left: str | None = None  # the node a soft group left, to return to on rollback
-        if packed is None:
-            packed = self._groups[group] = _Group(node.node_id)
+        slot = state.slots[i]
+        if self.topology is None:
+            node, member = state.nodes[i], None
         else:
-            left = packed.node_id
+            node = self._least_used(state.members[slot])
+            member = self._count_member(node)
+        left: Hashable | None = None  # the slot a soft group left, to return to on rollback
+        if packed is None:
+            packed = self._groups[group] = _Group(slot)
+        else:
+            left = packed.slot
             self._used.give_back(left)  # the soft group leaves its dead node
-            packed.node_id = node.node_id
+            packed.slot = slot
             packed.members += 1
         # Constant reasons: the group and the node are in the decision already, and formatting
         # them here would cost about 0.5 us per placement.
         reason = _MOVED if moved else _OPENED
         taken = rotation if packed.members == 1 or left is not None else None
-        hold = (group, packed, taken, i, left)
+        hold = (group, packed, taken, i, left, member)
         return self._decision(node, reason, fallback=moved, group=group), hold
+
+    def _state(self, cands: Candidates, demand: Demand) -> _Domains:
+        state = self._classes.get(demand)
+        if state is None or state.cands is not cands:
+            state = self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
+                                                     self.groups_per_node)
+        return state
+
+    def _member_node(self, cands: Candidates, demand: Demand, slot: Hashable) -> NodeInfo | None:
+        """With topology: the node of value ``slot`` a new member goes to, or None when no
+        candidate carries that value any more; raises when some do but none fits ``demand``."""
+        try:
+            members = self._state(cands, demand).members.get(slot)
+        except PlacementError:  # no node with the label fits demand: is the value still there?
+            members = None
+        if members:
+            return self._least_used(members)
+        if slot in all_domains(cands, self.topology):  # O(nodes): an error path
+            raise resources_error(demand, [n for n in cands.nodes
+                                           if n.labels.get(self.topology or "") == slot])
+        return None
+
+    def _least_used(self, nodes: list[NodeInfo]) -> NodeInfo:
+        counts = self._per_node.counts
+        return min(nodes, key=lambda n: counts.get(n.node_id, 0))
+
+    def _count_member(self, node: NodeInfo) -> str:
+        """Count a member on its node inside its value (topology only); what _undo gives back."""
+        self._per_node.add(node.node_id)
+        return node.node_id
+
+    def _gone_error(self, cands: Candidates, slot: Hashable) -> PlacementError:
+        if self.topology is None:
+            return cands.target_error(str(slot))
+        return PlacementError(
+            errors.DEAD_NODE,
+            f"no live candidate node has {self.topology}={slot} any more, the value its group is "
+            "packed on", "release the group (release_group) and place it again, or use "
+            "Packing(strict=False) to move it", [node_name(n) for n in cands.nodes][:64])
 
     def _follow(self, cands: Candidates) -> None:
         for demand in list(self._classes):
             try:
-                self._classes[demand] = _Nodes(cands, demand, self._used, self.groups_per_node)
+                self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
+                                                 self.groups_per_node)
             except PlacementError:
                 del self._classes[demand]  # nothing fits it now: its next decision says so
 
-    def _exhausted(self, cands: Candidates, state: _Nodes, group: Hashable) -> PlacementError:
+    def _exhausted(self, cands: Candidates, state: _Domains, group: Hashable) -> PlacementError:
+        where = "nodes" if self.topology is None else f"values of {self.topology!r}"
         return PlacementError(
             errors.GROUPS_EXHAUSTED,
-            f"group {group!r} is group {len(self._groups) + 1} but only {len(state.nodes)} nodes "
-            f"can take {self.groups_per_node} group(s) each",
+            f"group {group!r} is group {len(self._groups) + 1} but only {len(state.slots)} "
+            f"{where} can take {self.groups_per_node} group(s) each",
             f"start more nodes (scripts/start_cluster.sh {len(cands.nodes) + 1}), raise "
             "groups_per_node, release finished groups, or use Packing(strict=False)",
-            [node_name(n) for n in state.nodes],
+            [node_name(n) for nodes in state.node_sets() for n in nodes],
         )
 
     def _rollback(self, hold: Hold) -> None:
-        group, packed, taken, i, left = hold
-        if left is None or taken is None or packed.node_id != taken.slots[i]:
+        group, packed, taken, i, left, member = hold
+        if left is None or taken is None or packed.slot != taken.slots[i]:
             self._undo(hold)
             return
         # This placement moved a soft group off its dead node: move it back, so the ledger is
         # as if the placement never happened (a release keeps the group where it went).
+        if member is not None:
+            self._per_node.give_back(member)
         packed.members -= 1
         taken.untake(i)
         self._used.add(left)
-        packed.node_id = left
+        packed.slot = left
         if packed.members <= 0 and self._groups.get(group) is packed:
             del self._groups[group]
             self._used.give_back(left)
@@ -164,13 +225,16 @@ class Packing(StrictPolicy):
         packed: _Group
         taken: Rotation | None  # the rotation that opened or moved the group, and its index
         i: int
-        left: str | None  # the node a moved group left
-        group, packed, taken, i, left = hold
+        left: Hashable | None  # the slot a moved group left
+        member: str | None  # with topology: the node the member was counted on
+        group, packed, taken, i, left, member = hold
+        if member is not None:
+            self._per_node.give_back(member)
         packed.members -= 1
         opened = taken if left is None else None
         if packed.members <= 0 and self._groups.get(group) is packed:
             del self._groups[group]
-            if opened is not None and opened.slots[i] == packed.node_id:
+            if opened is not None and opened.slots[i] == packed.slot:
                 opened.untake(i)  # the group never opened: as if never decided
             else:
-                self._used.give_back(packed.node_id)
+                self._used.give_back(packed.slot)

@@ -40,6 +40,46 @@ class Ledger:
         self.lowered += 1
 
 
+class Floor:
+    """The lowest count among ``slots``: a lower bound kept without a scan, made exact (one
+    O(slots) scan) only when asked. Counts only grow between scans unless one went down, so
+    the last exact value stays a lower bound until the ledger is ``lowered``.
+
+    >>> ledger = Ledger(); floor = Floor(["a", "b"], ledger)
+    >>> ledger.add("a"); floor.bound(), floor.exact()
+    (0, 0)
+    >>> ledger.add("b"); floor.bound(), floor.exact(), floor.bound()
+    (0, 1, 1)
+    """
+
+    __slots__ = ("_lowered_seen", "ledger", "slots", "value")
+
+    def __init__(self, slots: Sequence[Hashable], ledger: Ledger) -> None:
+        self.slots = slots
+        self.ledger = ledger
+        self.value = 0  # counts are never negative
+        self._lowered_seen = ledger.lowered
+
+    def bound(self) -> int:
+        """A count no slot is below (cheap; maybe lower than the exact floor)."""
+        if self._lowered_seen != self.ledger.lowered:  # a count went down: back to the safe 0
+            self._lowered_seen = self.ledger.lowered
+            self.value = 0
+        return self.value
+
+    def exact(self) -> int:
+        """The lowest count of any slot (a scan)."""
+        counts = self.ledger.counts
+        self._lowered_seen = self.ledger.lowered
+        self.value = min(counts.get(slot, 0) for slot in self.slots)
+        return self.value
+
+    def lowest(self) -> list[Hashable]:
+        """The slots at the exact floor, in order."""
+        floor, counts = self.exact(), self.ledger.counts
+        return [slot for slot in self.slots if counts.get(slot, 0) == floor]
+
+
 class Rotation:
     """The next slot in order at the lowest count below ``cap`` (None: unbounded)."""
 

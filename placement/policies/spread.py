@@ -28,8 +28,8 @@ from ..snapshot import NodeInfo
 from .base import Hold, Policy
 from .candidates import Candidates
 from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
-from .request import Demand, Request
-from .rotation import Ledger, Rotation
+from .request import NOTHING, Demand, Request
+from .rotation import Floor, Ledger, Rotation
 
 
 class StrictPolicy(Policy):
@@ -66,6 +66,23 @@ def _check_whole(name: str, value: Any) -> int:
     return value
 
 
+def check_topology(topology: Any) -> str | None:
+    if topology is not None and (not isinstance(topology, str) or not topology):
+        raise ValueError(f"topology must be a Ray node label key such as 'zone' or "
+                         f"'ray.io/availability-zone', got {topology!r}")
+    return topology
+
+
+def all_domains(cands: Candidates, topology: str | None) -> Sequence[Hashable]:
+    """Every slot of the candidates whatever the demand: their node ids, or the values of
+    ``topology`` they carry (nodes without that label belong to no domain, as in Kubernetes)."""
+    if topology is None:
+        return cands.fitting_ids(NOTHING)
+    values = {node.labels.get(topology) for node in cands.nodes}
+    values.discard(None)
+    return sorted(values, key=lambda d: natural_key(str(d)))
+
+
 class _Domains:
     """The slots (nodes, or topology values) fitting one demand in one snapshot, in order.
 
@@ -76,7 +93,7 @@ class _Domains:
     __slots__ = ("cands", "members", "nodes", "rotation", "slots")
 
     def __init__(self, cands: Candidates, demand: Demand, topology: str | None, ledger: Ledger,
-                 cap: int) -> None:
+                 cap: int | None) -> None:
         self.cands = cands
         fitting = self.nodes = cands.fitting(demand)
         self.members: dict[Hashable, list[NodeInfo]] = {}
@@ -107,34 +124,63 @@ class _Domains:
 class AntiAffinity(StrictPolicy):
     """Spreading: each placement goes to a node holding none from this policy yet.
 
-    ``max_per_node`` allows more per node (filled evenly); ``topology="zone"`` spreads across the
-    values of that Ray node label instead of across nodes. Strict (the default) raises
+    ``max_per_node`` allows more per node (filled evenly); ``topology="zone"`` (any Ray node
+    label, e.g. ``"ray.io/availability-zone"``) spreads across the values of that label instead
+    of across nodes, and ``max_per_node`` then counts per value. Strict (the default) raises
     PlacementError once no node is left; ``strict=False`` falls back to the least-used node.
     ``release(decision)`` gives a replica's slot back when it ended.
+
+    ``max_skew=k`` bounds the imbalance instead, as Kubernetes' topologySpreadConstraints: no cap
+    per node (unless ``max_per_node`` is given too), and a placement may not leave its domain
+    more than ``k`` above the least-used domain of the candidates, counted over every candidate
+    domain whatever the demand (a demand that fits only some domains cannot pile into them).
+    Strict refuses such a placement (``whenUnsatisfiable: DoNotSchedule``); ``strict=False``
+    places it on the least-used domain that fits and flags the fallback (``ScheduleAnyway``).
+
+    >>> from placement.snapshot import ClusterSnapshot
+    >>> snap = ClusterSnapshot.from_dicts(
+    ...     [{"id": "a", "label": "node0", "labels": {"zone": "z1"}, "resources": {"accel": 1}},
+    ...      {"id": "b", "label": "node1", "labels": {"zone": "z2"}}])
+    >>> even = AntiAffinity(topology="zone", max_skew=1)
+    >>> [even.decide(snap).node.labels["zone"] for _ in range(3)]
+    ['z1', 'z2', 'z1']
+    >>> try:  # only z1 holds an accel: a third there would be 2 above z2
+    ...     even.decide(snap, {"accel": 1})
+    ... except PlacementError as refusal:
+    ...     print(refusal.rule, "|", refusal.detail[:59])
+    max-skew-exceeded | placing on zone=z1 would give it 3 placements while zone=z2
     """
 
-    def __init__(self, max_per_node: int = 1, *, topology: str | None = None,
-                 strict: bool = True, backend: str | None = None,
+    def __init__(self, max_per_node: int | None = None, *, topology: str | None = None,
+                 max_skew: int | None = None, strict: bool = True, backend: str | None = None,
                  pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
                  where: Mapping[str, str] | None = None) -> None:
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where)
-        self.max_per_node = _check_whole("max_per_node", max_per_node)
-        if topology is not None and (not isinstance(topology, str) or not topology):
-            raise ValueError(f"topology must be a Ray node label key such as 'zone', got "
-                             f"{topology!r}")
-        self.topology = topology
+        self.max_skew = None if max_skew is None else _check_whole("max_skew", max_skew)
+        # None: no cap. The default is one per node, unless max_skew bounds the spread instead.
+        self.max_per_node: int | None = (
+            _check_whole("max_per_node", max_per_node) if max_per_node is not None
+            else None if self.max_skew is not None else 1)
+        self.topology = check_topology(topology)
         self._used = Ledger()  # placements per slot, shared by every demand
         self._per_node = Ledger()  # with topology: placements per node inside a domain
         self._classes: dict[Demand, _Domains] = {}
+        self._floor: Floor | None = None  # with max_skew: the least-used of every domain
+        self._floor_of: Candidates | None = None  # the candidates that floor was built on
         self._placed = 0
 
     def _config(self) -> dict[str, Any]:
-        return {"max_per_node": self.max_per_node, "topology": self.topology, **super()._config()}
+        return {"max_per_node": self.max_per_node, "topology": self.topology,
+                "max_skew": self.max_skew, **super()._config()}
 
     def __repr__(self) -> str:
-        own = [f"max_per_node={self.max_per_node}"] if self.max_per_node != 1 else []
-        return self._repr(own + ([f"topology={self.topology!r}"] if self.topology else []))
+        default_cap = None if self.max_skew is not None else 1
+        own = ([f"max_per_node={self.max_per_node}"] if self.max_per_node != default_cap
+               else [])
+        own += [f"topology={self.topology!r}"] if self.topology else []
+        own += [f"max_skew={self.max_skew}"] if self.max_skew is not None else []
+        return self._repr(own)
 
     def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
         demand = request.demand
@@ -150,6 +196,12 @@ class AntiAffinity(StrictPolicy):
                 raise self._exhausted(cands, state)
             i = rotation.least_used()
             rotation.take_at(i)
+        skew = self.max_skew
+        if skew is not None and self._over_skew(cands, rotation, i, skew):
+            if not self.soft:
+                rotation.untake(i)
+                raise self._skew_error(cands, demand, state, i, skew)
+            fallback = True
         if self.topology is None:
             node = state.nodes[i]
         else:  # the least-used node of the domain, first among equals
@@ -157,9 +209,45 @@ class AntiAffinity(StrictPolicy):
             node = min(state.members[state.slots[i]], key=lambda n: counts.get(n.node_id, 0))
             self._per_node.add(node.node_id)
         self._placed += 1
-        reason = ("every node is full: soft spread reuses the least-used" if fallback
+        reason = ("every node is full or skewed: soft spread reuses the least-used" if fallback
                   else "holds the fewest from this policy")
         return self._decision(node, reason, fallback=fallback), (rotation, i, node.node_id)
+
+    def _over_skew(self, cands: Candidates, rotation: Rotation, i: int, skew: int) -> bool:
+        """Whether the placement just taken at slot ``i`` leaves it more than max_skew above the
+        least-used domain (its count is already raised: if it was the only least-used one, the
+        skew is 1, never over the bound)."""
+        floor = self._floor
+        if floor is None or self._floor_of is not cands:  # once per snapshot
+            floor = self._floor = Floor(all_domains(cands, self.topology), self._used)
+            self._floor_of = cands
+        over = rotation.counts.get(rotation.slots[i], 0) - skew
+        return over > floor.bound() and over > floor.exact()
+
+    def _skew_error(self, cands: Candidates, demand: Demand, state: _Domains, i: int,
+                    skew: int) -> PlacementError:
+        every = Floor(all_domains(cands, self.topology), self._used)
+        floor, lagging = every.exact(), every.lowest()
+        counts = self._used.counts
+        taken = counts.get(state.slots[i], 0) + 1
+        if self.topology is None:
+            nodes = [n for n in (cands.get(str(slot)) for slot in lagging) if n is not None]
+            chosen, behind = node_name(state.nodes[i]), node_name(nodes[0])
+            names = [node_name(n) for n in nodes]
+        else:
+            chosen, behind = f"{self.topology}={state.slots[i]}", f"{self.topology}={lagging[0]}"
+            names = [node_name(n) for n in cands.nodes if n.labels.get(self.topology) in lagging]
+        more = f" (and {len(lagging) - 1} more)" if len(lagging) > 1 else ""
+        needs = f"{demand.as_dict()} fits" if demand else "the candidates are"
+        return PlacementError(
+            errors.SKEW_EXCEEDED,
+            f"placing on {chosen} would give it {taken} placements while {behind}{more} holds "
+            f"{floor} (max_skew={skew}); {needs} only {len(state.slots)} of "
+            f"{len(every.slots)} domains",
+            "add nodes that hold this demand to the domains behind, release ended placements, "
+            "raise max_skew, or use strict=False to place anyway",
+            names[:64],
+        )
 
     def _follow(self, cands: Candidates) -> None:
         for demand in list(self._classes):
@@ -168,6 +256,9 @@ class AntiAffinity(StrictPolicy):
                                                  self.max_per_node)
             except PlacementError:
                 del self._classes[demand]  # nothing fits it now: its next decision says so
+        if self._floor is not None:
+            self._floor = Floor(all_domains(cands, self.topology), self._used)
+            self._floor_of = cands
 
     def _exhausted(self, cands: Candidates, state: _Domains) -> PlacementError:
         where = "nodes" if self.topology is None else f"values of {self.topology!r}"
