@@ -3,6 +3,7 @@
     placement cluster start 4        # labelled local cluster node0..node3 on 127.0.0.10-13
     placement status [--json]        # nodes, labels, resources
     placement cluster stop           # ends exactly that cluster's processes
+    placement cluster join HEAD:PORT --token-file F --labels zone=z1   # this host joins a cluster
     placement demo                   # every policy on a local cluster, checked
     placement kuberay --workers 4 --zones a,b   # a KubeRay RayCluster manifest (YAML) on stdout
 """
@@ -179,6 +180,27 @@ def _cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_join(args: argparse.Namespace) -> int:
+    from .join import LABEL_AUTO, LABEL_NONE, JoinSpec, default_join_dir, join_cluster
+
+    spec = JoinSpec(
+        head=args.head, token_file=args.token_file, state_dir=args.state_dir or default_join_dir(),
+        labels=args.labels, node_ip_address=args.node_ip_address, cpus=args.cpus,
+        object_store_mb=args.object_store_mb, resources=args.resources,
+        label=LABEL_NONE if args.no_label else LABEL_AUTO, label_prefix=args.label_prefix,
+        timeout=args.timeout,
+    )
+    node = join_cluster(spec, say=_say)
+    own = {k: v for k, v in node.labels.items() if not k.startswith("ray.io/")}
+    print(f"joined {node.state.address}: node {node.node_id} at {node.address}, "
+          f"label {node.label or '(none: the cluster has no node<i> labels, or --no-label)'}")
+    print(f"Ray labels: {','.join(f'{k}={v}' for k, v in own.items()) or '(none)'}")
+    print(f"state directory: {node.state.state_dir}")
+    print(f"status:  placement status --state-dir {node.state.state_dir}")
+    print(f"stop:    {node.stop_command()}")
+    return 0
+
+
 def _cmd_stop(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or default_state_dir()
     ended = stop_cluster(state_dir, keep_logs=args.keep_logs)
@@ -223,6 +245,49 @@ def _cmd_kuberay(args: argparse.Namespace) -> int:
     else:
         print(render(manifest), end="")
     return 0
+
+
+def _add_join(actions: Any) -> None:
+    from .join import JOIN_ATTEMPTS, default_join_dir, parse_head, parse_labels
+
+    join = actions.add_parser(
+        "join", help="start a node on this host that joins a running cluster (real hosts)",
+        description="Start a Ray node on this host that joins the cluster at HEAD_ADDRESS, with "
+        "the next free node<i> label (its custom resource and the Ray label placement.node), and "
+        "your Ray labels. Labelling follows the cluster: a node joining a cluster whose nodes "
+        "carry node<i> labels gets the lowest free one; a node joining a cluster that has none "
+        "(plain `ray start`) gets none, because one labelled node there changes nothing for "
+        "backend='auto' (node ids while any node is unlabelled) and would be the only node "
+        "backend='resource' could use. A host that finds another node holding its label "
+        f"after its node started stops it and takes the next (at most {JOIN_ATTEMPTS} tries).")
+    join.add_argument("head", type=_checked(parse_head), metavar="HEAD_ADDRESS",
+                      help="the head's GCS address, host:port (e.g. 10.0.0.5:6379)")
+    join.add_argument("--token-file", type=Path, required=True,
+                      help="file holding the cluster's auth token, mode 600 (copied from the "
+                      "head; it is passed to Ray through the environment, never the command line)")
+    join.add_argument("--labels", type=_checked(parse_labels), default={},
+                      help="Ray labels of this node, e.g. zone=z1,rack=r2 (Ray's label syntax; "
+                      "ray.io/ keys and placement.node are refused)")
+    join.add_argument("--no-label", action="store_true",
+                      help="no node<i> label even on a labelled cluster: only your --labels "
+                      "(policies then choose nodes by id)")
+    join.add_argument("--node-ip-address", default=None,
+                      help="this host's address as other hosts reach it (default: Ray finds it); "
+                      "on one machine a loopback address of its own, e.g. 127.0.0.12")
+    join.add_argument("--cpus", type=_whole("--cpus", 0, example="2"), default=None,
+                      help="CPUs of this node (default: Ray counts them)")
+    join.add_argument("--object-store-mb", default=None,
+                      type=_whole("--object-store-mb", MIN_OBJECT_STORE_MB, example="256"),
+                      help="object store in MiB (default: Ray's, 30%% of memory)")
+    join.add_argument("--resources", type=_resources, default={},
+                      help='extra custom resources of this node, as JSON, e.g. \'{"accel": 1}\'')
+    join.add_argument("--label-prefix", default="node", help="label prefix (default node)")
+    join.add_argument("--timeout", type=_timeout, default=DEFAULT_START_TIMEOUT,
+                      help="seconds to wait for the node")
+    join.add_argument("--state-dir", type=Path, default=None,
+                      help=f"this node's own state directory (default {default_join_dir()}); "
+                      "`placement cluster stop --state-dir` on it ends exactly this node")
+    join.set_defaults(run=_cmd_join)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--timeout", type=_timeout, default=DEFAULT_START_TIMEOUT,
                      help="seconds to wait for the node")
     add.set_defaults(run=_cmd_add)
+    _add_join(actions)
     stop = actions.add_parser("stop", help="end exactly the processes of the cluster")
     _add_state_dir(stop)
     stop.add_argument("--keep-logs", action="store_true",

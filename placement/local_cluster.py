@@ -517,10 +517,13 @@ def _run_ray_start(
         )
 
 
-def probe_nodes(env: dict[str, str], expect: int, timeout: float) -> list[dict[str, Any]]:
+def probe_nodes(env: dict[str, str], expect: int, timeout: float,
+                node_id: str | None = None) -> list[dict[str, Any]]:
     """Connect a throwaway driver (its own process: Ray caches the token per process) and wait
-    until ``expect`` nodes are alive. Returns the alive nodes' records; raises on timeout."""
+    until ``expect`` nodes are alive (and ``node_id`` among them, when given). Returns the alive
+    nodes' records (id, address, resources, labels); raises on timeout or a refused token."""
     cmd = [sys.executable, "-m", "placement.probe", str(expect), str(timeout)]
+    cmd += [node_id] if node_id else []
     try:
         done = subprocess.run(
             cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout + 30,
@@ -532,6 +535,12 @@ def probe_nodes(env: dict[str, str], expect: int, timeout: float) -> list[dict[s
         ) from None
     if done.returncode != 0:
         stderr = done.stderr.strip()
+        if "InvalidAuthToken" in stderr:  # Ray logs it, then raises a bare ConnectionError
+            raise LocalClusterError(
+                f"the cluster at {env.get('RAY_ADDRESS')} refused the auth token "
+                f"({env.get('RAY_AUTH_TOKEN_PATH') or 'none given'}): give the token file "
+                "of that cluster"
+            )
         raise LocalClusterError(stderr.splitlines()[-1] if stderr else "probe failed")
     alive: list[dict[str, Any]] = json.loads(done.stdout)
     return alive
@@ -669,6 +678,11 @@ def add_node(
     if state is None or not cluster_processes(state_dir):
         raise LocalClusterError(
             f"no cluster runs in {state_dir}: start one with scripts/start_cluster.sh N"
+        )
+    if state.spec.get("joined"):  # a node `placement cluster join` started: not a cluster
+        raise LocalClusterError(
+            f"{state_dir} holds one node that joined {state.address}: to add another, run "
+            "`placement cluster join` again with its own --state-dir"
         )
     fields = {k: v for k, v in state.spec.items() if k in ClusterSpec.__dataclass_fields__}
     spec = ClusterSpec(**{**fields, "nodes": len(state.nodes) + 1})
