@@ -22,7 +22,7 @@ from ray.remote_function import RemoteFunction
 from . import _ray, errors
 from .cluster import SnapshotCache, default_cache
 from .errors import PlacementError
-from .options import check_user_options, demand_of, merged_options
+from .options import check_label_selector, check_user_options, demand_of, merged_options
 from .policies import Affinity, Decision, Fallback, Policy, Request
 
 ACTOR_LOOKUP_TIMEOUT_SECONDS = 30.0
@@ -142,6 +142,9 @@ class PlacedRemote:
         self._defaults = _ray.remote_defaults(self._fn)
         kind = "actor" if isinstance(self._fn, ActorClass) else "task"
         check_user_options({**self._defaults, **options}, kind)
+        members = policy.policies if isinstance(policy, Fallback) else (policy,)
+        check_label_selector({**self._defaults, **options}.get("label_selector"),
+                             (member.where for member in members))
         actors = _actor_affinities(policy)
         for member in actors:
             if not _ray.is_actor_handle(member.target):

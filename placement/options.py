@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -31,13 +31,15 @@ from .errors import PlacementError
 from .naming import LABEL_KEY
 from .policies.decision import NODE_ID, RESOURCE, Decision
 from .policies.request import Demand
+from .policies.selector import LabelFilter
 
 # The label Ray 2.60 gives every node: its id.
 NODE_ID_LABEL = "ray.io/node-id"
 
 # Options a policy sets itself: a user value would contradict it (and Ray rejects
-# placement_group together with scheduling_strategy).
-_POLICY_OWNED = ("scheduling_strategy", "placement_group", "label_selector", "fallback_strategy")
+# placement_group together with scheduling_strategy). A user's label_selector is not one of
+# them: it is part of the demand (the policy chooses among the nodes it matches) and is passed on.
+_POLICY_OWNED = ("scheduling_strategy", "placement_group", "fallback_strategy")
 
 
 _TASK_OPTIONS, _ACTOR_OPTIONS = _ray.option_names()
@@ -66,12 +68,12 @@ def check_user_options(options: Mapping[str, Any], kind: str | None = None) -> N
                 errors.BAD_OPTIONS,
                 f"the option {name}= contradicts the placement policy, "
                 "which decides where the work runs",
-                f"drop {name}= from the options"
-                + (", and give the policy where=<the same selector> to keep to those nodes"
-                   if name == "label_selector" else "")
-                + ", or submit without a policy (fn.options(...).remote())",
+                f"drop {name}= from the options, or submit without a policy "
+                "(fn.options(...).remote())",
             )
     _check_names(options, kind)
+    if options.get("label_selector") is not None:
+        LabelFilter(options["label_selector"], "label_selector")  # raises naming the fix
     resources = options.get("resources")
     if resources is None:
         resources = {}
@@ -175,7 +177,26 @@ def demand_of(options: Mapping[str, Any]) -> Demand:
         demand["memory"] = float(options["memory"])
     for name, amount in (options.get("resources") or {}).items():
         demand[name] = float(amount)
-    return Demand(demand)
+    selector = options.get("label_selector")
+    return Demand(demand, LabelFilter(selector, "label_selector") if selector else None)
+
+
+def check_label_selector(selector: Mapping[str, str] | None,
+                         filters: Iterable[LabelFilter | None]) -> None:
+    """Refuse a user's ``label_selector=`` that constrains a key a policy's ``where=`` also
+    constrains differently: Ray takes one selector per key, so one condition would be lost."""
+    for where in filters:
+        if not selector or where is None:
+            continue
+        for key, text in selector.items():
+            theirs = where.selector.get(key)
+            if theirs is not None and theirs != text:
+                raise PlacementError(
+                    errors.BAD_OPTIONS,
+                    f"label_selector={{{key!r}: {text!r}}} and the policy's where="
+                    f"{{{key!r}: {theirs!r}}} both constrain {key!r}: Ray keeps one condition "
+                    "per key", f"put the condition on {key!r} in one of them "
+                    "(in(...) and !in(...) express several values)")
 
 
 def placement_options(decision: Decision) -> dict[str, Any]:
@@ -228,6 +249,15 @@ def merged_options(user: Mapping[str, Any], decision: Decision,
     if "resources" in placed:
         own = (defaults or {}).get("resources") or {}
         merged["resources"] = {**own, **(user.get("resources") or {}), **placed["resources"]}
+    asked = user.get("label_selector") or (defaults or {}).get("label_selector")
+    if asked and "label_selector" in placed:
+        # The chosen node matches the user's selector; the fallbacks must keep to it too (the
+        # user's conditions win there over the placement's "anywhere but the chosen node").
+        merged["label_selector"] = {**asked, **placed["label_selector"]}
+        if "fallback_strategy" in placed:
+            merged["fallback_strategy"] = [
+                {**alternative, "label_selector": {**alternative["label_selector"], **asked}}
+                for alternative in placed["fallback_strategy"]]
     return merged
 
 

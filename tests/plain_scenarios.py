@@ -128,6 +128,47 @@ def main(state_dir: str) -> int:
         ray.kill(holder)
         out[f"soft_busy_{mode}"] = {"spilled": bool(done),
                                     "ran_on_busy_node": ray.get(ref, timeout=60) == busy.node_id}
+    # A user's own label_selector: part of the demand, combined with the policy's, passed on.
+    both = RoundRobin().place(where, label_selector={"zone": "in(z1,z2)"})
+    out["selector_rr"] = Counter(ray.get([both.remote() for _ in range(4)], timeout=120))
+    soft_z2 = RoundRobin(soft=True).place(where, label_selector={"zone": "z2"})
+    out["selector_soft"] = sorted(set(ray.get([soft_z2.remote() for _ in range(2)],
+                                              timeout=120)))
+    for name, attempt in (
+            ("selector_z9", lambda: RoundRobin().place(where, label_selector={"zone": "z9"})
+             .remote()),
+            ("selector_contradicts", lambda: RoundRobin(where={"zone": "z1"}).place(
+                where, label_selector={"zone": "z2"}))):
+        try:
+            attempt()
+            out[name] = "placed"
+        except PlacementError as refusal:
+            out[name] = refusal.rule
+
+    # Topology on any label: spread over zones (the node without one is in no domain), with
+    # a bound on skew; groups packed per zone.
+    zoned = AntiAffinity(topology="zone")
+    zone_replicas = [zoned.place(Replica).remote() for _ in range(2)]
+    out["topology_replicas"] = ray.get([r.node.remote() for r in zone_replicas], timeout=120)
+    try:
+        zoned.place(Replica).remote()
+        out["topology_extra"] = "placed"
+    except PlacementError as refusal:
+        out["topology_extra"] = refusal.rule
+    for actor in zone_replicas:
+        ray.kill(actor)
+    even = AntiAffinity(topology="zone", max_skew=1)
+    skewed = [even.place(where).remote() for _ in range(2)]  # z1, z2
+    skewed.append(even.place(where, label_selector={"zone": "z1"}).remote())  # 2 vs 1
+    out["skew_ran"] = ray.get(skewed, timeout=120)
+    try:  # 3 vs 1
+        even.place(where, label_selector={"zone": "z1"}).remote()
+        out["skew_extra"] = "placed"
+    except PlacementError as refusal:
+        out["skew_extra"] = refusal.rule
+    zone_pack = Packing(topology="zone")
+    out["zone_groups"] = {g: ray.get([zone_pack.place(where, group=g).remote()
+                                      for _ in range(2)], timeout=120) for g in ("a", "b")}
     try:
         RoundRobin(where={"zone": "z9"}).place(where).remote()
         out["where_z9"] = "placed"

@@ -84,3 +84,25 @@ def test_ray_treats_a_missing_label_as_satisfying_a_negative_selector(plain):
 def test_soft_on_an_unlabelled_busy_node_runs_elsewhere_and_gone_waits(plain):
     assert plain["soft_busy_True"] == {"spilled": True, "ran_on_busy_node": False}
     assert plain["soft_busy_gone"] == {"spilled": False, "ran_on_busy_node": True}
+
+
+def _by_zone(plain, zone):
+    return sorted(n for n, z in plain["zones"].items() if z == zone)
+
+
+def test_a_users_label_selector_is_combined_with_the_policy(plain):
+    z1, z2 = _by_zone(plain, "z1"), _by_zone(plain, "z2")
+    assert Counter(plain["selector_rr"]) == {z1[0]: 2, z2[0]: 2}  # balanced over what it allows
+    assert plain["selector_soft"] == z2
+    assert plain["selector_z9"] == errors.NO_MATCHING_NODES  # refused before submitting
+    assert plain["selector_contradicts"] == errors.BAD_OPTIONS
+
+
+def test_topology_and_max_skew_on_zone_labels(plain):
+    z1, z2 = _by_zone(plain, "z1"), _by_zone(plain, "z2")
+    assert sorted(plain["topology_replicas"]) == sorted(z1 + z2)  # one per zone
+    assert plain["topology_extra"] == errors.SPREAD_EXHAUSTED  # the zoneless node is no zone
+    assert plain["skew_ran"] == [z1[0], z2[0], z1[0]]
+    assert plain["skew_extra"] == errors.SKEW_EXCEEDED
+    a, b = plain["zone_groups"]["a"], plain["zone_groups"]["b"]
+    assert set(a) == set(z1) and set(b) == set(z2)  # each group in its zone, apart

@@ -34,8 +34,10 @@ from placement.snapshot import ClusterSnapshot
 CORE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # The demands one policy serves, interleaved: CPU only, CPU plus an accelerator, a big CPU ask,
-# and nothing at all.
-DEMANDS = (Demand({"CPU": 1}), Demand({"CPU": 1, "accel": 1}), Demand({"CPU": 6}), Demand())
+# nothing at all, and CPU on nodes of zones z0 or z1 (a user's label_selector).
+IN_Z0_Z1 = Demand({"CPU": 1}, labels={"zone": "in(z0,z1)"})
+DEMANDS = (Demand({"CPU": 1}), Demand({"CPU": 1, "accel": 1}), Demand({"CPU": 6}), Demand(),
+           IN_Z0_Z1)
 
 
 @dataclass
@@ -82,7 +84,9 @@ class Cluster:
         if backend == AUTO:  # the resource backend while every live node has its node<i>
             backend = RESOURCE if all(n.label in n.total for n in snap.live) else NODE_ID
         nodes = snap.placeable if backend == RESOURCE else snap.live
-        return [n.node_id for n in nodes if all(n.total.get(k, 0) >= v for k, v in demand)]
+        return [n.node_id for n in nodes
+                if all(n.total.get(k, 0) >= v for k, v in demand.as_dict().items())
+                and (demand != IN_Z0_Z1 or n.labels["zone"] in ("z0", "z1"))]
 
 
 _NODE = st.builds(Node, ident=st.just(0), cpus=st.integers(0, 8), accel=st.booleans(),

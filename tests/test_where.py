@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from placement import errors
 from placement.errors import PlacementError
 from placement.naming import LABEL_KEY
-from placement.options import NODE_ID_LABEL, placement_options
+from placement.options import NODE_ID_LABEL, merged_options, placement_options
 from placement.policies import (
     AUTO,
     NODE_ID,
@@ -205,3 +205,48 @@ def test_soft_takes_only_the_documented_values():
 
     with pytest.raises(TypeError, match="'busy' or 'gone'"):
         RoundRobin(soft=mock.ANY)
+
+
+# -- a user's own label_selector= (part of the demand) --------------------------------------------
+
+
+def _zoned() -> ClusterSnapshot:
+    return ClusterSnapshot.from_dicts([
+        {"id": "a" * 56, "label": "node0",
+         "labels": {"zone": "z1", LABEL_KEY: "node0", NODE_ID_LABEL: "a" * 56}},
+        {"id": "b" * 56, "label": "node1",
+         "labels": {"zone": "z2", LABEL_KEY: "node1", NODE_ID_LABEL: "b" * 56}},
+        {"id": "c" * 56, "label": "node2",
+         "labels": {"zone": "z2", LABEL_KEY: "node2", NODE_ID_LABEL: "c" * 56}}])
+
+
+def test_a_label_selector_in_the_demand_restricts_every_policy():
+    snap, in_z2 = _zoned(), Demand({"CPU": 0}, labels={"zone": "z2"})
+    assert {RoundRobin().decide(snap, in_z2).node_name for _ in range(4)} == {"node1", "node2"}
+    apart = AntiAffinity()
+    assert [apart.decide(snap, in_z2).node_name for _ in range(2)] == ["node1", "node2"]
+    assert apart.decide(snap).node_name == "node0"  # the same ledger, without the selector
+    assert Packing().decide(snap, in_z2, group="g").node_name == "node1"
+    with pytest.raises(PlacementError) as outside:  # a target the selector excludes
+        Affinity("node0").decide(snap, in_z2)
+    assert outside.value.rule == errors.NO_MATCHING_NODES
+    with pytest.raises(PlacementError) as nowhere:
+        RoundRobin().decide(snap, Demand(labels={"zone": "z9"}))
+    assert nowhere.value.rule == errors.NO_MATCHING_NODES and "z1, z2" in nowhere.value.detail
+    assert Demand(labels={"zone": "z2"}) != Demand() and repr(in_z2) == \
+        "Demand({}, labels={'zone': 'z2'})"
+
+
+def test_a_users_label_selector_is_passed_on_and_kept_by_soft_fallbacks():
+    snap, asked = _zoned(), {"zone": "z2"}
+    need = Demand(labels=asked)
+    hard = RoundRobin(backend="label").decide(snap, need)
+    assert merged_options({"label_selector": asked}, hard)["label_selector"] == {
+        "zone": "z2", LABEL_KEY: hard.node_name}
+    pinned = RoundRobin(backend="node_id").decide(snap, need)
+    assert merged_options({"label_selector": asked}, pinned)["label_selector"] == asked
+    soft = RoundRobin(soft=True).decide(snap, need)
+    merged = merged_options({}, soft, defaults={"label_selector": asked})  # @ray.remote's own
+    assert merged["label_selector"] == {"zone": "z2", LABEL_KEY: soft.node_name}
+    assert merged["fallback_strategy"] == [
+        {"label_selector": {LABEL_KEY: f"!{soft.node_name}", "zone": "z2"}}]

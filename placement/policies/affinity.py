@@ -18,7 +18,7 @@ from .. import errors
 from ..errors import PlacementError
 from ..snapshot import NodeInfo
 from .base import Hold, Policy
-from .candidates import Candidates, resources_error
+from .candidates import Candidates, demand_error, holds
 from .decision import DEFAULT_PIN_AMOUNT, NODE_ID, Decision, node_name
 from .request import Demand, Request
 
@@ -26,8 +26,8 @@ _NOT_A_TARGET = (bool, int, float, bytes, Mapping, list, tuple, set)
 
 
 def _fitting_node(node: NodeInfo, demand: Demand) -> NodeInfo:
-    if demand and not node.fits(demand):
-        raise resources_error(demand, [node])
+    if demand and not holds(node, demand):
+        raise demand_error(demand, [node])
     return node
 
 

@@ -117,9 +117,9 @@ class Candidates:
         return found[1]
 
     def _fit(self, demand: Demand) -> tuple[tuple[NodeInfo, ...], tuple[str, ...]]:
-        nodes = tuple(n for n in self.nodes if n.fits(demand))
+        nodes = tuple(n for n in self.nodes if holds(n, demand))
         if not nodes:
-            raise resources_error(demand, self.nodes)
+            raise demand_error(demand, self.nodes)
         found = self._fitting[demand] = (nodes, tuple(map(_BY_ID, nodes)))
         return found
 
@@ -198,13 +198,38 @@ class Candidates:
         # A copy: policies sharing these candidates add demands from other threads (dict() copies
         # in C, under the interpreter lock).
         for demand, (nodes, _) in dict(self._fitting).items():
-            patched = patch_sorted(nodes, removed, [n for n in added if n.fits(demand)])
+            patched = patch_sorted(nodes, removed, [n for n in added if holds(n, demand)])
             if patched:  # none left: fitting() raises for it again, naming the largest nodes
                 twin._fitting[demand] = (tuple(patched), tuple(map(_BY_ID, patched)))
         return twin
 
 
 _BY_ID = attrgetter("node_id")
+
+
+def holds(node: NodeInfo, demand: Demand) -> bool:
+    """Whether ``node`` could ever hold ``demand``: its totals, and the labels it asks for."""
+    if not node.fits(demand):
+        return False
+    where = demand.where
+    return where is None or where.matches(node.labels)
+
+
+def demand_error(demand: Demand, nodes: Sequence[NodeInfo]) -> PlacementError:
+    """Why none of ``nodes`` can hold ``demand``: its labels, else its resources."""
+    where = demand.where
+    if where is not None and not any(where.matches(n.labels) for n in nodes):
+        return PlacementError(
+            errors.NO_MATCHING_NODES,
+            f"no candidate node matches label_selector={where!r}: they have "
+            f"{where.describe(n.labels for n in nodes)}",
+            "change label_selector= to values the nodes have (placement status shows each "
+            "node's labels), or start nodes with `ray start --labels key=value`",
+            [node_name(n) for n in nodes],
+        )
+    if where is not None:
+        nodes = [n for n in nodes if where.matches(n.labels)]
+    return resources_error(demand, nodes)
 
 
 def _has_label_resource(node: NodeInfo) -> bool:
@@ -280,7 +305,7 @@ def check_pin_fits(pin_amount: float, nodes: Sequence[NodeInfo],
 
 def resources_error(demand: Demand, nodes: Sequence[NodeInfo]) -> PlacementError:
     largest = {name: max((n.total.get(name, 0.0) for n in nodes), default=0.0)
-               for name, _ in demand}
+               for name in demand.as_dict()}
     return PlacementError(
         errors.RESOURCES_EXCEED_NODES,
         f"no candidate node can ever hold {demand.as_dict()}: the largest have {largest}",

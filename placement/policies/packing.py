@@ -26,7 +26,7 @@ from .. import errors
 from ..errors import PlacementError
 from ..snapshot import NodeInfo
 from .base import Hold
-from .candidates import Candidates, resources_error
+from .candidates import Candidates, demand_error, holds
 from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
 from .request import Demand, Request
 from .rotation import Ledger, Rotation
@@ -103,8 +103,8 @@ class Packing(StrictPolicy):
             member: str | None = None  # with topology: the node counted for this member
             if self.topology is None:
                 node = cands.get(cast(str, packed.slot))
-                if node is not None and demand and not node.fits(demand):
-                    raise resources_error(demand, [node])
+                if node is not None and demand and not holds(node, demand):
+                    raise demand_error(demand, [node])
             else:
                 node = self._member_node(cands, demand, packed.slot)
                 member = None if node is None else self._count_member(node)
@@ -162,8 +162,8 @@ class Packing(StrictPolicy):
         if members:
             return self._least_used(members)
         if slot in all_domains(cands, self.topology):  # O(nodes): an error path
-            raise resources_error(demand, [n for n in cands.nodes
-                                           if n.labels.get(self.topology or "") == slot])
+            raise demand_error(demand, [n for n in cands.nodes
+                                        if n.labels.get(self.topology or "") == slot])
         return None
 
     def _least_used(self, nodes: list[NodeInfo]) -> NodeInfo:

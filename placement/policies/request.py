@@ -1,8 +1,9 @@
 """What one placement asks for, as immutable, hashable values: policies and caches key on them.
 
-A ``Demand`` is the resources one task or actor needs on a node; a ``Request`` adds the group key
-(Packing), the caller's node (Local) and nothing else. Both are values: changing the dict a
-demand was made from changes nothing, and two equal demands are one key.
+A ``Demand`` is what one task or actor needs of a node: resources, and the Ray labels the user
+asked for with ``label_selector=`` (as Kubernetes' requests and nodeSelector); a ``Request`` adds
+the group key (Packing), the caller's node (Local) and nothing else. Both are values: changing
+the dict a demand was made from changes nothing, and two equal demands are one key.
 
 >>> Demand({"CPU": 2, "accel": 1}) == Demand({"accel": 1.0, "CPU": 2.0})
 True
@@ -18,16 +19,27 @@ import math
 from collections.abc import Callable, Hashable, Mapping
 from typing import NamedTuple
 
+from .selector import LabelFilter
+
 
 class Demand(tuple[tuple[str, float], ...]):
-    """Resources one placement needs on one node: sorted (name, amount) pairs, zeros dropped.
+    """What one placement needs of one node: resources as sorted (name, amount) pairs, zeros
+    dropped, and optionally Ray label conditions (``labels=``, Ray's selector syntax).
 
-    A tuple underneath, so hashing and comparing it (once per decision) run in C.
+    A tuple underneath, so hashing and comparing it (once per decision) run in C. Label
+    conditions ride in it as pairs of amount 0 named ``<NUL>label:<key>=<selector>``: resource
+    pairs are never 0, so ``NodeInfo.fits`` (which skips zeros) reads resources only, while every
+    per-demand cache keys on labels too.
+
+    >>> need = Demand({"CPU": 1}, labels={"zone": "in(z1,z2)"})
+    >>> need.as_dict(), need.where.matches({"zone": "z2"})
+    ({'CPU': 1.0}, True)
     """
 
     __slots__ = ()
 
-    def __new__(cls, resources: Mapping[str, float] | None = None) -> Demand:
+    def __new__(cls, resources: Mapping[str, float] | None = None,
+                labels: Mapping[str, str] | LabelFilter | None = None) -> Demand:
         pairs = []
         for name, amount in (resources or {}).items():
             if not isinstance(name, str):
@@ -38,13 +50,35 @@ class Demand(tuple[tuple[str, float], ...]):
                     f"the demand for {name!r} must be a finite number >= 0, got {amount!r}")
             if amount > 0:
                 pairs.append((name, float(amount)))
+        if labels is not None:
+            selector = labels if isinstance(labels, LabelFilter) else LabelFilter(labels)
+            pairs += ((f"{_LABEL}{key}={text}", 0.0) for key, text in selector.selector.items())
         return super().__new__(cls, sorted(pairs))
 
     def as_dict(self) -> dict[str, float]:
-        return dict(self)
+        """The resources (without label conditions)."""
+        return {name: amount for name, amount in self if amount}
+
+    @property
+    def where(self) -> LabelFilter | None:
+        """The label conditions a node must satisfy, or None."""
+        if not self or not self[0][0].startswith(_LABEL):  # they sort first
+            return None
+        return _label_filter(tuple(name for name, amount in self if not amount))
 
     def __repr__(self) -> str:
-        return f"Demand({self.as_dict()!r})"
+        where = self.where
+        shown = "" if where is None else f", labels={dict(where.selector)!r}"
+        return f"Demand({self.as_dict()!r}{shown})"
+
+
+# Sorts before any resource name, and no Ray resource is named so.
+_LABEL = "\0label:"
+
+
+@functools.lru_cache(maxsize=1024)
+def _label_filter(names: tuple[str, ...]) -> LabelFilter:
+    return LabelFilter(dict(name[len(_LABEL):].split("=", 1) for name in names))
 
 
 DemandLike = Demand | Mapping[str, float] | None

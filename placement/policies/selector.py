@@ -33,27 +33,29 @@ class LabelFilter:
     _hash: int
     selector: Mapping[str, str]  # what Ray is told (label_selector=), read-only
 
-    def __init__(self, where: Mapping[str, str]) -> None:
+    def __init__(self, where: Mapping[str, str], option: str = "where") -> None:
+        # ``option``: the argument the conditions came from, named in errors (where,
+        # label_selector).
         if not isinstance(where, Mapping) or not where:
-            raise TypeError(f"where must be a non-empty dict of label key to selector, got "
-                            f"{where!r}: e.g. where={{'zone': 'us-east-1a'}}")
+            raise TypeError(f"{option} must be a non-empty dict of label key to selector, got "
+                            f"{where!r}: e.g. {option}={{'zone': 'us-east-1a'}}")
         for key in where:
             if not isinstance(key, str):
-                raise ValueError(f"where has the label key {key!r}, not a string: quote it, "
+                raise ValueError(f"{option} has the label key {key!r}, not a string: quote it, "
                                  "e.g. 'zone'")
         conditions = []
         for key, text in sorted(where.items()):
             # Ray's rule: a prefix of at most 253 characters, a name of at most 63.
             if not _KEY.fullmatch(key) or len(key.rpartition("/")[0]) > 253:
-                raise ValueError(f"where has the label key {key!r}, which Ray does not accept: "
-                                 "use letters, digits, - _ . (and one prefix/ at most), e.g. "
-                                 "'zone' or 'ray.io/availability-zone'")
+                raise ValueError(f"{option} has the label key {key!r}, which Ray does not "
+                                 "accept: use letters, digits, - _ . (and one prefix/ at most), "
+                                 "e.g. 'zone' or 'ray.io/availability-zone'")
             if not isinstance(text, str):
-                raise ValueError(f"where[{key!r}] is {text!r}, not a string: give {_FORMS}")
+                raise ValueError(f"{option}[{key!r}] is {text!r}, not a string: give {_FORMS}")
             found = _SELECTOR.fullmatch(text)
             if found is None:
-                raise ValueError(f"where[{key!r}] = {text!r} is not a Ray label selector: give "
-                                 f"{_FORMS}, e.g. 'in(z1,z2)'")
+                raise ValueError(f"{option}[{key!r}] = {text!r} is not a Ray label selector: "
+                                 f"give {_FORMS}, e.g. 'in(z1,z2)'")
             negated, listed, single = found.groups()
             values = frozenset(v.strip() for v in listed.split(",")) if listed else {single}
             conditions.append((key, bool(negated), frozenset(values)))
