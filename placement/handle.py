@@ -20,6 +20,7 @@ from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
 from . import _ray, errors
+from .autoscale import wait_for_nodes
 from .cluster import SnapshotCache, default_cache
 from .errors import PlacementError
 from .options import check_label_selector, check_user_options, demand_of, merged_options
@@ -185,7 +186,13 @@ class PlacedRemote:
             return policy.propose(self._cache.get(), request)
         except PlacementError:
             # The cached snapshot may be stale (a node joined, died or got its label): look again.
-            return policy.propose(self._cache.refresh(), request)
+            snapshot = self._cache.refresh()
+        try:
+            return policy.propose(snapshot, request)
+        except PlacementError as refusal:
+            if not policy.wait_for_nodes:
+                raise
+            return wait_for_nodes(policy, request, snapshot, refusal, self._cache.refresh)
 
     def _bound_for(self, decision: Decision) -> Any:
         node_key = (decision.node.node_id, decision.backend, decision.soft, decision.pin_amount,

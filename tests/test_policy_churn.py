@@ -434,7 +434,8 @@ def test_packing_by_topology_keeps_groups_in_one_value_and_apart(scenario, stric
         same_zone = [n for n in cluster.fitting(snap, demand, AUTO)
                      if snap.by_id[n].labels["zone"] == zone]
         assert per_node[node.node_id] == min(per_node[n] for n in same_zone), "not the least-used"
-        zone_of[group] = zone
+        if not decision.reason.startswith("its group's node cannot hold it"):
+            zone_of[group] = zone  # a soft member placed apart leaves its group where it is
         members[group] += 1
         per_node[node.node_id] += 1
 
@@ -443,8 +444,7 @@ def test_packing_by_topology_keeps_groups_in_one_value_and_apart(scenario, stric
         per_node[decision.node.node_id] -= 1
 
     def on_refusal(snap, request, refusal):
-        assert strict or refusal.rule in (errors.RESOURCES_EXCEED_NODES, errors.UNKNOWN_LABEL,
-                                          errors.NO_LABELLED_NODES), refusal
+        assert strict or not cluster.fitting(snap, request.demand, AUTO), refusal
         if refusal.rule == errors.GROUPS_EXHAUSTED:
             taken = {zone_of[g] for g, n in members.items() if n}
             fitting = {snap.by_id[n].labels["zone"]

@@ -248,6 +248,23 @@ def test_packing_by_topology_spreads_members_over_the_zone_and_frees_them():
         refusal.value)
 
 
+def test_soft_packing_places_a_member_its_groups_node_cannot_hold_apart():
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a", "label": "node0", "resources": {"CPU": 1}},
+        {"id": "b", "label": "node1", "resources": {"CPU": 8}}])
+    for pack in (Packing(strict=False), Packing()):
+        assert pack.decide(snap, {"CPU": 1}, group="g").node_name == "node0"
+        if pack.strict:
+            with pytest.raises(PlacementError) as refusal:
+                pack.decide(snap, {"CPU": 4}, group="g")
+            assert refusal.value.rule == errors.RESOURCES_EXCEED_NODES
+            continue
+        big = pack.decide(snap, {"CPU": 4}, group="g")
+        assert big.node_name == "node1" and big.fallback
+        assert pack.decide(snap, {"CPU": 1}, group="g").node_name == "node0"  # group stayed
+        assert pack.node_of("g") == "a"
+
+
 def test_anti_affinity_release_frees_a_slot():
     snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
                                        {"id": "b", "label": "node1"}])

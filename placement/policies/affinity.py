@@ -42,9 +42,10 @@ class Affinity(Policy):
 
     def __init__(self, target: Any = None, *, soft: bool = False, backend: str | None = None,
                  pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
-                 where: Mapping[str, str] | None = None) -> None:
+                 where: Mapping[str, str] | None = None,
+                 wait_for_nodes: float | None = None) -> None:
         super().__init__(soft=soft, backend=backend, pin_amount=pin_amount, cache=cache,
-                         where=where)
+                         where=where, wait_for_nodes=wait_for_nodes)
         if isinstance(target, str):
             if not target:
                 raise ValueError("target must not be empty: give a label such as 'node1', a node "

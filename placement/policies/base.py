@@ -35,6 +35,7 @@ from .decision import (
     check_backend,
     check_pin_amount,
     check_soft,
+    check_wait_for_nodes,
     next_ticket,
 )
 from .plan import Plan, make_plan
@@ -68,8 +69,12 @@ class Policy(abc.ABC):
         pin_amount: float = DEFAULT_PIN_AMOUNT,
         cache: Any = None,
         where: Mapping[str, str] | None = None,
+        wait_for_nodes: float | None = None,
     ) -> None:
         self.soft = check_soft(soft)
+        # Seconds the submit layer waits for new nodes (asking Ray's autoscaler for them) when
+        # no node can take a placement; None refuses at once (autoscale.py).
+        self.wait_for_nodes = check_wait_for_nodes(wait_for_nodes)
         # Only nodes whose Ray labels satisfy these conditions are candidates (selector.py).
         self.where = None if where is None else LabelFilter(where)
         self.backend = check_backend(self.default_backend if backend is None else backend)
@@ -109,7 +114,8 @@ class Policy(abc.ABC):
         """Constructor arguments, for clone() and repr()."""
         return {"soft": self.soft, "backend": self.backend, "pin_amount": self.pin_amount,
                 "cache": self.cache,
-                "where": None if self.where is None else dict(self.where.selector)}
+                "where": None if self.where is None else dict(self.where.selector),
+                "wait_for_nodes": self.wait_for_nodes}
 
     # -- the transaction --------------------------------------------------------------------------
 
@@ -354,6 +360,9 @@ class Fallback(Policy):
                          cache=first.cache,
                          where=None if first.where is None else dict(first.where.selector))
         self.policies = tuple(flat)
+        # Waits when every member refused: as long as the most patient member would.
+        self.wait_for_nodes = max((p.wait_for_nodes for p in flat if p.wait_for_nodes),
+                                  default=None)
         self.needs_group = any(p.needs_group for p in flat)
         self.needs_caller = any(p.needs_caller for p in flat)
         # ticket -> (the member that decided, whether the placement was committed)

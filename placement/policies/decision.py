@@ -37,6 +37,21 @@ def check_backend(backend: str) -> str:
 SOFT_WHEN = ("busy", "gone")
 
 
+MAX_WAIT_SECONDS = 86_400.0
+
+
+def check_wait_for_nodes(seconds: float | None) -> float | None:
+    """``wait_for_nodes``: None, or seconds (more than 0, at most a day) to wait for new nodes."""
+    if seconds is None:
+        return None
+    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+            or not 0 < seconds <= MAX_WAIT_SECONDS):
+        raise ValueError(f"wait_for_nodes must be None or seconds more than 0 and at most "
+                         f"{MAX_WAIT_SECONDS:.0f} (a day), got {seconds!r}: e.g. "
+                         "wait_for_nodes=300")
+    return float(seconds)
+
+
 def check_soft(soft: bool | str) -> bool | str:
     """``soft``: False (hard), True or "busy" (Ray may run the work elsewhere when the chosen
     node is busy or gone), "gone" (only when it is gone; while it is busy the work waits for it).

@@ -35,6 +35,7 @@ from .spread import StrictPolicy, _check_whole, _Domains, all_domains, check_top
 _OPENED = "a new group, on a node with no group yet"
 _JOINED = "its group's node"
 _MOVED = "its group (re)placed on the node with the fewest groups"
+_STRAYED = "its group's node cannot hold it: soft packing places it on the node with the fewest"
 
 
 class _Group:
@@ -48,8 +49,10 @@ class _Group:
 class Packing(StrictPolicy):
     """Group affinity: placements with the same group key share one node; different groups go to
     different nodes while nodes remain. Strict raises when groups outnumber nodes; soft puts the
-    new group on the node with the fewest groups. A group's node is freed when its last member is
-    released (``release(decision)``) or at once by ``release_group(group)``.
+    new group on the node with the fewest groups, and a member its group's node cannot hold (a
+    larger demand) on the node with the fewest groups that can, leaving the group where it is. A
+    group's node is freed when its last member is released (``release(decision)``) or at once by
+    ``release_group(group)``.
 
     ``topology="zone"`` (any Ray node label, e.g. ``"ray.io/availability-zone"``) packs at the
     granularity of that label: a group shares one value (all its members in one zone, each on
@@ -62,9 +65,10 @@ class Packing(StrictPolicy):
     def __init__(self, *, strict: bool = True, groups_per_node: int = 1,
                  topology: str | None = None, backend: str | None = None,
                  pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
-                 where: Mapping[str, str] | None = None) -> None:
+                 where: Mapping[str, str] | None = None,
+                 wait_for_nodes: float | None = None) -> None:
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
-                         where=where)
+                         where=where, wait_for_nodes=wait_for_nodes)
         self.groups_per_node = _check_whole("groups_per_node", groups_per_node)
         self.topology = check_topology(topology)
         self._used = Ledger()  # groups per slot (node, or topology value)
@@ -101,17 +105,26 @@ class Packing(StrictPolicy):
         packed = self._groups.get(group)
         if packed is not None:
             member: str | None = None  # with topology: the node counted for this member
-            if self.topology is None:
-                node = cands.get(cast(str, packed.slot))
-                if node is not None and demand and not holds(node, demand):
-                    raise demand_error(demand, [node])
-            else:
-                node = self._member_node(cands, demand, packed.slot)
-                member = None if node is None else self._count_member(node)
+            reason = _JOINED
+            try:
+                if self.topology is None:
+                    node = cands.get(cast(str, packed.slot))
+                    if node is not None and demand and not holds(node, demand):
+                        raise demand_error(demand, [node])
+                else:
+                    node = self._member_node(cands, demand, packed.slot)
+            except PlacementError:
+                if not self.soft:
+                    raise
+                # Soft: this member goes where it fits; the group stays where it is.
+                node, reason = self._least_used_fitting(cands, demand), _STRAYED
             if node is not None:
+                if self.topology is not None:
+                    member = self._count_member(node)
                 packed.members += 1
                 joined: Hold = (group, packed, None, 0, None, member)
-                return self._decision(node, _JOINED, group=group), joined
+                return self._decision(node, reason, fallback=reason is _STRAYED,
+                                      group=group), joined
             if not self.soft:
                 raise self._gone_error(cands, packed.slot)
         state = self._state(cands, demand)
@@ -165,6 +178,15 @@ class Packing(StrictPolicy):
             raise demand_error(demand, [n for n in cands.nodes
                                         if n.labels.get(self.topology or "") == slot])
         return None
+
+    def _least_used_fitting(self, cands: Candidates, demand: Demand) -> NodeInfo:
+        """The node (of the value) with the fewest groups that can hold ``demand``: where a soft
+        group's member goes when the group's own node cannot hold it (O(nodes), rare)."""
+        state = self._state(cands, demand)  # raises when no node can
+        i = state.rotation.least_used()
+        if self.topology is None:
+            return state.nodes[i]
+        return self._least_used(state.members[state.slots[i]])
 
     def _least_used(self, nodes: list[NodeInfo]) -> NodeInfo:
         counts = self._per_node.counts

@@ -185,9 +185,10 @@ class RoundRobin(Policy):
 
     def __init__(self, weights: Weights = None, *, seed: int | None = None, soft: bool = False,
                  backend: str | None = None, pin_amount: float = DEFAULT_PIN_AMOUNT,
-                 cache: Any = None, where: Mapping[str, str] | None = None) -> None:
+                 cache: Any = None, where: Mapping[str, str] | None = None,
+                 wait_for_nodes: float | None = None) -> None:
         super().__init__(soft=soft, backend=backend, pin_amount=pin_amount, cache=cache,
-                         where=where)
+                         where=where, wait_for_nodes=wait_for_nodes)
         if isinstance(weights, str):
             if weights not in ("capacity", "label"):
                 raise ValueError(f"weights={weights!r} is unknown: use 'capacity', 'label' or a "

@@ -38,11 +38,12 @@ class StrictPolicy(Policy):
     releases = True
 
     def __init__(self, *, strict: bool, backend: str | None, pin_amount: float,
-                 cache: Any, where: Mapping[str, str] | None = None) -> None:
+                 cache: Any, where: Mapping[str, str] | None = None,
+                 wait_for_nodes: float | None = None) -> None:
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}")
         super().__init__(soft=not strict, backend=backend, pin_amount=pin_amount, cache=cache,
-                         where=where)
+                         where=where, wait_for_nodes=wait_for_nodes)
 
     @property
     def strict(self) -> bool:
@@ -57,6 +58,7 @@ class StrictPolicy(Policy):
         shown = own + (["strict=False"] if self.soft else [])
         shown += [f"backend={self.backend!r}"] if self.backend != self.default_backend else []
         shown += [f"where={self.where!r}"] if self.where is not None else []
+        shown += [f"wait_for_nodes={self.wait_for_nodes:g}"] if self.wait_for_nodes else []
         return f"{type(self).__name__}({', '.join(shown)})"
 
 
@@ -154,9 +156,10 @@ class AntiAffinity(StrictPolicy):
     def __init__(self, max_per_node: int | None = None, *, topology: str | None = None,
                  max_skew: int | None = None, strict: bool = True, backend: str | None = None,
                  pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
-                 where: Mapping[str, str] | None = None) -> None:
+                 where: Mapping[str, str] | None = None,
+                 wait_for_nodes: float | None = None) -> None:
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
-                         where=where)
+                         where=where, wait_for_nodes=wait_for_nodes)
         self.max_skew = None if max_skew is None else _check_whole("max_skew", max_skew)
         # None: no cap. The default is one per node, unless max_skew bounds the spread instead.
         self.max_per_node: int | None = (
