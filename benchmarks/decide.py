@@ -38,6 +38,7 @@ from placement.snapshot import ClusterSnapshot
 NODE_COUNTS = (10, 100, 1_000, 10_000, 100_000)
 QUICK_NODE_COUNTS = (10, 1_000)
 DEMAND = Demand({"CPU": 1})
+IN_Z1_Z2 = Demand({"CPU": 1}, labels={"zone": "in(z1,z2)"})  # a user's label_selector
 
 # name -> (a fresh policy, the i-th request, whether it has room for one decision per node only)
 CASES: dict[str, tuple[Callable[[], Policy], Callable[[int, str], Request], bool]] = {
@@ -53,6 +54,12 @@ CASES: dict[str, tuple[Callable[[], Policy], Callable[[int, str], Request], bool
     "Local()": (Local, lambda i, c: Request(DEMAND, None, c), False),
     "RoundRobin(where={'zone': 'in(z1,z2)'})": (
         lambda: RoundRobin(where={"zone": "in(z1,z2)"}), lambda i, c: Request(DEMAND), False),
+    "RoundRobin(), label_selector={'zone': 'in(z1,z2)'}": (
+        RoundRobin, lambda i, c: Request(IN_Z1_Z2), False),
+    "AntiAffinity(topology='zone', max_skew=1)": (
+        lambda: AntiAffinity(topology="zone", max_skew=1), lambda i, c: Request(DEMAND), False),
+    "Packing(topology='zone') existing group": (
+        lambda: Packing(topology="zone"), lambda i, c: Request(DEMAND, "g"), False),
 }
 
 

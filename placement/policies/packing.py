@@ -120,7 +120,7 @@ class Packing(StrictPolicy):
                 node, reason = self._least_used_fitting(cands, demand), _STRAYED
             if node is not None:
                 if self.topology is not None:
-                    member = self._count_member(node)
+                    member = node.node_id  # counted by the domain's rotation
                 packed.members += 1
                 joined: Hold = (group, packed, None, 0, None, member)
                 return self._decision(node, reason, fallback=reason is _STRAYED,
@@ -141,8 +141,8 @@ class Packing(StrictPolicy):
         if self.topology is None:
             node, member = state.nodes[i], None
         else:
-            node = self._least_used(state.members[slot])
-            member = self._count_member(node)
+            node = state.member(slot)
+            member = node.node_id
         left: Hashable | None = None  # the slot a soft group left, to return to on rollback
         if packed is None:
             packed = self._groups[group] = _Group(slot)
@@ -162,18 +162,18 @@ class Packing(StrictPolicy):
         state = self._classes.get(demand)
         if state is None or state.cands is not cands:
             state = self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
-                                                     self.groups_per_node)
+                                                     self.groups_per_node, self._per_node)
         return state
 
     def _member_node(self, cands: Candidates, demand: Demand, slot: Hashable) -> NodeInfo | None:
         """With topology: the node of value ``slot`` a new member goes to, or None when no
         candidate carries that value any more; raises when some do but none fits ``demand``."""
         try:
-            members = self._state(cands, demand).members.get(slot)
+            state: _Domains | None = self._state(cands, demand)
         except PlacementError:  # no node with the label fits demand: is the value still there?
-            members = None
-        if members:
-            return self._least_used(members)
+            state = None
+        if state is not None and state.members.get(slot):
+            return state.member(slot)  # counted
         if slot in all_domains(cands, self.topology):  # O(nodes): an error path
             raise demand_error(demand, [n for n in cands.nodes
                                         if n.labels.get(self.topology or "") == slot])
@@ -186,16 +186,7 @@ class Packing(StrictPolicy):
         i = state.rotation.least_used()
         if self.topology is None:
             return state.nodes[i]
-        return self._least_used(state.members[state.slots[i]])
-
-    def _least_used(self, nodes: list[NodeInfo]) -> NodeInfo:
-        counts = self._per_node.counts
-        return min(nodes, key=lambda n: counts.get(n.node_id, 0))
-
-    def _count_member(self, node: NodeInfo) -> str:
-        """Count a member on its node inside its value (topology only); what _undo gives back."""
-        self._per_node.add(node.node_id)
-        return node.node_id
+        return state.member(state.slots[i])  # counted
 
     def _gone_error(self, cands: Candidates, slot: Hashable) -> PlacementError:
         if self.topology is None:
@@ -210,7 +201,7 @@ class Packing(StrictPolicy):
         for demand in list(self._classes):
             try:
                 self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
-                                                 self.groups_per_node)
+                                                 self.groups_per_node, self._per_node)
             except PlacementError:
                 del self._classes[demand]  # nothing fits it now: its next decision says so
 

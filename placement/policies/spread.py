@@ -92,11 +92,13 @@ class _Domains:
     snapshot. Over a topology label, the nodes are grouped by value (O(nodes), once per snapshot).
     """
 
-    __slots__ = ("cands", "members", "nodes", "rotation", "slots")
+    __slots__ = ("cands", "inner", "members", "nodes", "per_node", "rotation", "slots")
 
     def __init__(self, cands: Candidates, demand: Demand, topology: str | None, ledger: Ledger,
-                 cap: int | None) -> None:
+                 cap: int | None, per_node: Ledger | None = None) -> None:
         self.cands = cands
+        self.per_node = per_node if per_node is not None else Ledger()
+        self.inner: dict[Hashable, Rotation] = {}  # per domain, over its nodes (built on use)
         fitting = self.nodes = cands.fitting(demand)
         self.members: dict[Hashable, list[NodeInfo]] = {}
         if topology is None:
@@ -115,6 +117,18 @@ class _Domains:
                 )
             self.slots = sorted(self.members, key=lambda d: natural_key(str(d)))
         self.rotation = Rotation(self.slots, ledger, cap)
+
+    def member(self, slot: Hashable) -> NodeInfo:
+        """Count and return the node of domain ``slot`` holding the fewest placements (counted
+        in ``per_node``): a rotation over the domain's nodes, amortised O(1), not a scan."""
+        rotation = self.inner.get(slot)
+        if rotation is None:
+            ids = tuple(n.node_id for n in self.members[slot])
+            rotation = self.inner[slot] = Rotation(ids, self.per_node)
+        i = rotation.take_next()
+        if i is None:  # pragma: no cover
+            raise AssertionError("unreachable: a rotation without a cap always takes")
+        return self.members[slot][i]
 
     def node_sets(self) -> list[list[NodeInfo]]:
         """The nodes of each slot, in slot order."""
@@ -190,7 +204,7 @@ class AntiAffinity(StrictPolicy):
         state = self._classes.get(demand)
         if state is None or state.cands is not cands:
             state = self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
-                                                     self.max_per_node)
+                                                     self.max_per_node, self._per_node)
         rotation = state.rotation
         i = rotation.take_next()
         fallback = i is None
@@ -207,10 +221,8 @@ class AntiAffinity(StrictPolicy):
             fallback = True
         if self.topology is None:
             node = state.nodes[i]
-        else:  # the least-used node of the domain, first among equals
-            counts = self._per_node.counts
-            node = min(state.members[state.slots[i]], key=lambda n: counts.get(n.node_id, 0))
-            self._per_node.add(node.node_id)
+        else:  # the least-used node of the domain
+            node = state.member(state.slots[i])
         self._placed += 1
         reason = ("every node is full or skewed: soft spread reuses the least-used" if fallback
                   else "holds the fewest from this policy")
@@ -256,7 +268,7 @@ class AntiAffinity(StrictPolicy):
         for demand in list(self._classes):
             try:
                 self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
-                                                 self.max_per_node)
+                                                 self.max_per_node, self._per_node)
             except PlacementError:
                 del self._classes[demand]  # nothing fits it now: its next decision says so
         if self._floor is not None:
