@@ -15,10 +15,13 @@ import time
 from collections import Counter
 
 import ray
+from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+from ray.experimental.internal_kv import _internal_kv_get
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import placement
 from placement import Affinity, AntiAffinity, Local, Packing, PlacementError, RoundRobin
+from placement.local_cluster import add_node
 
 
 @ray.remote(num_cpus=0)
@@ -174,9 +177,57 @@ def main(state_dir: str) -> int:
         out["where_z9"] = "placed"
     except PlacementError as refusal:
         out["where_z9"] = refusal.rule
+    out.update(grow_when_nodes_run_out(state_dir))
     print(json.dumps(out))
     ray.shutdown()
     return 0
+
+
+def requested() -> list:
+    """What Ray's autoscaler was asked for (request_resources), read where Ray keeps it."""
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    assert not is_autoscaler_v2(), "this cluster runs autoscaler v2: read its constraints instead"
+    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    return json.loads(raw) if raw else []
+
+
+def grow_when_nodes_run_out(state_dir: str) -> dict[str, object]:
+    """A strict spread out of nodes with wait_for_nodes= asks Ray for one more node and waits.
+    The autoscaler here is a stand-in: it reads what Ray was asked and starts a node (the
+    toolkit's add_node); the replica must then run on the new node."""
+    before = {n.node_id for n in placement.current_snapshot(refresh=True).live}
+    out: dict[str, object] = {}
+    seen: list[list] = []
+
+    def stand_in_autoscaler() -> None:
+        for _ in range(600):
+            asked = requested()
+            if asked:
+                seen.append(asked)
+                add_node(state_dir)
+                return
+            time.sleep(0.2)
+
+    grower = threading.Thread(target=stand_in_autoscaler, daemon=True)
+    grower.start()
+    spread = AntiAffinity(wait_for_nodes=180)
+    replicas = [spread.place(Replica).remote() for _ in range(len(before) + 1)]
+    nodes = ray.get([r.node.remote() for r in replicas], timeout=120)
+    grower.join(timeout=60)
+    out["grow_asked"] = seen[0] if seen else None
+    out["grow_new_node"] = [node not in before for node in nodes]
+    out["grow_cleared"] = requested()
+    brief = AntiAffinity(wait_for_nodes=3)
+    replicas += [brief.place(Replica).remote() for _ in range(len(before) + 1)]
+    try:  # nothing starts a node this time: the wait ends, bounded, and says so
+        brief.place(Replica).remote()
+        out["grow_timeout"] = "placed"
+    except PlacementError as refusal:
+        out["grow_timeout"] = [refusal.rule, "waited 3 s" in refusal.detail]
+    out["grow_cleared_after_timeout"] = requested()
+    for actor in replicas:
+        ray.kill(actor)
+    return out
 
 
 if __name__ == "__main__":

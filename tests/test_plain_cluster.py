@@ -106,3 +106,13 @@ def test_topology_and_max_skew_on_zone_labels(plain):
     assert plain["skew_extra"] == errors.SKEW_EXCEEDED
     a, b = plain["zone_groups"]["a"], plain["zone_groups"]["b"]
     assert set(a) == set(z1) and set(b) == set(z2)  # each group in its zone, apart
+
+
+def test_a_strict_spread_out_of_nodes_asks_ray_for_one_and_waits(plain):
+    """wait_for_nodes=: Ray was asked (read back from Ray) for one more node than the 3 in use,
+    the stand-in autoscaler started one, the 4th replica ran on it (read inside); the request
+    was cleared after; with nothing to start a node the wait ended with the refusal."""
+    assert plain["grow_asked"] == [{"CPU": 1.0}] * (NODES + 1)
+    assert plain["grow_new_node"] == [False] * NODES + [True]
+    assert plain["grow_cleared"] == [] and plain["grow_cleared_after_timeout"] == []
+    assert plain["grow_timeout"] == [errors.SPREAD_EXHAUSTED, True]
