@@ -178,8 +178,8 @@ class JoinSpec:
                 raise LocalClusterError(f"--resources {name!r} must be a whole number >= 1 "
                                         f"(Ray truncates node totals), got {amount!r}")
         temp_dir = str(Path(self.state_dir) / lc.RAY_TEMP_SUBDIR)
-        if len(temp_dir) > lc._MAX_TEMP_DIR_CHARS:
-            longest = lc._MAX_TEMP_DIR_CHARS - len(lc.RAY_TEMP_SUBDIR) - 1
+        if len(temp_dir) > lc.MAX_TEMP_DIR_CHARS:
+            longest = lc.MAX_TEMP_DIR_CHARS - len(lc.RAY_TEMP_SUBDIR) - 1
             raise LocalClusterError(
                 f"state directory {self.state_dir} is too long for Ray's unix sockets (107 "
                 f"bytes): use a --state-dir of at most {longest} characters, e.g. /tmp/pl-join")
@@ -329,11 +329,11 @@ def _prepare_state_dir(state_dir: Path) -> tuple[str, ...]:
             f"with placement cluster stop --state-dir {state_dir}, or {fix}")
     previous = lc.recorded_cluster(state_dir, fix=fix)
     owned = previous.created if previous is not None else ()
-    for name in lc._REMOVABLE:
-        if lc._present(state_dir / name) and name not in owned:
+    for name in lc.REMOVABLE:
+        if lc.present(state_dir / name) and name not in owned:
             raise LocalClusterError(f"{state_dir / name} exists and placement did not write it; "
                                     f"nothing was changed: {fix}, or move it away")
-    return lc._REMOVABLE
+    return lc.REMOVABLE
 
 
 def _copy_token(source: Path, target: Path) -> None:
@@ -354,7 +354,7 @@ def join_cluster(spec: JoinSpec, say: Callable[[str], None] = lambda _: None) ->
     spec.validate()
     state_dir = Path(spec.state_dir)
     head = parse_head(spec.head)
-    env = {**lc._ray_env(Path(spec.token_file)), "RAY_ADDRESS": head}
+    env = {**lc.ray_env(Path(spec.token_file)), "RAY_ADDRESS": head}
     say(f"reading the cluster at {head}")
     try:
         nodes = lc.probe_nodes(env, 1, min(spec.timeout, 60.0))
@@ -366,7 +366,7 @@ def join_cluster(spec: JoinSpec, say: Callable[[str], None] = lambda _: None) ->
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(state_dir, 0o700)
     deadline = time.monotonic() + spec.timeout
-    with lc._locked(state_dir):
+    with lc.locked(state_dir):
         created = _prepare_state_dir(state_dir)
         token = state_dir / lc.TOKEN_FILE
         state = lc.ClusterState(
@@ -374,9 +374,9 @@ def join_cluster(spec: JoinSpec, say: Callable[[str], None] = lambda _: None) ->
             started_at=time.time(), start_seconds=0.0, created=created,
             spec={"joined": head, "labels": dict(spec.labels), "label_mode": spec.label,
                   "label_prefix": spec.label_prefix, "token_file": str(spec.token_file)})
-        lc._write_state(state)  # before anything is created: stop cleans up a failed join too
+        lc.write_state(state)  # before anything is created: stop cleans up a failed join too
         _copy_token(Path(spec.token_file), token)
-        env = {**lc._ray_env(token), "RAY_ADDRESS": head}
+        env = {**lc.ray_env(token), "RAY_ADDRESS": head}
         (state_dir / lc.LOG_SUBDIR).mkdir(exist_ok=True)
         began = time.monotonic()
         for attempt in range(1, JOIN_ATTEMPTS + 1):
@@ -403,7 +403,7 @@ def join_cluster(spec: JoinSpec, say: Callable[[str], None] = lambda _: None) ->
             token_path=token, started_at=time.time(),
             start_seconds=round(time.monotonic() - began, 2), created=created,
             spec={**state.spec, "label": label, "amount": amount})
-        lc._write_state(state)
+        lc.write_state(state)
         labels = {k: str(v) for k, v in (mine.get("labels") or {}).items()}
         return JoinedNode(state, node["id"], address, label, labels)
 
@@ -417,7 +417,7 @@ def _start_node(spec: JoinSpec, label: str | None, amount: int, env: dict[str, s
     say(f"starting a node{' labelled ' + label if label else ' (no node<i> label)'} "
         f"that joins {parse_head(spec.head)}")
     try:
-        proc = lc._run_ray_start(ray_start_args(spec, label, amount), env, log_path)
+        proc = lc.run_ray_start(ray_start_args(spec, label, amount), env, log_path)
         try:
             code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

@@ -48,7 +48,7 @@ MAX_NODES = 64
 # Rough resident memory of one idle node (raylet, agents, log monitor), for the size check.
 _NODE_OVERHEAD_MB = 350
 # Ray puts unix sockets under <temp-dir>/session_<date>_<pid>/sockets/; Linux allows 107 bytes.
-_MAX_TEMP_DIR_CHARS = 40
+MAX_TEMP_DIR_CHARS = 40
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 STATE_FILE = "cluster.json"
@@ -58,10 +58,10 @@ RAY_TEMP_SUBDIR = "ray"
 LOG_SUBDIR = "logs"
 # Marks a cluster.json as a record written by this toolkit's start. Stop deletes files only in a
 # directory holding such a record for that very directory, and only those the record says start
-# created there (of _REMOVABLE); lock and logs/ stay.
+# created there (of REMOVABLE); lock and logs/ stay.
 RECORD_MARKER = "ray-placement local cluster"
 RECORD_FORMAT = 1
-_REMOVABLE = (TOKEN_FILE, RAY_TEMP_SUBDIR)
+REMOVABLE = (TOKEN_FILE, RAY_TEMP_SUBDIR)
 # What a stopped cluster leaves behind: stopping again finds nothing to do there.
 _LEFTOVERS = frozenset({LOCK_FILE, LOG_SUBDIR})
 _STOP_FIX = ("pass the --state-dir that `placement cluster start` printed (its cluster.json has "
@@ -216,8 +216,8 @@ class ClusterSpec:
                         f"node {index}'s label {key!r}={value!r} cannot be given: use letters, "
                         f"digits, - _ . (not {LABEL_KEY!r} or ray.io/ keys), e.g. zone=z1")
         temp_dir = str(Path(self.state_dir) / RAY_TEMP_SUBDIR)
-        if len(temp_dir) > _MAX_TEMP_DIR_CHARS:
-            longest = _MAX_TEMP_DIR_CHARS - len(RAY_TEMP_SUBDIR) - 1
+        if len(temp_dir) > MAX_TEMP_DIR_CHARS:
+            longest = MAX_TEMP_DIR_CHARS - len(RAY_TEMP_SUBDIR) - 1
             raise LocalClusterError(
                 f"state directory {self.state_dir} is too long for Ray's unix sockets (107 bytes): "
                 f"use a --state-dir of at most {longest} characters, e.g. /tmp/pl-1"
@@ -288,7 +288,7 @@ def recorded_cluster(state_dir: Path, fix: str = _STOP_FIX) -> ClusterState | No
     cluster.json. Raises LocalClusterError (ending with ``fix``) when cluster.json is there but
     is not such a record for this very directory: then nothing there may be deleted."""
     path = state_dir / STATE_FILE
-    if not _present(path):
+    if not present(path):
         return None
     try:
         raw = json.loads(path.read_text())
@@ -310,7 +310,7 @@ _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _present(path: Path) -> bool:
+def present(path: Path) -> bool:
     """Whether anything has this name: a file, a directory, or a symlink (dangling too)."""
     return path.exists() or path.is_symlink()
 
@@ -329,7 +329,7 @@ def _record_problem(raw: Any, state_dir: Path) -> str | None:
     for key, kind in _RECORD_FIELDS.items():
         if not isinstance(raw.get(key), kind):
             return f"its field {key!r} is missing or malformed"
-    if not all(isinstance(name, str) and name in _REMOVABLE for name in raw["created"]):
+    if not all(isinstance(name, str) and name in REMOVABLE for name in raw["created"]):
         return f"it lists files start never creates: {raw['created']!r}"
     token = raw.get("token_path")
     if token is not None and (not isinstance(token, str)
@@ -439,7 +439,7 @@ def end_processes(procs: list[psutil.Process], grace: float = 10.0) -> list[str]
 
 
 @contextlib.contextmanager
-def _locked(state_dir: Path) -> Iterator[None]:
+def locked(state_dir: Path) -> Iterator[None]:
     # No O_TRUNC: a file of that name that is not ours keeps its contents.
     fd = os.open(state_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as lock:
@@ -497,7 +497,7 @@ def _ray_start_args(spec: ClusterSpec, index: int, address: str) -> list[str]:
     return args
 
 
-def _ray_env(token_path: Path | None) -> dict[str, str]:
+def ray_env(token_path: Path | None) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"
     }
@@ -507,7 +507,7 @@ def _ray_env(token_path: Path | None) -> dict[str, str]:
     return env
 
 
-def _run_ray_start(
+def run_ray_start(
     args: list[str], env: dict[str, str], log_path: Path
 ) -> subprocess.Popen[bytes]:
     # A log file, not a pipe: `ray start` leaves daemons behind that would hold a pipe open.
@@ -559,7 +559,7 @@ def start_cluster(
     state_dir = Path(spec.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(state_dir, 0o700)
-    with _locked(state_dir):
+    with locked(state_dir):
         running = cluster_processes(state_dir)
         if running:
             raise LocalClusterError(
@@ -574,7 +574,7 @@ def start_cluster(
         previous = recorded_cluster(state_dir, fix=_START_FIX)
         owned = previous.created if previous is not None else ()
         token_file = state_dir / TOKEN_FILE
-        if _present(token_file) and TOKEN_FILE not in owned:
+        if present(token_file) and TOKEN_FILE not in owned:
             raise LocalClusterError(
                 f"{token_file} exists and placement did not write it; nothing was changed: "
                 "use another --state-dir, or move that file away"
@@ -583,9 +583,9 @@ def start_cluster(
             token_file.unlink(missing_ok=True)  # ours, from an earlier start with a token
         # What stop may delete: what this start creates, or an earlier start of ours created.
         created = tuple(
-            name for name in _REMOVABLE
+            name for name in REMOVABLE
             if (spec.token_auth if name == TOKEN_FILE
-                else name in owned or not _present(state_dir / name))
+                else name in owned or not present(state_dir / name))
         )
         log_dir = state_dir / LOG_SUBDIR
         log_dir.mkdir(exist_ok=True)
@@ -605,10 +605,10 @@ def start_cluster(
             created=created,
         )
         # Recorded before anything is created: stop cleans up after a failed start too.
-        _write_state(state)
+        write_state(state)
         if token_path is not None:
             _write_token(token_path)
-        env = _ray_env(token_path)
+        env = ray_env(token_path)
         began = time.monotonic()
         try:
             say(f"starting head {spec.node_label(0)} at {address}")
@@ -624,12 +624,12 @@ def start_cluster(
             raise
         state = dataclasses.replace(state, started_at=time.time(),
                                     start_seconds=round(time.monotonic() - began, 2))
-        _write_state(state)
+        write_state(state)
         say(f"{len(alive)} nodes alive after {state.start_seconds:.1f}s")
         return state
 
 
-def _write_state(state: ClusterState) -> None:
+def write_state(state: ClusterState) -> None:
     record = {"written_by": RECORD_MARKER, "format": RECORD_FORMAT, **asdict(state),
               "state_dir": str(state.state_dir), "created": list(state.created),
               "token_path": str(state.token_path) if state.token_path else None}
@@ -645,7 +645,7 @@ def _wait_ray_start(
     deadline: float,
 ) -> None:
     started = {
-        i: _run_ray_start(
+        i: run_ray_start(
             _ray_start_args(spec, i, address), env, log_dir / f"start-{spec.node_label(i)}.log"
         )
         for i in indexes
@@ -688,8 +688,8 @@ def add_node(
     spec = ClusterSpec(**{**fields, "nodes": len(state.nodes) + 1})
     spec.validate()
     index = len(state.nodes)
-    with _locked(state_dir):
-        _wait_ray_start(spec, [index], state.address, _ray_env(state.token_path),
+    with locked(state_dir):
+        _wait_ray_start(spec, [index], state.address, ray_env(state.token_path),
                         state_dir / LOG_SUBDIR, time.monotonic() + timeout)
         probe_nodes(state.env(), spec.nodes, timeout)
         grown = ClusterState(
@@ -700,7 +700,7 @@ def add_node(
             start_seconds=state.start_seconds,
             spec={**state.spec, "nodes": spec.nodes}, created=state.created,
         )
-        _write_state(grown)
+        write_state(grown)
         return grown
 
 
@@ -721,7 +721,7 @@ def stop_cluster(state_dir: Path | str | None = None, keep_logs: bool = False) -
                                 f"deleted: {_STOP_FIX}")
     if recorded_cluster(state_dir) is None:  # read only: no lock file in a directory not ours
         return _nothing_recorded(state_dir)
-    with _locked(state_dir):
+    with locked(state_dir):
         state = recorded_cluster(state_dir)  # again: another start or stop may have run
         if state is None:
             return _nothing_recorded(state_dir)

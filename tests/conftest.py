@@ -42,11 +42,11 @@ from placement.errors import LocalClusterError  # noqa: E402
 from placement.local_cluster import (  # noqa: E402
     ClusterSpec,
     ClusterState,
-    _write_state,
     cluster_processes,
     end_processes,
     start_cluster,
     stop_cluster,
+    write_state,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def write_cluster_record(state_dir: Path, created: tuple[str, ...] = ()) -> Clus
         token_path=state_dir / "token" if "token" in created else None,
         started_at=0.0, start_seconds=0.0, spec={}, created=created,
     )
-    _write_state(state)
+    write_state(state)
     return state
 
 

@@ -504,7 +504,7 @@ def no_ray_start(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("start_cluster got as far as starting Ray")
 
-    for name in ("_wait_ray_start", "_run_ray_start", "probe_nodes"):
+    for name in ("_wait_ray_start", "run_ray_start", "probe_nodes"):
         monkeypatch.setattr(local_cluster, name, never)
 
 

@@ -162,7 +162,7 @@ def nothing_starts(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("join got as far as reading the cluster or starting Ray")
 
-    for name in ("_run_ray_start", "probe_nodes", "_write_state"):
+    for name in ("run_ray_start", "probe_nodes", "write_state"):
         monkeypatch.setattr(lc, name, never)
 
 
