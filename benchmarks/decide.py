@@ -121,13 +121,13 @@ def report(rows: list[dict[str, Any]], first_header: str, json_path: Path | None
         json_path.write_text(json.dumps(rows, indent=2))
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
+def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
     """Every case at every size; within a size the cases take turns round by round, so a burst
     of machine noise hits them alike."""
     batch, rounds = (2_000, 3) if quick else (5_000, 15)
     rows = []
     names = list(CASES)
-    for n in QUICK_NODE_COUNTS if quick else NODE_COUNTS:
+    for n in sizes or (QUICK_NODE_COUNTS if quick else NODE_COUNTS):
         snap = cluster(n)
         samples: dict[str, list[float]] = {case: [] for case in names}
         for round_index in range(rounds):
@@ -147,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small batches (CI)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--nodes", type=int, nargs="+", metavar="N",
+                        help=f"cluster sizes (default {', '.join(map(str, NODE_COUNTS))})")
     args = parser.parse_args(argv)
-    report(run(args.quick), "policy @ nodes", args.json)
+    report(run(args.quick, tuple(args.nodes or ())), "policy @ nodes", args.json)
     return 0
 
 
