@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from placement import errors
 from placement.errors import PlacementError
@@ -144,3 +146,46 @@ def test_a_rolled_back_move_of_a_soft_group_leaves_no_trace():
         return policy.node_of("g"), [policy.decide(after, group=g).node_name for g in "hig"]
 
     assert run(fail=True) == run(fail=False)
+
+
+_ZONED_CASES = {
+    "anti": lambda: AntiAffinity(max_per_node=3, strict=False),
+    "anti zone": lambda: AntiAffinity(topology="zone", max_per_node=50),
+    "anti zone skew": lambda: AntiAffinity(topology="zone", max_skew=1, strict=False),
+    "pack": lambda: Packing(strict=False),
+    "pack zone": lambda: Packing(topology="zone", strict=False),
+    "round robin": lambda: RoundRobin(seed=0),  # unseeded, each starts after the other
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(0, 2), min_size=1, max_size=8), st.sampled_from(sorted(_ZONED_CASES)),
+       st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=40))
+def test_a_rolled_back_proposal_changes_no_later_choice(zones, case, steps):
+    """The transaction's promise, side by side: the same requests with and without a proposal
+    rolled back before some of them give the same nodes, topology or not."""
+    snap = snap_of(*({"id": f"n{i}", "label": f"node{i}", "labels": {"zone": f"z{z}"},
+                      "resources": {"CPU": 4}} for i, z in enumerate(zones)))
+    plain, tried = _ZONED_CASES[case](), _ZONED_CASES[case]()
+    for group, roll_back_first in steps:
+        request = Request(Demand({"CPU": 1}), group)
+        if roll_back_first:
+            tried.rollback(tried.propose(snap, request))
+        expected = plain.propose(snap, request)
+        got = tried.propose(snap, request)
+        plain.commit(expected)
+        tried.commit(got)
+        assert got.node.node_id == expected.node.node_id
+
+
+def test_released_groups_give_their_zone_nodes_back():
+    snap = snap_of({"id": "a", "label": "node0", "labels": {"zone": "z1"},
+                    "resources": {"CPU": 4, "accel": 1}},
+                   {"id": "b", "label": "node1", "labels": {"zone": "z1"}, "resources": {"CPU": 4}})
+    fresh = Packing(topology="zone")
+    expected = [fresh.decide(snap, {"CPU": 1}, group="h").node_name for _ in range(4)]
+    used = Packing(topology="zone")
+    for _ in range(3):
+        used.decide(snap, {"CPU": 1, "accel": 1}, group="g")  # all on node0
+    used.release_group("g")
+    assert [used.decide(snap, {"CPU": 1}, group="h").node_name for _ in range(4)] == expected

@@ -30,7 +30,7 @@ from .candidates import Candidates, demand_error, holds
 from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
 from .request import Demand, Request
 from .rotation import Ledger, Rotation
-from .spread import StrictPolicy, _check_whole, _Domains, all_domains, check_topology
+from .spread import StrictPolicy, Taken, _check_whole, _Domains, all_domains, check_topology, untake
 
 _OPENED = "a new group, on a node with no group yet"
 _JOINED = "its group's node"
@@ -39,11 +39,12 @@ _STRAYED = "its group's node cannot hold it: soft packing places it on the node 
 
 
 class _Group:
-    __slots__ = ("members", "slot")
+    __slots__ = ("members", "nodes", "slot")
 
     def __init__(self, slot: Hashable) -> None:
         self.slot = slot  # its node id, or with topology= its label value
         self.members = 1  # open and committed placements not yet released, the first included
+        self.nodes: dict[Hashable, int] = {}  # with topology: its members per node (release_group)
 
 
 class Packing(StrictPolicy):
@@ -99,12 +100,15 @@ class Packing(StrictPolicy):
             found = self._groups.pop(group, None)
             if found is not None:
                 self._used.give_back(found.slot)
+                for node_id, count in found.nodes.items():
+                    for _ in range(count):
+                        self._per_node.give_back(node_id)
 
     def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
         group, demand = request.group, request.demand
         packed = self._groups.get(group)
         if packed is not None:
-            member: str | None = None  # with topology: the node counted for this member
+            member: Taken | None = None  # with topology: the count of this member on its node
             reason = _JOINED
             try:
                 if self.topology is None:
@@ -112,15 +116,15 @@ class Packing(StrictPolicy):
                     if node is not None and demand and not holds(node, demand):
                         raise demand_error(demand, [node])
                 else:
-                    node = self._member_node(cands, demand, packed.slot)
+                    node, member = self._member_node(cands, demand, packed.slot)
             except PlacementError:
                 if not self.soft:
                     raise
                 # Soft: this member goes where it fits; the group stays where it is.
-                node, reason = self._least_used_fitting(cands, demand), _STRAYED
+                node, member = self._least_used_fitting(cands, demand)
+                reason = _STRAYED
             if node is not None:
-                if self.topology is not None:
-                    member = node.node_id  # counted by the domain's rotation
+                _count(packed, member)
                 packed.members += 1
                 joined: Hold = (group, packed, None, 0, None, member)
                 return self._decision(node, reason, fallback=reason is _STRAYED,
@@ -141,8 +145,7 @@ class Packing(StrictPolicy):
         if self.topology is None:
             node, member = state.nodes[i], None
         else:
-            node = state.member(slot)
-            member = node.node_id
+            node, member = state.member(slot)
         left: Hashable | None = None  # the slot a soft group left, to return to on rollback
         if packed is None:
             packed = self._groups[group] = _Group(slot)
@@ -155,6 +158,7 @@ class Packing(StrictPolicy):
         # them here would cost about 0.5 us per placement.
         reason = _MOVED if moved else _OPENED
         taken = rotation if packed.members == 1 or left is not None else None
+        _count(packed, member)
         hold = (group, packed, taken, i, left, member)
         return self._decision(node, reason, fallback=moved, group=group), hold
 
@@ -165,28 +169,31 @@ class Packing(StrictPolicy):
                                                      self.groups_per_node, self._per_node)
         return state
 
-    def _member_node(self, cands: Candidates, demand: Demand, slot: Hashable) -> NodeInfo | None:
-        """With topology: the node of value ``slot`` a new member goes to, or None when no
-        candidate carries that value any more; raises when some do but none fits ``demand``."""
+    def _member_node(self, cands: Candidates, demand: Demand,
+                     slot: Hashable) -> tuple[NodeInfo | None, Taken | None]:
+        """With topology: the node of value ``slot`` a new member goes to (counted), or None
+        when no candidate carries that value any more; raises when some do but none fits
+        ``demand``."""
         try:
             state: _Domains | None = self._state(cands, demand)
         except PlacementError:  # no node with the label fits demand: is the value still there?
             state = None
         if state is not None and state.members.get(slot):
-            return state.member(slot)  # counted
+            return state.member(slot)
         if slot in all_domains(cands, self.topology):  # O(nodes): an error path
             raise demand_error(demand, [n for n in cands.nodes
                                         if n.labels.get(self.topology or "") == slot])
-        return None
+        return None, None
 
-    def _least_used_fitting(self, cands: Candidates, demand: Demand) -> NodeInfo:
+    def _least_used_fitting(self, cands: Candidates,
+                            demand: Demand) -> tuple[NodeInfo, Taken | None]:
         """The node (of the value) with the fewest groups that can hold ``demand``: where a soft
         group's member goes when the group's own node cannot hold it (O(nodes), rare)."""
         state = self._state(cands, demand)  # raises when no node can
         i = state.rotation.least_used()
         if self.topology is None:
-            return state.nodes[i]
-        return state.member(state.slots[i])  # counted
+            return state.nodes[i], None
+        return state.member(state.slots[i])
 
     def _gone_error(self, cands: Candidates, slot: Hashable) -> PlacementError:
         if self.topology is None:
@@ -223,8 +230,7 @@ class Packing(StrictPolicy):
             return
         # This placement moved a soft group off its dead node: move it back, so the ledger is
         # as if the placement never happened (a release keeps the group where it went).
-        if member is not None:
-            self._per_node.give_back(member)
+        self._uncount(group, packed, member)
         packed.members -= 1
         taken.untake(i)
         self._used.add(left)
@@ -239,10 +245,9 @@ class Packing(StrictPolicy):
         taken: Rotation | None  # the rotation that opened or moved the group, and its index
         i: int
         left: Hashable | None  # the slot a moved group left
-        member: str | None  # with topology: the node the member was counted on
+        member: Taken | None  # with topology: the count of the member on its node
         group, packed, taken, i, left, member = hold
-        if member is not None:
-            self._per_node.give_back(member)
+        self._uncount(group, packed, member)
         packed.members -= 1
         opened = taken if left is None else None
         if packed.members <= 0 and self._groups.get(group) is packed:
@@ -251,3 +256,22 @@ class Packing(StrictPolicy):
                 opened.untake(i)  # the group never opened: as if never decided
             else:
                 self._used.give_back(packed.slot)
+
+    def _uncount(self, group: Hashable, packed: _Group, member: Taken | None) -> None:
+        """Give back a member's count on its node, unless release_group gave back the group's."""
+        if member is None or self._groups.get(group) is not packed:
+            return
+        untake(member)
+        node_id = member[0].slots[member[1]]
+        left = packed.nodes[node_id] - 1
+        if left:
+            packed.nodes[node_id] = left
+        else:
+            del packed.nodes[node_id]
+
+
+def _count(packed: _Group, member: Taken | None) -> None:
+    """Note a member's node in its group (topology only), for release_group."""
+    if member is not None:
+        node_id = member[0].slots[member[1]]
+        packed.nodes[node_id] = packed.nodes.get(node_id, 0) + 1

@@ -85,6 +85,16 @@ def all_domains(cands: Candidates, topology: str | None) -> Sequence[Hashable]:
     return sorted(values, key=lambda d: natural_key(str(d)))
 
 
+# A take of a rotation: undone by ``rotation.untake(index)``, which restores its cursor too when
+# nothing was taken since (a rollback then leaves the next choice as if it never happened).
+Taken = tuple[Rotation, int]
+
+
+def untake(taken: Taken) -> None:
+    rotation, index = taken
+    rotation.untake(index)
+
+
 class _Domains:
     """The slots (nodes, or topology values) fitting one demand in one snapshot, in order.
 
@@ -118,9 +128,10 @@ class _Domains:
             self.slots = sorted(self.members, key=lambda d: natural_key(str(d)))
         self.rotation = Rotation(self.slots, ledger, cap)
 
-    def member(self, slot: Hashable) -> NodeInfo:
+    def member(self, slot: Hashable) -> tuple[NodeInfo, Taken]:
         """Count and return the node of domain ``slot`` holding the fewest placements (counted
-        in ``per_node``): a rotation over the domain's nodes, amortised O(1), not a scan."""
+        in ``per_node``), with what undoes the count (``untake``): a rotation over the domain's
+        nodes, amortised O(1), not a scan."""
         rotation = self.inner.get(slot)
         if rotation is None:
             ids = tuple(n.node_id for n in self.members[slot])
@@ -128,7 +139,7 @@ class _Domains:
         i = rotation.take_next()
         if i is None:  # pragma: no cover
             raise AssertionError("unreachable: a rotation without a cap always takes")
-        return self.members[slot][i]
+        return self.members[slot][i], (rotation, i)
 
     def node_sets(self) -> list[list[NodeInfo]]:
         """The nodes of each slot, in slot order."""
@@ -219,14 +230,15 @@ class AntiAffinity(StrictPolicy):
                 rotation.untake(i)
                 raise self._skew_error(cands, demand, state, i, skew)
             fallback = True
+        inner: Taken | None = None  # with topology: the take of a node inside the domain
         if self.topology is None:
             node = state.nodes[i]
         else:  # the least-used node of the domain
-            node = state.member(state.slots[i])
+            node, inner = state.member(state.slots[i])
         self._placed += 1
         reason = ("every node is full or skewed: soft spread reuses the least-used" if fallback
                   else "holds the fewest from this policy")
-        return self._decision(node, reason, fallback=fallback), (rotation, i, node.node_id)
+        return self._decision(node, reason, fallback=fallback), (rotation, i, inner)
 
     def _over_skew(self, cands: Candidates, rotation: Rotation, i: int, skew: int) -> bool:
         """Whether the placement just taken at slot ``i`` leaves it more than max_skew above the
@@ -289,9 +301,9 @@ class AntiAffinity(StrictPolicy):
     def _undo(self, hold: Hold) -> None:
         rotation: Rotation
         i: int
-        node_id: str
-        rotation, i, node_id = hold
+        inner: Taken | None
+        rotation, i, inner = hold
+        if inner is not None:
+            untake(inner)
         rotation.untake(i)  # counts are shared: right even if a newer snapshot has its own
-        if self.topology is not None:
-            self._per_node.give_back(node_id)
         self._placed -= 1
