@@ -45,8 +45,9 @@ def wait_for_nodes(policy: Policy, request: Request, snapshot: ClusterSnapshot,
         raise refusal
     deadline = time.monotonic() + seconds
     token = object()
-    asked = _publish(id(token), ask)
+    asked = "asked nothing"
     try:
+        asked = _publish(id(token), ask)
         while (remaining := deadline - time.monotonic()) > 0:
             sleep(min(POLL_SECONDS, remaining))
             try:

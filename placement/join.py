@@ -70,6 +70,19 @@ def parse_labels(text: str) -> dict[str, str]:
         if not sep or "=" in value or not key:
             raise ValueError(f"--labels: {pair!r} is not key=value: write comma-separated "
                              f"key=value pairs, e.g. {_LABELS_EXAMPLE}")
+        if key in labels:
+            raise ValueError(f"--labels: {key!r} is given twice: give each key once")
+        labels[key] = value
+    return check_labels(labels)
+
+
+def check_labels(labels: Mapping[Any, Any]) -> dict[str, str]:
+    """Each key and value of ``labels`` as Ray's syntax allows (what ``parse_labels`` and
+    ``JoinSpec`` accept), checked one by one: a value holding a comma would pass as two."""
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"--labels: {key!r}={value!r}: keys and values must be strings, "
+                             f"e.g. {_LABELS_EXAMPLE}")
         problem = _label_key_problem(key)
         if problem:
             raise ValueError(f"--labels: {problem}, e.g. {_LABELS_EXAMPLE}")
@@ -77,10 +90,7 @@ def parse_labels(text: str) -> dict[str, str]:
             raise ValueError(
                 f"--labels: value {value!r} of {key!r} is not a Ray label value: 1-63 letters, "
                 f"digits, - _ . starting and ending with a letter or digit, e.g. {_LABELS_EXAMPLE}")
-        if key in labels:
-            raise ValueError(f"--labels: {key!r} is given twice: give each key once")
-        labels[key] = value
-    return labels
+    return dict(labels)
 
 
 def _label_key_problem(key: str) -> str | None:
@@ -97,19 +107,30 @@ def _label_key_problem(key: str) -> str | None:
     return None
 
 
+# host:port, the host a name or IPv4 address (letters, digits, - and .), or [IPv6]:port.
+_HEAD = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*"
+                   r"[A-Za-z0-9])?)):(?P<port>[0-9]{1,5})")
+
+
 def parse_head(text: str) -> str:
     """The head's GCS address, ``host:port`` with the port given.
 
     >>> parse_head("10.0.0.5:6379")
     '10.0.0.5:6379'
     """
-    host, sep, port = text.strip().rpartition(":")
-    host = host.strip("[]")  # [::1]:6379
-    if not sep or not host or not port.isascii() or not port.isdigit() \
-            or not 1 <= int(port) <= 65535 or any(c.isspace() or c in "/@" for c in host):
+    found = _HEAD.fullmatch(text.strip())
+    port = int(found.group("port")) if found else 0
+    if found is None or not 1 <= port <= 65535:
         raise ValueError(f"HEAD_ADDRESS must be host:port of the head's GCS (what `ray start "
                          f"--head` printed), got {text!r}: e.g. 10.0.0.5:6379")
-    return f"{host}:{int(port)}" if ":" not in host else f"[{host}]:{int(port)}"
+    if found.group("v6") is not None:
+        try:
+            ipaddress.IPv6Address(found.group("v6"))
+        except ValueError:
+            raise ValueError(f"HEAD_ADDRESS {text!r} has no IPv6 address inside [ ]: e.g. "
+                             "[fd00::5]:6379") from None
+        return f"[{found.group('v6')}]:{port}"
+    return f"{found.group('host')}:{port}"
 
 
 def default_join_dir() -> Path:
@@ -152,7 +173,7 @@ class JoinSpec:
         """Raise LocalClusterError naming the fix for any value that cannot work."""
         try:
             head = parse_head(self.head)
-            parse_labels(",".join(f"{k}={v}" for k, v in self.labels.items()))
+            check_labels(self.labels)
         except ValueError as exc:
             raise LocalClusterError(str(exc)) from None
         lc.check_timeout(self.timeout)

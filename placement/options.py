@@ -72,7 +72,7 @@ def check_user_options(options: Mapping[str, Any], kind: str | None = None) -> N
                 "(fn.options(...).remote())",
             )
     _check_names(options, kind)
-    if options.get("label_selector") is not None:
+    if options.get("label_selector"):  # None and {} ask for nothing, as in Ray
         LabelFilter(options["label_selector"], "label_selector")  # raises naming the fix
     resources = options.get("resources")
     if resources is None:
@@ -190,7 +190,8 @@ def check_label_selector(selector: Mapping[str, str] | None,
             continue
         for key, text in selector.items():
             theirs = where.selector.get(key)
-            if theirs is not None and theirs != text:
+            if theirs is not None and LabelFilter({key: text}, "label_selector") != LabelFilter(
+                    {key: theirs}):  # the same condition written otherwise is no contradiction
                 raise PlacementError(
                     errors.BAD_OPTIONS,
                     f"label_selector={{{key!r}: {text!r}}} and the policy's where="
@@ -249,7 +250,10 @@ def merged_options(user: Mapping[str, Any], decision: Decision,
     if "resources" in placed:
         own = (defaults or {}).get("resources") or {}
         merged["resources"] = {**own, **(user.get("resources") or {}), **placed["resources"]}
-    asked = user.get("label_selector") or (defaults or {}).get("label_selector")
+    # The user's label_selector, else the function's own (label_selector=None in .options()
+    # drops the function's, as in Ray).
+    asked = (user["label_selector"] if "label_selector" in user
+             else (defaults or {}).get("label_selector"))
     if asked and "label_selector" in placed:
         # The chosen node matches the user's selector; the fallbacks must keep to it too (the
         # user's conditions win there over the placement's "anywhere but the chosen node").

@@ -89,10 +89,28 @@ def test_label_syntax_agrees_with_rays_own_parser():
 
 
 @pytest.mark.parametrize("text", ["10.0.0.5", "10.0.0.5:", ":6379", "10.0.0.5:99999",
-                                  "10.0.0.5:63a", "http://10.0.0.5:6379", "a b:6379"])
+                                  "10.0.0.5:63a", "http://10.0.0.5:6379", "a b:6379",
+                                  "10.0.0.5:6379:6379", "x[y]:6379", "[::1]]:6379", "a,b:6379",
+                                  "[zz]:6379", "head:0"])
 def test_a_head_address_without_host_and_port_is_refused(text):
     with pytest.raises(ValueError, match="host:port"):
         parse_head(text)
+
+
+@pytest.mark.parametrize("text, expected", [("10.0.0.5:6379", "10.0.0.5:6379"),
+                                            ("[fd00::5]:6379", "[fd00::5]:6379"),
+                                            (" head-a.example:6380 ", "head-a.example:6380")])
+def test_head_addresses_are_taken_as_written(text, expected):
+    assert parse_head(text) == expected
+
+
+@pytest.mark.parametrize("labels", [{"zone": "z1,rack=r2"}, {"zone": 5}, {"zone": None},
+                                    {5: "z1"}, {"ray.io/zone": "z1"}])
+def test_labels_given_from_python_are_checked_one_by_one(labels, token):
+    spec = JoinSpec(head="127.0.0.70:6390", token_file=token, labels=labels,
+                    node_ip_address="127.0.0.72", state_dir="/tmp/pl-j")
+    with pytest.raises(LocalClusterError, match="--labels"):
+        spec.validate()
 
 
 def _node(label=None, amount=1000.0, resource=True, node_id="x"):

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from placement import errors
 from placement.errors import PlacementError
 from placement.naming import LABEL_KEY
-from placement.options import NODE_ID_LABEL, merged_options, placement_options
+from placement.options import (
+    NODE_ID_LABEL,
+    check_label_selector,
+    check_user_options,
+    demand_of,
+    merged_options,
+    placement_options,
+)
 from placement.policies import (
     AUTO,
     NODE_ID,
@@ -250,3 +257,30 @@ def test_a_users_label_selector_is_passed_on_and_kept_by_soft_fallbacks():
     assert merged["label_selector"] == {"zone": "z2", LABEL_KEY: soft.node_name}
     assert merged["fallback_strategy"] == [
         {"label_selector": {LABEL_KEY: f"!{soft.node_name}", "zone": "z2"}}]
+
+
+def test_label_selector_none_drops_the_functions_own_as_in_ray():
+    snap = _zoned()
+    own, user = {"label_selector": {"zone": "z1"}}, {"label_selector": None}
+    policy, demand = RoundRobin(soft=True), demand_of({**own, **user, "num_cpus": 0})
+    assert demand.where is None
+    for _ in range(3):
+        decision = policy.decide(snap, demand)
+        assert merged_options(user, decision, own)["label_selector"] == {
+            LABEL_KEY: decision.node_name}  # never a zone no chosen node has
+
+
+def test_selectors_ray_takes_are_taken_and_equal_conditions_agree():
+    check_user_options({"label_selector": {}})
+    assert demand_of({"label_selector": {}}).where is None
+    check_label_selector({"zone": "in(z2,z1)"}, [LabelFilter({"zone": "in(z1,z2)"})])
+    with pytest.raises(PlacementError):
+        check_label_selector({"zone": "in(z2,z3)"}, [LabelFilter({"zone": "in(z1,z2)"})])
+
+
+def test_demands_pickle_and_copy_as_values():
+    import copy
+    import pickle
+    need = Demand({"CPU": 1}, labels={"zone": "in(z1,z2)"})
+    assert pickle.loads(pickle.dumps(need)) == need and copy.deepcopy(need) == need
+    assert pickle.loads(pickle.dumps(Demand({"CPU": 2}))) == Demand({"CPU": 2})

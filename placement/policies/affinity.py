@@ -103,6 +103,9 @@ class Affinity(Policy):
         reason = f"{previous} is gone: soft affinity moved to {node_name(node)}"
         return self._decision(node, reason, fallback=True), None
 
+    def can_grow(self, request: Request) -> bool:
+        return self.target is None and self._bound is None  # bound: only that node will do
+
     def _undo(self, hold: Hold) -> None:
         self._placed -= 1
         if self._placed == 0 and self._chosen:
@@ -143,3 +146,6 @@ class Local(Policy):
 
     def _undo(self, hold: Hold) -> None:
         """Local keeps no ledger: nothing to give back."""
+
+    def can_grow(self, request: Request) -> bool:
+        return False  # the caller's node: a new node is never it

@@ -110,6 +110,11 @@ class Policy(abc.ABC):
         The default keeps none: such policies build what they need in ``_choose``."""
         return None
 
+    def can_grow(self, request: Request) -> bool:
+        """Whether a new node could let this policy place ``request`` (what ``wait_for_nodes``
+        waits for); False for placements bound to a node that exists."""
+        return True
+
     def _config(self) -> dict[str, Any]:
         """Constructor arguments, for clone() and repr()."""
         return {"soft": self.soft, "backend": self.backend, "pin_amount": self.pin_amount,

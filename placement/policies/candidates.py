@@ -219,9 +219,12 @@ def demand_error(demand: Demand, nodes: Sequence[NodeInfo]) -> PlacementError:
     """Why none of ``nodes`` can hold ``demand``: its labels, else its resources."""
     where = demand.where
     if where is not None and not any(where.matches(n.labels) for n in nodes):
+        which = (f"node {node_name(nodes[0])}, the one this placement must use, does not"
+                 if len(nodes) == 1 else "no candidate node")
         return PlacementError(
             errors.NO_MATCHING_NODES,
-            f"no candidate node matches label_selector={where!r}: they have "
+            f"{which} match{'' if len(nodes) == 1 else 'es'} label_selector={where!r}: "
+            f"{'it has' if len(nodes) == 1 else 'they have'} "
             f"{where.describe(n.labels for n in nodes)}",
             "change label_selector= to values the nodes have (placement status shows each "
             "node's labels), or start nodes with `ray start --labels key=value`",

@@ -6,7 +6,7 @@ turns its refusal into the resource bundles (and label selectors) Ray's ``reques
 takes, so that a new node the placement fits is asked for explicitly (autoscale.py sends them
 and waits).
 
->>> from placement.policies import AntiAffinity
+>>> from placement.policies import AntiAffinity, Demand
 >>> from placement.snapshot import ClusterSnapshot
 >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0", "resources": {"CPU": 4}}])
 >>> spread = AntiAffinity(wait_for_nodes=60); _ = spread.decide(snap)
@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 from .. import errors
 from ..errors import PlacementError
-from ..snapshot import ClusterSnapshot
+from ..naming import natural_key
+from ..snapshot import ClusterSnapshot, NodeInfo
 from .base import Fallback, Policy
-from .request import Demand, Request
+from .request import Request
+from .selector import LabelFilter
 
 # Refusals a new node can end: nothing fits the demand or its labels, or every node (value)
 # already holds its share. A refusal of max_skew is not one: a new node starts a new, empty
@@ -53,29 +55,56 @@ class CapacityAsk:
 def capacity_ask(policy: Policy, snapshot: ClusterSnapshot, request: Request,
                  refusal: PlacementError) -> CapacityAsk | None:
     """What would let ``policy`` place ``request`` after ``refusal`` on ``snapshot``: None when
-    no new node can help."""
-    if refusal.rule not in GROWABLE:
-        return None
+    no new node can help (a placement bound to a node, a refusal of another kind)."""
     member = _patient_member(policy)
+    if refusal.rule not in GROWABLE or not member.can_grow(request):
+        return None
     demand = request.demand
     selector = {**(member.where.selector if member.where is not None else {}),
                 **(demand.where.selector if demand.where is not None else {})}
     # A bundle needs some resource to ask for: a zero-CPU placement asks for 1 CPU.
-    need = demand.as_dict() or {"CPU": 1.0}
+    unit = demand.as_dict() or {"CPU": 1.0}
     if refusal.rule in (errors.RESOURCES_EXCEED_NODES, errors.NO_MATCHING_NODES):
-        return CapacityAsk((need,), (selector,), "no node can hold it")
+        return CapacityAsk((unit,), (selector,), "no node can hold it")
+    # The nodes the policy may use for this demand: every one already holds its share.
+    asked = LabelFilter(selector, "label_selector") if selector else None
+    fitting = [n for n in snapshot.live
+               if n.fits(unit.items()) and (asked is None or asked.matches(n.labels))]
     topology: str | None = getattr(member, "topology", None)
-    if topology is not None:  # a node with a value not yet used (or, as Ray reads it, none)
-        values = sorted({n.labels[topology] for n in snapshot.live if topology in n.labels})
-        return CapacityAsk((need,), ({**selector, topology: f"!in({','.join(values)})"},),
-                           f"a {topology} other than {', '.join(values)}")
-    # One more node than the policy's nodes: a bundle as large as the largest of them per node,
-    # so that the ones there cannot take two.
-    kept = [n for n in snapshot.live if _matches(n.labels, member, demand)]
-    largest = max((n.total.get("CPU", 0.0) for n in kept), default=0.0)
-    shape = {**need, "CPU": max(need.get("CPU", 0.0), largest)}
-    return CapacityAsk((shape,) * (len(kept) + 1), (selector,) * (len(kept) + 1),
-                       f"one more node than the {len(kept)} in use")
+    if topology is not None:
+        return _other_value(topology, fitting, unit, selector, asked)
+    if not fitting:
+        return CapacityAsk((unit,), (selector,), "no node can hold it")
+    # One more node than those in use: bundles the size of the smallest of them, as many as the
+    # nodes there can hold, plus one. Ray's request is the capacity the cluster should have (not
+    # capacity on top of what runs), so only a new node can satisfy it.
+    smallest = min(fitting, key=lambda n: [n.total.get(name, 0.0) for name in unit])
+    shape = {name: smallest.total[name] for name in unit}
+    count = 1 + sum(int(min(n.total.get(name, 0.0) // amount for name, amount in shape.items()))
+                    for n in fitting)
+    return CapacityAsk((shape,) * count, (selector,) * count,
+                       f"one more node than the {len(fitting)} in use")
+
+
+def _other_value(topology: str, fitting: list[NodeInfo], unit: Mapping[str, float],
+                 selector: dict[str, str], asked: LabelFilter | None) -> CapacityAsk | None:
+    """A node with a value of ``topology`` not yet in use that the placement's own conditions
+    allow (``in(...)`` of what is left, else ``!in(...)`` of what is used)."""
+    used = {n.labels[topology] for n in fitting if topology in n.labels}
+    condition = asked.condition(topology) if asked is not None else None
+    if condition is not None and not condition[0]:  # a positive condition: what is left of it
+        left = sorted(condition[1] - used, key=natural_key)
+        if not left:
+            return None  # every value it allows is in use: no new node can help
+        selector = {**selector, topology: f"in({','.join(left)})"}
+        why = f"a {topology} of {', '.join(left)}"
+    else:
+        excluded = sorted(used | (condition[1] if condition is not None else set()),
+                          key=natural_key)
+        if excluded:
+            selector = {**selector, topology: f"!in({','.join(excluded)})"}
+        why = f"a {topology} other than {', '.join(excluded) or 'none'}"
+    return CapacityAsk((dict(unit),), (selector,), why)
 
 
 def _patient_member(policy: Policy) -> Policy:
@@ -83,8 +112,3 @@ def _patient_member(policy: Policy) -> Policy:
     if isinstance(policy, Fallback):
         return next((p for p in policy.policies if p.wait_for_nodes), policy.policies[0])
     return policy
-
-
-def _matches(labels: Mapping[str, str], member: Policy, demand: Demand) -> bool:
-    return ((member.where is None or member.where.matches(labels))
-            and (demand.where is None or demand.where.matches(labels)))

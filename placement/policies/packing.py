@@ -162,6 +162,9 @@ class Packing(StrictPolicy):
         hold = (group, packed, taken, i, left, member)
         return self._decision(node, reason, fallback=moved, group=group), hold
 
+    def can_grow(self, request: Request) -> bool:
+        return request.group not in self._groups  # a placed group's members go to its node
+
     def _state(self, cands: Candidates, demand: Demand) -> _Domains:
         state = self._classes.get(demand)
         if state is None or state.cands is not cands:

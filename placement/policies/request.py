@@ -55,6 +55,10 @@ class Demand(tuple[tuple[str, float], ...]):
             pairs += ((f"{_LABEL}{key}={text}", 0.0) for key, text in selector.selector.items())
         return super().__new__(cls, sorted(pairs))
 
+    def __reduce__(self) -> tuple[type[Demand], tuple[dict[str, float], dict[str, str] | None]]:
+        where = self.where  # rebuilt from its parts: __new__ takes mappings, not pairs
+        return Demand, (self.as_dict(), None if where is None else dict(where.selector))
+
     def as_dict(self) -> dict[str, float]:
         """The resources (without label conditions)."""
         return {name: amount for name, amount in self if amount}

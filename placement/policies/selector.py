@@ -78,6 +78,18 @@ class LabelFilter:
                 return False
         return True
 
+    def condition(self, key: str) -> tuple[bool, frozenset[str]] | None:
+        """The condition on ``key``: (negated, values), or None when there is none.
+
+        >>> negated, values = LabelFilter({"zone": "!in(z1,z2)"}).condition("zone")
+        >>> negated, sorted(values)
+        (True, ['z1', 'z2'])
+        """
+        for own, negated, values in self._conditions:
+            if own == key:
+                return negated, values
+        return None
+
     def describe(self, nodes: Iterable[Mapping[str, str]]) -> str:
         """The values the live nodes have for this filter's keys, for an error that names what
         exists, e.g. "zone: z1, z2 (1 node without)"."""

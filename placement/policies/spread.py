@@ -265,7 +265,7 @@ class AntiAffinity(StrictPolicy):
             chosen, behind = f"{self.topology}={state.slots[i]}", f"{self.topology}={lagging[0]}"
             names = [node_name(n) for n in cands.nodes if n.labels.get(self.topology) in lagging]
         more = f" (and {len(lagging) - 1} more)" if len(lagging) > 1 else ""
-        needs = f"{demand.as_dict()} fits" if demand else "the candidates are"
+        needs = f"{demand!r} fits" if demand else "the candidates are"
         return PlacementError(
             errors.SKEW_EXCEEDED,
             f"placing on {chosen} would give it {taken} placements while {behind}{more} holds "
