@@ -114,6 +114,15 @@ def _actor_affinities(policy: Policy) -> list[Affinity]:
             and m.target is not None and not isinstance(m.target, str)]
 
 
+def release_when_done(result: Any, policy: Policy, decision: Decision) -> None:
+    """Release ``decision`` when the task's result is ready (or failed): a callback from Ray's
+    core worker (``ObjectRef.future()``), never a poll. Actors and streaming generators are not
+    tracked: they count until ``policy.release(decision)``."""
+    ref = result[0] if isinstance(result, list) and result else result
+    if isinstance(ref, ray.ObjectRef):
+        ref.future().add_done_callback(lambda _: policy.release(decision))
+
+
 def _options_key(options: dict[str, Any]) -> str:
     return repr(sorted(options.items(), key=lambda item: item[0]))
 
@@ -154,6 +163,8 @@ class PlacedRemote:
                     f"{type(member.target).__name__}"
                 )
         self._follows = actors
+        # Policies that count work in flight (LeastLoaded) hear when each task is done.
+        self._tracks = any(member.tracks_completion for member in members)
         self._options = dict(options)
         self._options_key = _options_key(self._options)
         self._request = Request(demand_of({**self._defaults, **options}), group, None)
@@ -222,6 +233,8 @@ class PlacedRemote:
             self._policy.rollback(decision)
             raise
         self._policy.commit(decision)
+        if self._tracks:
+            release_when_done(result, self._policy, decision)
         return result, decision
 
     def submit(self, *args: Any, **kwargs: Any) -> Submitted:

@@ -275,3 +275,37 @@ def test_audit_reads_actor_nodes_from_ray_not_from_decisions(labels):
     verdicts = [(row.verdict, row.actual) for row in report.rows]
     assert verdicts == [("ok", "node1"), ("VIOLATION", "node1"), ("not reported", None)]
     ray.kill(actor)
+
+
+@ray.remote(num_cpus=0)
+def held(release_file: str) -> str:
+    """Runs until the test creates ``release_file`` (at most 120 s): a long task."""
+    import os
+    import time
+    for _ in range(1200):
+        if os.path.exists(release_file):
+            break
+        time.sleep(0.1)
+    return ray.get_runtime_context().get_node_id()
+
+
+def test_least_loaded_sends_new_work_away_from_a_node_still_busy(ray_cluster, tmp_path):
+    """The first task (long) holds its node; short tasks, each awaited, finish and are released
+    by Ray's completion callback: new work goes to the other nodes, read inside each task."""
+    from placement import LeastLoaded
+    balance = LeastLoaded(weights="equal")
+    release_file = str(tmp_path / "go")
+    long_ref, long_decision = balance.place(held).submit(release_file)
+    short = balance.place(where)
+    ran = [ray.get(short.remote(), timeout=60) for _ in range(3 * (SESSION_NODES - 1))]
+    (tmp_path / "go").write_text("")
+    busy = ray.get(long_ref, timeout=150)
+    assert busy == long_decision.node.node_id  # the long task ran where it was placed
+    counts = Counter(ran)
+    assert counts[busy] < min(counts[n] for n in set(ran) - {busy}), counts
+    assert len(set(ran) - {busy}) == SESSION_NODES - 1  # every other node took work
+    for _ in range(100):  # Ray runs the completion callback on its own thread, soon after
+        if balance.load(busy) == 0:
+            break
+        threading.Event().wait(0.1)
+    assert balance.load(busy) == 0  # the long task was released when it ended

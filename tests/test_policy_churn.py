@@ -24,6 +24,7 @@ from placement.policies import (
     RESOURCE,
     AntiAffinity,
     Demand,
+    LeastLoaded,
     Packing,
     Request,
     RoundRobin,
@@ -450,6 +451,34 @@ def test_packing_by_topology_keeps_groups_in_one_value_and_apart(scenario, stric
             fitting = {snap.by_id[n].labels["zone"]
                        for n in cluster.fitting(snap, request.demand, AUTO)}
             assert fitting <= taken and not members[request.group]
+
+    run_scenario(policy, cluster, steps, AUTO, on_commit, on_release, on_refusal)
+
+
+@CORE
+@given(scenarios(), st.sampled_from(["capacity", "equal"]))
+def test_least_loaded_never_chooses_a_node_more_loaded_than_another_that_fits(scenario, weights):
+    """LeastLoaded under churn, mixed demands, rollbacks and releases (work that finished): the
+    chosen node's in-flight placements per unit of weight are the fewest of every fitting node,
+    counted here from what was committed and released."""
+    cluster, steps = scenario
+    policy = LeastLoaded(weights=weights)
+    inflight: Counter = Counter()
+
+    def load(snap, node_id):
+        weight = snap.by_id[node_id].total.get("CPU", 0) if weights == "capacity" else 1
+        return (0, inflight[node_id] / weight) if weight > 0 else (1, inflight[node_id])
+
+    def on_commit(snap, demand, decision):
+        chosen = decision.node.node_id
+        assert load(snap, chosen) == min(load(snap, n) for n in cluster.fitting(snap, demand, AUTO))
+        inflight[chosen] += 1
+
+    def on_release(decision):
+        inflight[decision.node.node_id] -= 1
+
+    def on_refusal(snap, request, refusal):
+        assert not cluster.fitting(snap, request.demand, AUTO), refusal
 
     run_scenario(policy, cluster, steps, AUTO, on_commit, on_release, on_refusal)
 

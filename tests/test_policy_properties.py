@@ -14,6 +14,7 @@ from placement import (
     AntiAffinity,
     ClusterSnapshot,
     Fallback,
+    LeastLoaded,
     Local,
     Packing,
     PlacementError,
@@ -263,6 +264,59 @@ def test_soft_packing_places_a_member_its_groups_node_cannot_hold_apart():
         assert big.node_name == "node1" and big.fallback
         assert pack.decide(snap, {"CPU": 1}, group="g").node_name == "node0"  # group stayed
         assert pack.node_of("g") == "a"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 8), st.booleans()), min_size=1, max_size=6),
+       st.lists(st.tuples(st.booleans(), st.integers(0, 10**6)), max_size=200))
+def test_least_loaded_chooses_the_least_loaded_fitting_node_as_work_ends(nodes, steps):
+    """Decisions (half of them for an accelerator some nodes have) and ends of work in any
+    order: every decision goes to a fitting node with the fewest in flight per CPU."""
+    snap = ClusterSnapshot.from_dicts([
+        {"id": f"n{i}", "label": f"node{i}", "resources": {"CPU": cpus, **({"x": 1} if x else {})}}
+        for i, (cpus, x) in enumerate(nodes)])
+    policy, running = LeastLoaded(), []
+    inflight: Counter = Counter()
+    for decide, pick in steps:
+        if not decide and running:
+            ended = running.pop(pick % len(running))
+            policy.release(ended)
+            inflight[ended.node.node_id] -= 1
+            continue
+        demand = {"CPU": 1, "x": 1} if pick % 2 else {"CPU": 1}
+        fitting = [n for n in snap.live if n.fits(demand.items())]
+        if not fitting:
+            continue
+        decision = policy.decide(snap, demand)
+        load = {n.node_id: inflight[n.node_id] / n.total["CPU"] for n in fitting}
+        assert load[decision.node.node_id] == min(load.values())
+        inflight[decision.node.node_id] += 1
+        running.append(decision)
+
+
+def test_least_loaded_sends_work_where_work_ended_whichever_demand_placed_it():
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a", "label": "node0", "resources": {"CPU": 2, "accel": 1}},
+        {"id": "b", "label": "node1", "resources": {"CPU": 2, "accel": 1}},
+        {"id": "c", "label": "node2", "resources": {"CPU": 4}}])
+    balance = LeastLoaded()
+    plain = [balance.decide(snap) for _ in range(4)]  # loads 0/2 0/2 0/4: a, b, c, c
+    assert [d.node_name for d in plain] == ["node0", "node1", "node2", "node2"]
+    accel = balance.decide(snap, {"accel": 1})  # a and b at 1/2: the first in order
+    assert accel.node_name == "node0" and balance.load("a") == 2
+    balance.release(plain[1])  # b's task ended: b is at 0 for both demands
+    assert balance.decide(snap).node_name == "node1"
+    balance.release(accel)
+    balance.release(plain[0])  # a at 0 again, through the other demand's placements
+    assert balance.decide(snap, {"accel": 1}).node_name == "node0"
+    even = LeastLoaded()
+    two = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0", "resources": {"CPU": 2}},
+                                      {"id": "b", "label": "node1", "resources": {"CPU": 2}}])
+    placed = [even.decide(two) for _ in range(4)]  # a, b, a, b: 2/2 each
+    even.release(placed[3])  # b at 1/2, a at 2/2: b, though a comes first in order
+    assert even.decide(two).node_name == "node1"
+    assert "choices=2" in repr(LeastLoaded(choices=2)) and LeastLoaded().clone().weights == \
+        "capacity"
 
 
 def test_anti_affinity_release_frees_a_slot():

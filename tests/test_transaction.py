@@ -15,6 +15,7 @@ from placement.policies import (
     Affinity,
     AntiAffinity,
     Demand,
+    LeastLoaded,
     Packing,
     Request,
     RoundRobin,
@@ -155,6 +156,8 @@ _ZONED_CASES = {
     "pack": lambda: Packing(strict=False),
     "pack zone": lambda: Packing(topology="zone", strict=False),
     "round robin": lambda: RoundRobin(seed=0),  # unseeded, each starts after the other
+    "least loaded": LeastLoaded,
+    "least loaded, 2 choices": lambda: LeastLoaded(choices=2, seed=1),
 }
 
 

@@ -8,6 +8,7 @@ returns a Decision; it never reads the cluster, never builds handles and never i
     rotation.py    round robin with fill levels, the counting core
     base.py        Policy (the transaction: propose, commit, rollback, release) and Fallback
     round_robin.py RoundRobin      affinity.py  Affinity, Local
+    least_loaded.py LeastLoaded
     spread.py      AntiAffinity    packing.py   Packing
     plan.py        dry runs
 """
@@ -17,6 +18,7 @@ from .affinity import Affinity, Local
 from .base import Fallback, Policy
 from .candidates import Candidates
 from .decision import AUTO, BACKENDS, LABEL, NODE_ID, RESOURCE, Decision, node_name
+from .least_loaded import LeastLoaded
 from .packing import Packing
 from .plan import Plan
 from .request import Demand, Request, make_request
@@ -35,6 +37,7 @@ __all__ = [
     "Decision",
     "Demand",
     "Fallback",
+    "LeastLoaded",
     "Local",
     "Packing",
     "Plan",

@@ -60,6 +60,9 @@ class Policy(abc.ABC):
     # Whether committed placements stay in the ledger until released (AntiAffinity, Packing);
     # otherwise commit forgets them and release does nothing.
     releases = False
+    # Whether the submit layer releases each task's placement when its result is ready
+    # (LeastLoaded: its ledger is the work still in flight).
+    tracks_completion = False
 
     def __init__(
         self,

@@ -1,0 +1,211 @@
+"""LeastLoaded: each placement goes to the node with the fewest of this policy's placements still
+running, relative to its capacity.
+
+Round robin is exact in counts and blind to time: with task durations that vary, work queues on
+a node whose tasks run long while others idle. LeastLoaded counts what is still in flight: the
+submit layer releases a task's placement when its result is ready (a completion callback, no
+polling), so a node whose work runs long gets less new work. Load is in-flight placements over
+the node's weight (its CPUs by default); ties go to natural node order. ``choices=2`` samples two
+fitting nodes and takes the less loaded one (power of two choices, as Mitzenmacher: O(1) and
+near the best at large node counts).
+
+>>> from placement.snapshot import ClusterSnapshot
+>>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0", "resources": {"CPU": 2}},
+...                                    {"id": "b", "label": "node1", "resources": {"CPU": 1}}])
+>>> balance = LeastLoaded()
+>>> placed = [balance.decide(snap) for _ in range(3)]
+>>> [d.node_name for d in placed]   # loads 0/2 0/1, then 1/2 0/1, then 1/2 1/1
+['node0', 'node1', 'node0']
+>>> balance.release(placed[1])      # node1's task finished
+>>> balance.decide(snap).node_name
+'node1'
+"""
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Mapping
+from typing import Any, cast
+
+from ..errors import PlacementError
+from ..snapshot import NodeInfo
+from .base import Hold, Policy
+from .candidates import Candidates
+from .decision import DEFAULT_PIN_AMOUNT, Decision
+from .request import Demand, Request
+from .round_robin import check_weight
+
+_CHOICES = (None, 2)
+# A heap entry: (rank, load, index, version). Rank 0 for nodes with weight, 1 for weightless
+# ones (used only when no node with weight fits); the index is the natural order.
+_Entry = tuple[int, float, int, int]
+
+
+class _Loads:
+    """One demand's fitting nodes in a heap keyed by load. Counts are shared by every demand,
+    so an entry carries the node's version when pushed: a stale one is refreshed (or dropped,
+    when a fresh one is already in) when it reaches the top."""
+
+    __slots__ = ("cands", "heap", "ids", "index", "latest", "nodes", "weights")
+
+    def __init__(self, cands: Candidates, demand: Demand, weigh: Any, inflight: dict[str, int],
+                 versions: dict[str, int]) -> None:
+        self.cands = cands
+        self.nodes: tuple[NodeInfo, ...] = cands.fitting(demand)
+        self.ids: tuple[str, ...] = cands.fitting_ids(demand)
+        self.index = {node_id: i for i, node_id in enumerate(self.ids)}
+        self.weights = [float(weigh(n)) for n in self.nodes]
+        self.latest = [versions.get(i, 0) for i in self.ids]  # the newest entry's version
+        self.heap: list[_Entry] = [self.entry(i, inflight, self.latest[i])
+                                   for i in range(len(self.ids))]
+        heapq.heapify(self.heap)
+
+    def entry(self, i: int, inflight: dict[str, int], version: int) -> _Entry:
+        weight, count = self.weights[i], inflight.get(self.ids[i], 0)
+        return (0, count / weight, i, version) if weight > 0 else (1, float(count), i, version)
+
+    def top(self, inflight: dict[str, int], versions: dict[str, int]) -> int:
+        """The index of the least-loaded node (first in order among equals)."""
+        heap, ids, latest = self.heap, self.ids, self.latest
+        while True:
+            i, version = heap[0][2], heap[0][3]
+            now = versions.get(ids[i], 0)
+            if version == now:
+                return i
+            if latest[i] == now:  # a fresh entry is in the heap already: drop this one
+                heapq.heappop(heap)
+            else:  # the count changed through another demand: refresh in place
+                latest[i] = now
+                heapq.heapreplace(heap, self.entry(i, inflight, now))
+
+    def changed(self, i: int, inflight: dict[str, int], version: int) -> None:
+        """Node ``i``'s count changed (now at ``version``): push its fresh entry."""
+        self.latest[i] = version
+        heapq.heappush(self.heap, self.entry(i, inflight, version))
+        if len(self.heap) > 4 * len(self.ids) + 64:  # stale entries that never surface
+            self.heap = [self.entry(j, inflight, self.latest[j]) for j in range(len(self.ids))]
+            heapq.heapify(self.heap)
+
+
+class LeastLoaded(Policy):
+    """Each placement goes to the fitting node with the fewest placements of this policy still
+    running per unit of weight, ties by natural order.
+
+    ``weights="capacity"`` (the default: each node's CPUs), ``"equal"``, or a mapping of labels
+    or node ids to weights (nodes left out weigh 1). Nodes of weight 0 (no CPUs) are used only
+    when no other node fits. ``choices=2`` compares two nodes drawn at random instead of all
+    (``seed=`` makes the draws repeatable). A placement counts until it is released: the submit
+    layer releases a task when its result is ready; an actor counts until
+    ``policy.release(decision)``.
+    """
+
+    releases = True
+    tracks_completion = True
+
+    def __init__(self, weights: str | Mapping[str, float] = "capacity", *,
+                 choices: int | None = None, seed: int | None = None, soft: bool = False,
+                 backend: str | None = None, pin_amount: float = DEFAULT_PIN_AMOUNT,
+                 cache: Any = None, where: Mapping[str, str] | None = None,
+                 wait_for_nodes: float | None = None) -> None:
+        super().__init__(soft=soft, backend=backend, pin_amount=pin_amount, cache=cache,
+                         where=where, wait_for_nodes=wait_for_nodes)
+        if isinstance(weights, str):
+            if weights not in ("capacity", "equal"):
+                raise ValueError(f"weights={weights!r} is unknown: use 'capacity', 'equal' or "
+                                 "a mapping {label: weight}")
+            self.weights: str | dict[str, float] = weights
+        elif isinstance(weights, Mapping) and weights:
+            self.weights = {str(k): check_weight(str(k), v) for k, v in weights.items()}
+        else:
+            raise TypeError("weights must be 'capacity', 'equal' or a non-empty mapping "
+                            "{label: weight}")
+        if choices not in _CHOICES or isinstance(choices, bool):
+            raise ValueError(f"choices must be None (compare every fitting node) or 2 (power "
+                             f"of two choices), got {choices!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.choices = choices
+        self.seed = seed
+        self._random = random.Random(seed)
+        self._inflight: dict[str, int] = {}  # node id -> placements not yet released
+        self._versions: dict[str, int] = {}  # node id -> changes of its count
+        self._loads: dict[Demand, _Loads] = {}
+
+    def _config(self) -> dict[str, Any]:
+        return {"weights": self.weights, "choices": self.choices, "seed": self.seed,
+                **super()._config()}
+
+    def __repr__(self) -> str:
+        shown = [] if self.weights == "capacity" else [f"weights={self.weights!r}"]
+        shown += [f"choices={self.choices}"] if self.choices is not None else []
+        shown += [f"seed={self.seed}"] if self.seed is not None else []
+        base = super().__repr__()
+        rest = base[base.index("(") + 1:-1]
+        return f"LeastLoaded({', '.join(shown + ([rest] if rest else []))})"
+
+    def load(self, node_id: str) -> int:
+        """Placements of this policy on the node not yet released."""
+        return self._inflight.get(node_id, 0)
+
+    def _weigh(self, node: NodeInfo) -> float:
+        weights = self.weights
+        if weights == "capacity":
+            return node.total.get("CPU", 0.0)
+        if weights == "equal":
+            return 1.0
+        named = cast(dict[str, float], weights)
+        return named.get(node.label or "", named.get(node.node_id, 1.0))
+
+    def _state(self, cands: Candidates, demand: Demand) -> _Loads:
+        state = self._loads.get(demand)
+        if state is None or state.cands is not cands:
+            state = self._loads[demand] = _Loads(cands, demand, self._weigh, self._inflight,
+                                                 self._versions)
+        return state
+
+    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
+        state = self._state(cands, request.demand)
+        drawn = None
+        if self.choices is None:
+            i = state.top(self._inflight, self._versions)
+        else:
+            drawn = self._random.getstate()  # a rollback draws the same again
+            i = self._two_choices(state)
+        node_id = state.ids[i]
+        self._count(node_id, +1)
+        return self._decision(state.nodes[i], "the least loaded"), (node_id, drawn)
+
+    def _two_choices(self, state: _Loads) -> int:
+        n = len(state.ids)
+        a, b = self._random.randrange(n), self._random.randrange(n)
+        inflight = self._inflight
+        return min((a, b), key=lambda i: state.entry(i, inflight, 0)[:3])
+
+    def _count(self, node_id: str, change: int) -> None:
+        count = self._inflight.get(node_id, 0) + change
+        if count:
+            self._inflight[node_id] = count
+        else:
+            del self._inflight[node_id]
+        version = self._versions[node_id] = self._versions.get(node_id, 0) + 1
+        for state in self._loads.values():  # each demand's heap that holds the node
+            i = state.index.get(node_id)
+            if i is not None:
+                state.changed(i, self._inflight, version)
+
+    def _follow(self, cands: Candidates) -> None:
+        for demand in list(self._loads):
+            try:
+                self._loads[demand] = _Loads(cands, demand, self._weigh, self._inflight,
+                                             self._versions)
+            except PlacementError:  # nothing fits it now: its next decision says so
+                del self._loads[demand]
+
+    def _undo(self, hold: Hold) -> None:
+        """The work ended (or was never submitted): its node's load goes down."""
+        self._count(hold[0], -1)
+
+    def _rollback(self, hold: Hold) -> None:
+        self._undo(hold)
+        if hold[1] is not None:  # as if never decided: the same draw comes next
+            self._random.setstate(hold[1])
