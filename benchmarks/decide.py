@@ -27,6 +27,7 @@ from placement.policies import (
     Affinity,
     AntiAffinity,
     Demand,
+    LeastLoaded,
     Local,
     Packing,
     Policy,
@@ -58,6 +59,9 @@ CASES: dict[str, tuple[Callable[[], Policy], Callable[[int, str], Request], bool
         RoundRobin, lambda i, c: Request(IN_Z1_Z2), False),
     "AntiAffinity(topology='zone', max_skew=1)": (
         lambda: AntiAffinity(topology="zone", max_skew=1), lambda i, c: Request(DEMAND), False),
+    "LeastLoaded()": (LeastLoaded, lambda i, c: Request(DEMAND), False),
+    "LeastLoaded(choices=2)": (lambda: LeastLoaded(choices=2, seed=0),
+                               lambda i, c: Request(DEMAND), False),
     "Packing(topology='zone') existing group": (
         lambda: Packing(topology="zone"), lambda i, c: Request(DEMAND, "g"), False),
 }
