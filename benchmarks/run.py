@@ -46,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples"))
 sys.path.insert(0, str(HERE))
 import decide  # noqa: E402  (needs the path above)
+import makespan  # noqa: E402  (needs the path above)
 import refresh  # noqa: E402  (needs the path above)
 
 SIZES = {
@@ -356,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             ("locality", bench_locality),
             ("reads", lambda: bench_reads(1000, size["reads_seconds"])),
             ("soft", lambda: bench_soft_affinity(size["soft_rounds"])),
+            ("makespan", lambda: makespan.run(args.quick)),
             ("cluster", lambda: bench_cluster(started, start_seconds)),
         ]
         for name, step in steps:
