@@ -28,6 +28,15 @@ def actor_record(actor_id: str) -> tuple[str, str | None]:
     return str(info.get("State", "unknown")), node_id or None
 
 
+def dead_actor_ids() -> set[str]:
+    """Ids of this job's dead actors, in one read of the GCS actor table (``ray.util.state``
+    needs the dashboard's API server, which the local clusters do not start)."""
+    job = ray.get_runtime_context().get_job_id()
+    table: Mapping[str, Any] = actors(job_id=ray.JobID(bytes.fromhex(job)),
+                                      actor_state_name="DEAD") or {}
+    return set(table)
+
+
 def available_resources_per_node() -> dict[str, dict[str, float]]:
     """Free resources per node id. ray 2.60 has no public per-node call (only cluster totals)."""
     return {node_id: dict(free) for node_id, free in _per_node().items()}

@@ -23,6 +23,7 @@ from . import _ray, errors
 from .autoscale import wait_for_nodes
 from .cluster import SnapshotCache, default_cache
 from .errors import PlacementError
+from .liveness import release_when_done
 from .options import check_label_selector, check_user_options, demand_of, merged_options
 from .policies import Affinity, Decision, Fallback, Policy, Request
 
@@ -114,15 +115,6 @@ def _actor_affinities(policy: Policy) -> list[Affinity]:
             and m.target is not None and not isinstance(m.target, str)]
 
 
-def release_when_done(result: Any, policy: Policy, decision: Decision) -> None:
-    """Release ``decision`` when the task's result is ready (or failed): a callback from Ray's
-    core worker (``ObjectRef.future()``), never a poll. Actors and streaming generators are not
-    tracked: they count until ``policy.release(decision)``."""
-    ref = result[0] if isinstance(result, list) and result else result
-    if isinstance(ref, ray.ObjectRef):
-        ref.future().add_done_callback(lambda _: policy.release(decision))
-
-
 def _options_key(options: dict[str, Any]) -> str:
     return repr(sorted(options.items(), key=lambda item: item[0]))
 
@@ -163,7 +155,7 @@ class PlacedRemote:
                     f"{type(member.target).__name__}"
                 )
         self._follows = actors
-        # Policies that count work in flight (LeastLoaded) hear when each task is done.
+        # Policies that count only live work (LeastLoaded, live=True) hear when each piece ends.
         self._tracks = any(member.tracks_completion for member in members)
         self._options = dict(options)
         self._options_key = _options_key(self._options)

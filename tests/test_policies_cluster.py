@@ -309,3 +309,33 @@ def test_least_loaded_sends_new_work_away_from_a_node_still_busy(ray_cluster, tm
             break
         threading.Event().wait(0.1)
     assert balance.load(busy) == 0  # the long task was released when it ended
+
+
+def _when_freed(submit):
+    """``submit()`` once the live ledger has freed a slot: Ray's callbacks and the actor watcher
+    (about every second) run beside this thread; bounded at 30 s."""
+    for _ in range(300):
+        try:
+            return submit()
+        except PlacementError as full:
+            assert full.rule == errors.SPREAD_EXHAUSTED
+            threading.Event().wait(0.1)
+    pytest.fail("the live ledger never freed a slot in 30 s")
+
+
+def test_a_live_spread_gives_a_killed_replicas_node_to_the_next_one(ray_cluster):
+    """AntiAffinity(live=True): ray.kill of one of 4 strictly spread replicas frees its node with
+    no release(); the next replica goes there (read inside it). Tasks free theirs when done."""
+    apart = AntiAffinity(live=True)
+    replicas = [apart.place(Probe).remote() for _ in range(SESSION_NODES)]
+    nodes = ray.get([r.where.remote() for r in replicas], timeout=120)
+    assert len(set(nodes)) == SESSION_NODES
+    ray.kill(replicas[1])
+    newcomer = _when_freed(apart.place(Probe).remote)
+    assert ray.get(newcomer.where.remote(), timeout=60) == nodes[1]
+    for actor in [*replicas, newcomer]:
+        ray.kill(actor)
+    tasks = AntiAffinity(live=True).place(where)
+    waves = [sorted(ray.get([_when_freed(tasks.remote) for _ in range(SESSION_NODES)],
+                            timeout=60)) for _ in range(3)]  # later waves fit once freed
+    assert waves[0] == waves[1] == waves[2] and len(set(waves[0])) == SESSION_NODES

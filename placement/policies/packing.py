@@ -67,9 +67,9 @@ class Packing(StrictPolicy):
                  topology: str | None = None, backend: str | None = None,
                  pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
                  where: Mapping[str, str] | None = None,
-                 wait_for_nodes: float | None = None) -> None:
+                 wait_for_nodes: float | None = None, live: bool = False) -> None:
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
-                         where=where, wait_for_nodes=wait_for_nodes)
+                         where=where, wait_for_nodes=wait_for_nodes, live=live)
         self.groups_per_node = _check_whole("groups_per_node", groups_per_node)
         self.topology = check_topology(topology)
         self._used = Ledger()  # groups per slot (node, or topology value)

@@ -39,11 +39,19 @@ class StrictPolicy(Policy):
 
     def __init__(self, *, strict: bool, backend: str | None, pin_amount: float,
                  cache: Any, where: Mapping[str, str] | None = None,
-                 wait_for_nodes: float | None = None) -> None:
+                 wait_for_nodes: float | None = None, live: bool = False) -> None:
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}")
+        if not isinstance(live, bool):
+            raise TypeError(f"live must be True or False, got {live!r}")
         super().__init__(soft=not strict, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where, wait_for_nodes=wait_for_nodes)
+        # live: work that ended (a task done, an actor dead) stops counting with no release()
+        self.tracks_completion = live
+
+    @property
+    def live(self) -> bool:
+        return self.tracks_completion
 
     @property
     def strict(self) -> bool:
@@ -52,6 +60,7 @@ class StrictPolicy(Policy):
     def _config(self) -> dict[str, Any]:
         config = super()._config()
         config["strict"] = not config.pop("soft")
+        config["live"] = self.live
         return config
 
     def _repr(self, own: list[str]) -> str:
@@ -59,6 +68,7 @@ class StrictPolicy(Policy):
         shown += [f"backend={self.backend!r}"] if self.backend != self.default_backend else []
         shown += [f"where={self.where!r}"] if self.where is not None else []
         shown += [f"wait_for_nodes={self.wait_for_nodes:g}"] if self.wait_for_nodes else []
+        shown += ["live=True"] if self.live else []
         return f"{type(self).__name__}({', '.join(shown)})"
 
 
@@ -182,9 +192,9 @@ class AntiAffinity(StrictPolicy):
                  max_skew: int | None = None, strict: bool = True, backend: str | None = None,
                  pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
                  where: Mapping[str, str] | None = None,
-                 wait_for_nodes: float | None = None) -> None:
+                 wait_for_nodes: float | None = None, live: bool = False) -> None:
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
-                         where=where, wait_for_nodes=wait_for_nodes)
+                         where=where, wait_for_nodes=wait_for_nodes, live=live)
         self.max_skew = None if max_skew is None else _check_whole("max_skew", max_skew)
         # None: no cap. The default is one per node, unless max_skew bounds the spread instead.
         self.max_per_node: int | None = (
