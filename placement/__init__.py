@@ -40,6 +40,7 @@ _WHERE = {
     "read_snapshot": "placement.cluster",
     "PlacedRemote": "placement.handle",
     "Submitted": "placement.handle",
+    "Reservation": "placement.reserve",
     "LocalExecutor": "placement.executor",
     "PlacementExecutor": "placement.executor",
     "RayFuture": "placement.executor",
@@ -71,6 +72,7 @@ __all__ = [
     "Policy",
     "RayFuture",
     "Request",
+    "Reservation",
     "RoundRobin",
     "SnapshotCache",
     "Submitted",
@@ -112,4 +114,5 @@ if TYPE_CHECKING:  # what type checkers and editors see
         Request,
         RoundRobin,
     )
+    from .reserve import Reservation
     from .snapshot import ClusterSnapshot, NodeInfo

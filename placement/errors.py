@@ -22,6 +22,10 @@ GROUPS_EXHAUSTED = "packing-exhausted"
 BAD_OPTIONS = "contradicting-options"
 NOT_IN_RAY = "not-inside-ray"
 ACTOR_NOT_RUNNING = "actor-not-running"
+# A reservation (policy.reserve): its placement group was not ready in time; all its bundles are
+# handed out.
+RESERVATION_TIMEOUT = "reservation-timeout"
+RESERVATION_USED_UP = "reservation-used-up"
 
 
 class PlacementError(Exception):

@@ -23,10 +23,11 @@ import functools
 import importlib
 import threading
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PlacementError
 from ..snapshot import ClusterSnapshot, NodeInfo
+from .bundles import check_reservation
 from .candidates import Candidates
 from .decision import (
     AUTO,
@@ -42,6 +43,9 @@ from .plan import Plan, make_plan
 from .request import DemandLike, Request, make_request
 from .selector import LabelFilter
 
+if TYPE_CHECKING:  # the return type only: the submit layer is loaded by name (below)
+    from ..reserve import Reservation
+
 # What a policy keeps per open placement, to undo it (the policy's own business).
 Hold = Any
 
@@ -49,6 +53,7 @@ Hold = Any
 # name when first used. No import statement here names it, so the static graph (checked by
 # import-linter) points one way and importing this layer never loads Ray.
 _SUBMIT_LAYER = "placement.handle"
+_RESERVE_LAYER = "placement.reserve"  # policy.reserve(n), loaded the same way
 
 
 class Policy(abc.ABC):
@@ -308,6 +313,25 @@ class Policy(abc.ABC):
         submit_layer = importlib.import_module(_SUBMIT_LAYER)
         placed: Any = submit_layer.place(self, fn, group, ray_options)
         return placed
+
+    def reserve(self, n: int, demand: DemandLike = None, *,
+                groups: list[Hashable] | None = None, timeout: float = 30.0,
+                **ray_options: Any) -> Reservation:
+        """Plan ``n`` placements with this policy and reserve them all or nothing, as one Ray
+        placement group whose bundle i is pinned to planned node i; wait at most ``timeout`` s
+        for it. ``demand`` (or ``num_cpus=``, ``num_gpus=``, ``memory=``, ``resources=``,
+        ``label_selector=``; 1 CPU without them) is what each bundle holds; ``groups`` gives
+        Packing a group key per bundle. Raises PlacementError, leaving no group behind, when
+        the plan is refused or the group is not ready in time. See placement/reserve.py.
+
+        >>> with AntiAffinity().reserve(4, num_cpus=1) as gang:           # doctest: +SKIP
+        ...     workers = [gang.place(Worker, num_cpus=1).remote() for _ in range(4)]
+        """
+        check_reservation(n, timeout, groups)  # before the submit layer loads: no Ray needed
+        submit_layer = importlib.import_module(_RESERVE_LAYER)
+        reservation: Reservation = submit_layer.reserve(
+            self, n, demand, groups=groups, timeout=timeout, options=ray_options)
+        return reservation
 
     def plan(self, snapshot: ClusterSnapshot, n: int, demand: DemandLike = None, *,
              groups: list[Hashable] | None = None, caller_node_id: str | None = None) -> Plan:

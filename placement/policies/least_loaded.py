@@ -105,8 +105,8 @@ class LeastLoaded(Policy):
     or node ids to weights (nodes left out weigh 1). Nodes of weight 0 (no CPUs) are used only
     when no other node fits. ``choices=2`` compares two nodes drawn at random instead of all
     (``seed=`` makes the draws repeatable). A placement counts until it is released: the submit
-    layer releases a task when its result is ready; an actor counts until
-    ``policy.release(decision)``.
+    layer releases a task when its result is ready and an actor when it dies
+    (placement/liveness.py).
     """
 
     releases = True
