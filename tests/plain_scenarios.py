@@ -177,10 +177,37 @@ def main(state_dir: str) -> int:
         out["where_z9"] = "placed"
     except PlacementError as refusal:
         out["where_z9"] = refusal.rule
+    out.update(reserve_by_node_id())
     out.update(grow_when_nodes_run_out(state_dir))
     print(json.dumps(out))
     ray.shutdown()
     return 0
+
+
+def reserve_by_node_id() -> dict[str, object]:
+    """A reservation pins its bundles by Ray's ray.io/node-id label, which every node has: one
+    replica per node runs where planned (read inside); a second gang while the first holds every
+    CPU times out and leaves only a REMOVED group."""
+    from ray.util import placement_group_table
+
+    out: dict[str, object] = {}
+    nodes = len(placement.current_snapshot(refresh=True).live)
+    with AntiAffinity().reserve(nodes, num_cpus=1) as gang:
+        replicas = [gang.place(Replica, num_cpus=1).remote() for _ in range(nodes)]
+        out["reserve_planned"] = list(gang.nodes)
+        out["reserve_ran"] = ray.get([r.node.remote() for r in replicas], timeout=120)
+        table = placement_group_table(gang.placement_group)["bundles_to_node_id"]
+        out["reserve_table"] = [table[i] for i in range(nodes)]
+        before = set(placement_group_table())
+        try:
+            AntiAffinity().reserve(nodes, num_cpus=1, timeout=3)
+            out["reserve_second"] = "reserved"
+        except PlacementError as refusal:
+            out["reserve_second"] = refusal.rule
+        out["reserve_second_states"] = [placement_group_table()[g]["state"]
+                                        for g in set(placement_group_table()) - before]
+    out["reserve_released"] = placement_group_table(gang.placement_group)["state"]
+    return out
 
 
 def requested() -> list:

@@ -116,3 +116,13 @@ def test_a_strict_spread_out_of_nodes_asks_ray_for_one_and_waits(plain):
     assert plain["grow_new_node"] == [False] * NODES + [True]
     assert plain["grow_cleared"] == [] and plain["grow_cleared_after_timeout"] == []
     assert plain["grow_timeout"] == [errors.SPREAD_EXHAUSTED, True]
+
+
+def test_a_reservation_pins_by_node_id_on_a_cluster_without_setup(plain):
+    """policy.reserve on plain nodes: bundles pinned by Ray's ray.io/node-id label, one replica
+    per node ran where planned (read inside), a second gang for the same CPUs timed out whole."""
+    assert sorted(plain["reserve_planned"]) == plain["nodes"]  # one bundle per node
+    assert plain["reserve_ran"] == plain["reserve_planned"] == plain["reserve_table"]
+    assert plain["reserve_second"] == errors.RESERVATION_TIMEOUT
+    assert plain["reserve_second_states"] == ["REMOVED"]
+    assert plain["reserve_released"] == "REMOVED"
