@@ -13,6 +13,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from placement import (
     Affinity,
     AntiAffinity,
+    Local,
     Packing,
     PlacementError,
     RoundRobin,
@@ -165,7 +166,7 @@ def test_packing_and_round_robin_reservations_land_where_planned(labels):
         assert Counter(spread.nodes) == {node: 2 for node in labels}
 
 
-def test_affinity_and_a_label_selector_choose_the_nodes_reserved(labels):
+def test_affinity_local_and_a_label_selector_choose_the_nodes_reserved(labels):
     by_label = {label: node for node, label in labels.items()}
     with Affinity("node2").reserve(2, num_cpus=1) as beside, \
             AntiAffinity().reserve(2, num_cpus=0,
@@ -176,6 +177,10 @@ def test_affinity_and_a_label_selector_choose_the_nodes_reserved(labels):
         assert sorted(labels[n] for n in some.nodes) == ["node1", "node3"]
         assert ray.get([some.place(where).remote() for _ in range(2)],
                        timeout=120) == list(some.nodes)
+    with Local().reserve(2, num_cpus=0.5) as here:  # the driver's node
+        assert here.nodes == (ray.get_runtime_context().get_node_id(),) * 2
+        assert ray.get([here.place(where).remote() for _ in range(2)],
+                       timeout=120) == list(here.nodes)
 
 
 def test_a_failed_submission_gives_its_bundle_back(labels):
