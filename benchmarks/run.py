@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 # The locality benchmark reuses the tree-reduce example; decide.py sits beside this file.
 sys.path.insert(0, str(HERE.parent / "examples"))
 sys.path.insert(0, str(HERE))
+import data_locality  # noqa: E402  (needs the path above)
 import decide  # noqa: E402  (needs the path above)
 import makespan  # noqa: E402  (needs the path above)
 import refresh  # noqa: E402  (needs the path above)
@@ -358,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             ("reads", lambda: bench_reads(1000, size["reads_seconds"])),
             ("soft", lambda: bench_soft_affinity(size["soft_rounds"])),
             ("makespan", lambda: makespan.run(args.quick)),
+            ("data locality", lambda: data_locality.run(args.quick)),
             ("cluster", lambda: bench_cluster(started, start_seconds)),
         ]
         for name, step in steps:

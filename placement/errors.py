@@ -22,6 +22,7 @@ GROUPS_EXHAUSTED = "packing-exhausted"
 BAD_OPTIONS = "contradicting-options"
 NOT_IN_RAY = "not-inside-ray"
 ACTOR_NOT_RUNNING = "actor-not-running"
+NO_DATA_LOCATIONS = "no-argument-locations"
 # A reservation (policy.reserve): its placement group was not ready in time; all its bundles are
 # handed out.
 RESERVATION_TIMEOUT = "reservation-timeout"

@@ -24,8 +24,10 @@ from .autoscale import wait_for_nodes
 from .cluster import SnapshotCache, default_cache
 from .errors import PlacementError
 from .liveness import release_when_done
+from .locations import argument_data
 from .options import check_label_selector, check_user_options, demand_of, merged_options
 from .policies import Affinity, Decision, Fallback, Policy, Request
+from .policies.request import data_pairs
 
 ACTOR_LOOKUP_TIMEOUT_SECONDS = 30.0
 _MAX_CACHED_HANDLES = 1024
@@ -178,13 +180,15 @@ class PlacedRemote:
         group = options.pop("group", self._request.group)
         return PlacedRemote(self._policy, self._fn, {**self._options, **options}, group)
 
-    def _propose(self) -> Decision:
+    def _propose(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Decision:
         policy, request = self._policy, self._request
         for member in self._follows:
             if member.actor_target is not None:
                 member.bind_to_node(actor_node_id(member.actor_target))
         if policy.needs_caller and request.caller_node_id is None:
             request = self._request = request._replace(caller_node_id=current_node_id())
+        if policy.needs_locations:  # this call's own arguments: never kept in self._request
+            request = request._replace(data=data_pairs(argument_data(args, kwargs)))
         try:
             return policy.propose(self._cache.get(), request)
         except PlacementError:
@@ -218,7 +222,7 @@ class PlacedRemote:
 
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Decision]:
         """One transaction: propose, submit, then commit, or roll back if Ray refused."""
-        decision = self._propose()
+        decision = self._propose(args, kwargs)
         try:
             result = self._bound_for(decision).remote(*args, **kwargs)
         except BaseException:

@@ -16,6 +16,7 @@ from placement import (
     Fallback,
     LeastLoaded,
     Local,
+    Locality,
     Packing,
     PlacementError,
     RoundRobin,
@@ -317,6 +318,36 @@ def test_least_loaded_sends_work_where_work_ended_whichever_demand_placed_it():
     assert even.decide(two).node_name == "node1"
     assert "choices=2" in repr(LeastLoaded(choices=2)) and LeastLoaded().clone().weights == \
         "capacity"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.booleans(), st.booleans()), min_size=1,
+                max_size=8),
+       st.dictionaries(st.integers(0, 9), st.integers(0, 3), max_size=6), st.booleans())
+def test_locality_takes_the_fitting_node_with_the_most_bytes_of_its_arguments(nodes, data,
+                                                                             accel):
+    """Generated clusters (dead nodes, nodes without the asked resource) and argument bytes on
+    any node ids, known or not: the most bytes among live fitting nodes win, ties to the first
+    label; with none, the refusal a fallback takes over from."""
+    snap = ClusterSnapshot.from_dicts([
+        {"id": f"n{i}", "label": f"node{i}", "alive": alive,
+         "resources": {"CPU": cpus, **({"accel": 1} if has else {})}}
+        for i, (cpus, has, alive) in enumerate(nodes)])
+    demand = {"accel": 1} if accel else {}
+    sizes = {f"n{i}": size * 1_000_000 for i, size in data.items()}
+    eligible = {n.node_id: sizes[n.node_id] for n in snap.live
+                if sizes.get(n.node_id) and (not accel or n.total.get("accel"))}
+    try:
+        decision = Locality().decide(snap, demand, data=sizes)
+    except PlacementError as refusal:
+        fits_some = any(not accel or n.total.get("accel") for n in snap.live)
+        assert not eligible
+        assert refusal.rule == errors.NO_DATA_LOCATIONS or not fits_some, refusal
+        return
+    most = max(eligible.values())
+    first = min((i for i, size in eligible.items() if size == most), key=lambda i: int(i[1:]))
+    assert decision.node.node_id == first and decision.local_bytes == most
+    assert (Locality() | RoundRobin()).decide(snap, demand, data=sizes).node.node_id == first
 
 
 def test_anti_affinity_release_frees_a_slot():

@@ -8,7 +8,7 @@ returns a Decision; it never reads the cluster, never builds handles and never i
     rotation.py    round robin with fill levels, the counting core
     base.py        Policy (the transaction: propose, commit, rollback, release) and Fallback
     round_robin.py RoundRobin      affinity.py  Affinity, Local
-    least_loaded.py LeastLoaded
+    least_loaded.py LeastLoaded    locality.py  Locality
     spread.py      AntiAffinity    packing.py   Packing
     plan.py        dry runs
 """
@@ -19,6 +19,7 @@ from .base import Fallback, Policy
 from .candidates import Candidates
 from .decision import AUTO, BACKENDS, LABEL, NODE_ID, RESOURCE, Decision, node_name
 from .least_loaded import LeastLoaded
+from .locality import Locality
 from .packing import Packing
 from .plan import Plan
 from .request import Demand, Request, make_request
@@ -39,6 +40,7 @@ __all__ = [
     "Fallback",
     "LeastLoaded",
     "Local",
+    "Locality",
     "Packing",
     "Plan",
     "Policy",

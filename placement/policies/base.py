@@ -60,6 +60,7 @@ class Policy(abc.ABC):
     """Base of all policies: configuration, candidates, locking, and the transaction."""
 
     default_backend = AUTO
+    default_soft: bool | str = False
     needs_group = False
     needs_caller = False
     # Whether committed placements stay in the ledger until released (AntiAffinity, Packing);
@@ -68,6 +69,8 @@ class Policy(abc.ABC):
     # Whether the submit layer releases each task's placement when its result is ready
     # (LeastLoaded: its ledger is the work still in flight).
     tracks_completion = False
+    # Whether requests must carry where the arguments' data is (Locality).
+    needs_locations = False
 
     def __init__(
         self,
@@ -185,13 +188,14 @@ class Policy(abc.ABC):
         *,
         group: Hashable | None = None,
         caller_node_id: str | None = None,
+        data: Mapping[str, int] | None = None,
     ) -> Decision:
         """Choose a node for one placement and record it in this policy's ledger (propose and
-        commit in one step).
+        commit in one step). ``data``: bytes of the arguments per node id (Locality).
 
         Raises PlacementError (rule, nodes, fix) when the placement cannot happen.
         """
-        request = make_request(demand, group, caller_node_id)
+        request = make_request(demand, group, caller_node_id, data)
         if self.needs_group and request.group is None:
             raise self._group_error()
         with self._lock:
@@ -293,13 +297,13 @@ class Policy(abc.ABC):
         return snapshot
 
     def _decision(self, node: NodeInfo, reason: str, fallback: bool = False,
-                  group: Hashable | None = None) -> Decision:
+                  group: Hashable | None = None, local_bytes: int = 0) -> Decision:
         name = self._name
         if name is None:  # repr once: decisions are on the submit path
             name = self._name = repr(self)
         # tuple.__new__ directly: a NamedTuple's own constructor costs about 0.3 us more.
         return _new_decision((node, reason, name, self._backend_now, self.soft, self.pin_amount,
-                              fallback, group, next_ticket(), self.where))
+                              fallback, group, next_ticket(), self.where, local_bytes))
 
     # -- using ------------------------------------------------------------------------------------
 
@@ -353,7 +357,7 @@ class Policy(abc.ABC):
         return Fallback(self, other)
 
     def __repr__(self) -> str:
-        defaults = {"soft": False, "backend": self.default_backend,
+        defaults = {"soft": self.default_soft, "backend": self.default_backend,
                     "pin_amount": DEFAULT_PIN_AMOUNT}
         shown = [f"{k}={v!r}" for k, v in self._config().items()
                  if k != "cache" and defaults.get(k, object()) != v and v is not None]
@@ -397,6 +401,7 @@ class Fallback(Policy):
                                   default=None)
         self.needs_group = any(p.needs_group for p in flat)
         self.needs_caller = any(p.needs_caller for p in flat)
+        self.needs_locations = any(p.needs_locations for p in flat)
         # ticket -> (the member that decided, whether the placement was committed)
         self._routes: dict[int, tuple[Policy, bool]] = {}
 
@@ -427,9 +432,10 @@ class Fallback(Policy):
                              last.nodes)
 
     def decide(self, snapshot: ClusterSnapshot, demand: DemandLike = None, *,
-               group: Hashable | None = None, caller_node_id: str | None = None) -> Decision:
+               group: Hashable | None = None, caller_node_id: str | None = None,
+               data: Mapping[str, int] | None = None) -> Decision:
         with self._lock:
-            decision = self.propose(snapshot, make_request(demand, group, caller_node_id))
+            decision = self.propose(snapshot, make_request(demand, group, caller_node_id, data))
             self.commit(decision)
             return decision
 

@@ -94,6 +94,7 @@ class Decision(NamedTuple):
     group: Hashable | None = None
     ticket: int = 0
     where: Any = None  # the policy's LabelFilter, if any: a soft placement's fallback keeps it
+    local_bytes: int = 0  # Locality: bytes of the arguments already on the node (not moved)
 
     @property
     def node_name(self) -> str:

@@ -90,7 +90,8 @@ NOTHING = Demand()
 
 
 class Request(NamedTuple):
-    """One placement to decide: what it needs, its group (Packing) and the caller's node (Local).
+    """One placement to decide: what it needs, its group (Packing), the caller's node (Local),
+    and where its arguments' data is (Locality): (node id, bytes) pairs.
 
     >>> Request(Demand({"CPU": 1}), group="p3") == Request(Demand({"CPU": 1.0}), group="p3")
     True
@@ -99,15 +100,18 @@ class Request(NamedTuple):
     demand: Demand = NOTHING
     group: Hashable | None = None
     caller_node_id: str | None = None
+    data: tuple[tuple[str, int], ...] = ()
 
 
 def make_request(demand: DemandLike = None, group: Hashable | None = None,
-                 caller_node_id: str | None = None) -> Request:
-    """A Request, checking that the group key can be a dict key (policies file placements by it)."""
+                 caller_node_id: str | None = None,
+                 data: Mapping[str, int] | None = None) -> Request:
+    """A Request, checking that the group key can be a dict key (policies file placements by it).
+    ``data``: bytes of the arguments per node id (Locality)."""
     if not isinstance(demand, Demand):
         demand = Demand(demand)
-    if group is None and caller_node_id is None:
-        return _new_request((demand, None, None))  # the common case, about 0.2 us cheaper
+    if group is None and caller_node_id is None and not data:
+        return _new_request((demand, None, None, ()))  # the common case, about 0.2 us cheaper
     if caller_node_id is not None and not isinstance(caller_node_id, str):
         raise TypeError(f"caller_node_id must be a node id string, got {caller_node_id!r}")
     if group is not None:
@@ -117,8 +121,18 @@ def make_request(demand: DemandLike = None, group: Hashable | None = None,
             raise TypeError(
                 f"group must be hashable (a str, int or tuple), got {type(group).__name__}"
             ) from None
-    return Request(demand, group, caller_node_id)
+    return Request(demand, group, caller_node_id, data_pairs(data or {}))
 
 
-_new_request: Callable[[tuple[Demand, None, None]], Request] = functools.partial(
+def data_pairs(data: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    """Bytes per node id as a request carries them: (node id, bytes) pairs, most bytes first."""
+    for node_id, size in data.items():
+        if not isinstance(node_id, str) or isinstance(size, bool) or not isinstance(size, int) \
+                or size < 0:
+            raise TypeError(f"data must map node ids to whole numbers of bytes >= 0, got "
+                            f"{node_id!r}: {size!r}")
+    return tuple(sorted(data.items(), key=lambda pair: (-pair[1], pair[0])))
+
+
+_new_request: Callable[[tuple[Demand, None, None, tuple[()]]], Request] = functools.partial(
     tuple.__new__, Request)

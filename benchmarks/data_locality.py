@@ -1,0 +1,109 @@
+"""Bytes moved between nodes: Locality against RoundRobin and Ray's DEFAULT, on a real cluster.
+
+    python benchmarks/data_locality.py            # the running local cluster, or one it starts
+
+Each round makes 8 objects of 4 MB on different nodes (producers placed round robin), then 32
+one-CPU consumers, 4 per object, placed by the contender. The bytes moved are read from Ray
+after the run, never computed from decisions: every copy of an object beyond the one its
+producer made is a transfer (``get_object_locations``: the nodes holding a copy, and its size).
+The contenders take turns round by round, each on objects of its own.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.experimental import get_object_locations
+
+import placement
+from placement import Locality, RoundRobin
+from placement.local_cluster import stop_cluster
+
+SIZES = {"full": {"objects": 8, "per_object": 4, "megabytes": 4, "rounds": 5},
+         "quick": {"objects": 4, "per_object": 2, "megabytes": 1, "rounds": 1}}
+
+
+@ray.remote(num_cpus=0)
+def produce(megabytes: int) -> bytes:
+    return b"x" * (megabytes * 2**20)
+
+
+@ray.remote(num_cpus=1)
+def consume(block: bytes) -> int:
+    return len(block)
+
+
+def moved_bytes(blocks: list[Any]) -> int:
+    """Bytes copied between nodes: the copies of each block beyond its first."""
+    found = get_object_locations(blocks, timeout_ms=10_000)
+    return sum(int(info.get("object_size") or 0) * max(0, len(info.get("node_ids") or ()) - 1)
+               for info in found.values())
+
+
+def one_round(submit: Callable[[Any], Any], size: dict[str, int]) -> tuple[int, float]:
+    producer = RoundRobin().place(produce)
+    blocks = [producer.remote(size["megabytes"]) for _ in range(size["objects"])]
+    ray.wait(blocks, num_returns=len(blocks), timeout=120)
+    began = time.perf_counter()
+    ray.get([submit(block) for block in blocks for _ in range(size["per_object"])], timeout=300)
+    seconds = time.perf_counter() - began
+    moved = moved_bytes(blocks)
+    del blocks  # the next round starts with no copies around
+    return moved, seconds
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    size = SIZES["quick" if quick else "full"]
+    contenders: dict[str, Callable[[Any], Any]] = {
+        "Locality() | RoundRobin()": (Locality() | RoundRobin()).place(consume).remote,
+        "RoundRobin()": RoundRobin().place(consume).remote,
+        "Ray DEFAULT": consume.remote,
+    }
+    names = list(contenders)
+    moved: dict[str, list[int]] = {name: [] for name in names}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(size["rounds"]):
+        for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+            bytes_moved, took = one_round(contenders[name], size)
+            moved[name].append(bytes_moved)
+            seconds[name].append(took)
+    note = (f"{size['objects']} objects of {size['megabytes']} MB, {size['per_object']} "
+            f"consumers each; median of {size['rounds']} rounds")
+    rows = []
+    for name in names:
+        rows.append({"benchmark": "data locality", "contender": f"{name}, MB moved",
+                     "value": round(statistics.median(moved[name]) / 2**20, 1), "unit": "MB",
+                     "note": note + "; read from Ray's object locations after the run"})
+        rows.append({"benchmark": "data locality", "contender": f"{name}, seconds",
+                     "value": round(statistics.median(seconds[name]), 3), "unit": "s",
+                     "note": note})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small run (CI)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from decide import report
+    from run import ensure_cluster
+    started, _ = ensure_cluster(4)
+    try:
+        placement.current_snapshot(refresh=True)
+        report(run(args.quick), "contender", None)
+    finally:
+        ray.shutdown()
+        if started is not None:
+            stop_cluster(started)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
