@@ -33,7 +33,9 @@ def run(submit, blocks_per_node: int, nodes: int) -> tuple[float, bool]:
     """MB moved between nodes, and whether every consumer ran where its block was made."""
     maker = RoundRobin().place(make_block)
     blocks = [maker.remote() for _ in range(blocks_per_node * nodes)]
-    ray.wait(blocks, num_returns=len(blocks), timeout=120)
+    # fetch_local=False: by default ray.wait copies every object to this node (seen in
+    # Ray's object locations), and that copy would be data moved before the run.
+    ray.wait(blocks, num_returns=len(blocks), timeout=120, fetch_local=False)
     pairs = ray.get([submit(b) for b in blocks for _ in range(CONSUMERS_PER_BLOCK)], timeout=300)
     found = get_object_locations(blocks, timeout_ms=10_000)
     moved = sum(int(info.get("object_size") or 0) * max(0, len(info.get("node_ids") or ()) - 1)

@@ -303,8 +303,9 @@ def test_least_loaded_sends_new_work_away_from_a_node_still_busy(ray_cluster, tm
     busy = ray.get(long_ref, timeout=150)
     assert busy == long_decision.node.node_id  # the long task ran where it was placed
     counts = Counter(ran)
+    # Each short task ends before the next starts: the busy node (1 in flight) loses to every
+    # idle one, which tie at 0 (the first in order wins, unless Ray's callback is late).
     assert counts[busy] < min(counts[n] for n in set(ran) - {busy}), counts
-    assert len(set(ran) - {busy}) == SESSION_NODES - 1  # every other node took work
     for _ in range(100):  # Ray runs the completion callback on its own thread, soon after
         if balance.load(busy) == 0:
             break
@@ -367,7 +368,9 @@ def test_locality_runs_tasks_and_actors_where_their_argument_is(ray_cluster):
     runs on the node that made its block (both read inside); actor creation too, which Ray's own
     locality never does. Small arguments have no location: the fallback decides."""
     blocks = [RoundRobin().place(block_here).remote(2) for _ in range(2 * SESSION_NODES)]
-    ray.wait(blocks, num_returns=len(blocks), timeout=120)
+    # fetch_local=False: by default ray.wait copies every object to this node (seen in
+    # Ray's object locations), and that copy would be data moved before the run.
+    ray.wait(blocks, num_returns=len(blocks), timeout=120, fetch_local=False)
     near = Locality() | RoundRobin()
     submitted = [near.place(consume).submit(block) for block in blocks]
     pairs = ray.get([ref for ref, _ in submitted], timeout=120)
