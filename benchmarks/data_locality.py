@@ -11,6 +11,7 @@ The contenders take turns round by round, each on objects of its own.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small run (CI)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from decide import report
@@ -99,11 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     started, _ = ensure_cluster(4)
     try:
         placement.current_snapshot(refresh=True)
-        report(run(args.quick), "contender", None)
+        report(run(args.quick), "contender", args.json)
     finally:
         ray.shutdown()
         if started is not None:
             stop_cluster(started)
+            shutil.rmtree(started, ignore_errors=True)  # made by mkdtemp here, for this run
     return 0
 
 

@@ -3,6 +3,7 @@ own DEFAULT and SPREAD, on a real cluster.
 
     python benchmarks/makespan.py            # the running local cluster, or one it starts
     python benchmarks/makespan.py --quick
+    python benchmarks/makespan.py --unequal  # starts 4 nodes of 1, 2, 3 and 4 CPUs
 
 Durations are lognormal (seed fixed, the same list for every contender). The driver keeps a
 window of tasks in flight, twice the cluster's CPUs, submitting the next as one finishes
@@ -15,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
+import socket
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,12 +30,19 @@ import ray
 
 import placement
 from placement import LeastLoaded, RoundRobin
-from placement.local_cluster import stop_cluster
+from placement.local_cluster import ClusterSpec, start_cluster, stop_cluster
 
 SIZES = {"full": {"tasks": 400, "rounds": 5}, "quick": {"tasks": 60, "rounds": 1}}
 # Median 20 ms, sigma 1.2: a mean of about 41 ms, one task in a hundred above 330 ms.
 MEDIAN_SECONDS, SIGMA = 0.02, 1.2
 SEED = 7
+UNEQUAL_CPUS = (1, 2, 3, 4)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @ray.remote(num_cpus=1)
@@ -92,17 +103,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small run (CI)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--unequal", action="store_true",
+                        help=f"start a cluster of nodes with {UNEQUAL_CPUS} CPUs for the run")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from decide import report
     from run import ensure_cluster
-    started, _ = ensure_cluster(4)
+    if args.unequal:
+        started: Path | None = Path(tempfile.mkdtemp(prefix="plb-", dir="/tmp"))
+        start_cluster(ClusterSpec(nodes=len(UNEQUAL_CPUS), state_dir=started, port=_free_port(),
+                                  first_address="127.0.0.60", node_cpus=UNEQUAL_CPUS))
+        placement.connect(state_dir=started)
+    else:
+        started, _ = ensure_cluster(4)
     try:
-        report(run(args.quick), "contender", None)
+        report(run(args.quick), "contender", args.json)
     finally:
         ray.shutdown()
         if started is not None:
             stop_cluster(started)
+            shutil.rmtree(started, ignore_errors=True)  # made by mkdtemp here, for this run
     return 0
 
 

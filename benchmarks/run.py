@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -377,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         if started is not None:
             stop_cluster(started)
+            shutil.rmtree(started, ignore_errors=True)  # made by mkdtemp here, for this run
 
 
 if __name__ == "__main__":

@@ -108,12 +108,19 @@ class ClusterSpec:
     labelled: bool = True
     # Ray labels of node i (``ray start --labels``), e.g. ({"zone": "z1"}, {"zone": "z2"}).
     node_labels: tuple[dict[str, str], ...] = ()
+    # CPUs of node i where given (nodes of unequal size), else cpus_per_node.
+    node_cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
         object.__setattr__(self, "extra_resources", dict(self.extra_resources or {}))
         object.__setattr__(self, "node_labels", tuple(dict(labels)
                                                       for labels in self.node_labels or ()))
+        object.__setattr__(self, "node_cpus", tuple(self.node_cpus or ()))
+
+    def cpus_of(self, index: int) -> int:
+        """Node ``index``'s CPUs: its own in node_cpus, else cpus_per_node."""
+        return self.node_cpus[index] if index < len(self.node_cpus) else self.cpus_per_node
 
     def node_address(self, index: int) -> str:
         return str(ipaddress.IPv4Address(self.first_address) + index)
@@ -184,6 +191,10 @@ class ClusterSpec:
                     f"{name.replace('_', '-')} ({option}) must be >= {least}, got {value}: "
                     f"e.g. {option} {least + 1}"
                 )
+        for index, cpus in enumerate(self.node_cpus):
+            if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 0:
+                raise LocalClusterError(f"node {index}'s CPUs must be a whole number >= 0, got "
+                                        f"{cpus!r}: e.g. node_cpus=(1, 2, 3, 4)")
         store = self.object_store_mb
         if isinstance(store, bool) or not isinstance(store, int) or store < MIN_OBJECT_STORE_MB:
             raise LocalClusterError(
@@ -477,7 +488,7 @@ def _ray_start_args(spec: ClusterSpec, index: int, address: str) -> list[str]:
         ray_executable(), "start",
         "--node-ip-address", spec.node_address(index),
         "--temp-dir", str(Path(spec.state_dir) / RAY_TEMP_SUBDIR),
-        "--num-cpus", str(spec.cpus_per_node),
+        "--num-cpus", str(spec.cpus_of(index)),
         "--object-store-memory", str(spec.object_store_mb * 2**20),
         "--disable-usage-stats",
     ]

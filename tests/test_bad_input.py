@@ -75,6 +75,8 @@ CASES = [
      LocalClusterError, "positive whole number"),
     ("port out of range", lambda: ClusterSpec(nodes=1, port=80).validate(),
      LocalClusterError, "between 1024"),
+    ("node CPUs negative", lambda: ClusterSpec(nodes=2, node_cpus=(1, -1)).validate(),
+     LocalClusterError, "node_cpus=(1, 2, 3, 4)"),
     ("node label key reserved",
      lambda: ClusterSpec(nodes=1, node_labels=({"ray.io/zone": "z1"},)).validate(),
      LocalClusterError, "e.g. zone=z1"),
