@@ -11,7 +11,6 @@ The contenders take turns round by round, each on objects of its own.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import time
@@ -22,9 +21,7 @@ from typing import Any
 import ray
 from ray.experimental import get_object_locations
 
-import placement
 from placement import Locality, RoundRobin
-from placement.local_cluster import stop_cluster
 from placement.locations import argument_data
 
 SIZES = {"full": {"objects": 8, "per_object": 4, "megabytes": 4, "rounds": 5},
@@ -114,19 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from decide import report
-    from run import ensure_cluster
-    started, _ = ensure_cluster(4)
-    try:
-        placement.current_snapshot(refresh=True)
-        report(run(args.quick), "contender", args.json)
-    finally:
-        ray.shutdown()
-        if started is not None:
-            stop_cluster(started)
-            shutil.rmtree(started, ignore_errors=True)  # made by mkdtemp here, for this run
-    return 0
-
+    from run import run_alone
+    return run_alone(lambda: run(args.quick), args.json)
 
 if __name__ == "__main__":
     raise SystemExit(main())

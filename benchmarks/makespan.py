@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import socket
 import statistics
 import sys
@@ -30,7 +29,7 @@ import ray
 
 import placement
 from placement import LeastLoaded, RoundRobin
-from placement.local_cluster import ClusterSpec, start_cluster, stop_cluster
+from placement.local_cluster import ClusterSpec, start_cluster
 
 SIZES = {"full": {"tasks": 400, "rounds": 5}, "quick": {"tasks": 60, "rounds": 1}}
 # Median 20 ms, sigma 1.2: a mean of about 41 ms, one task in a hundred above 330 ms.
@@ -108,24 +107,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"start a cluster of nodes with {UNEQUAL_CPUS} CPUs for the run")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from decide import report
-    from run import ensure_cluster
+    from run import run_alone
+    started = None
     if args.unequal:
-        started: Path | None = Path(tempfile.mkdtemp(prefix="plb-", dir="/tmp"))
+        started = Path(tempfile.mkdtemp(prefix="plb-", dir="/tmp"))
         start_cluster(ClusterSpec(nodes=len(UNEQUAL_CPUS), state_dir=started, port=_free_port(),
                                   first_address="127.0.0.60", node_cpus=UNEQUAL_CPUS))
         placement.connect(state_dir=started)
-    else:
-        started, _ = ensure_cluster(4)
-    try:
-        report(run(args.quick), "contender", args.json)
-    finally:
-        ray.shutdown()
-        if started is not None:
-            stop_cluster(started)
-            shutil.rmtree(started, ignore_errors=True)  # made by mkdtemp here, for this run
-    return 0
-
+    return run_alone(lambda: run(args.quick), args.json, started)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -336,6 +336,23 @@ def ensure_cluster(nodes: int) -> tuple[Path | None, float | None]:
     return state_dir, seconds
 
 
+def run_alone(rows_of: Callable[[], list[Row]], json_path: Path | None,
+              started: Path | None = None) -> int:
+    """One benchmark module on its own: on the running local cluster or a 4-node one it starts
+    (or ``started``, one the caller started for it); prints the table, stops what was started
+    and deletes the state folder made for it."""
+    if started is None:
+        started, _ = ensure_cluster(4)
+    try:
+        decide.report(rows_of(), "contender", json_path)
+    finally:
+        ray.shutdown()
+        if started is not None:
+            stop_cluster(started)
+            shutil.rmtree(started, ignore_errors=True)  # made by mkdtemp, for this run
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
