@@ -229,7 +229,7 @@ class PlacedRemote:
             self._policy.rollback(decision)
             raise
         self._policy.commit(decision)
-        if self._tracks:
+        if self._tracks and self._policy.tracks(decision):
             release_when_done(result, self._policy, decision)
         return result, decision
 

@@ -72,7 +72,10 @@ def _watch_loop(read_dead: Callable[[], set[str]], wait: Callable[[float], Any] 
         with _lock:
             ended = [_watched.pop(actor_id) for actor_id in list(_watched) if actor_id in dead]
         for policy, decision in ended:
-            policy.release(decision)
+            try:
+                policy.release(decision)
+            except Exception:  # one policy's failure must not end the watch for the others
+                continue
 
 
 def watched() -> int:

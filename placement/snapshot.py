@@ -68,6 +68,12 @@ class NodeInfo:
                else (1, natural_key(self.address), self.node_id))
         object.__setattr__(self, "order_key", key)
 
+    def __reduce__(self) -> tuple[type[NodeInfo], tuple[Any, ...]]:
+        # Rebuilt from plain dicts: its read-only mappings do not pickle, and a Decision (or an
+        # error's data) crossing to a Ray worker carries its node.
+        return NodeInfo, (self.node_id, self.address, self.label, self.alive, dict(self.labels),
+                          dict(self.total), self.is_head, self.ray_record)
+
     @property
     def cpus(self) -> float:
         return float(self.total.get("CPU", 0.0))

@@ -60,3 +60,15 @@ def test_live_is_configuration_that_survives_a_clone():
     assert AntiAffinity(live=True).clone().live and "live=True" in repr(AntiAffinity(live=True))
     with pytest.raises(TypeError, match="live must be True or False"):
         AntiAffinity(live="yes")
+
+
+def test_one_failing_release_does_not_end_the_watch(spread):
+    apart, (first, second) = spread
+
+    class Broken:
+        def release(self, decision):
+            raise RuntimeError("a policy of the user's that fails")
+
+    liveness._watched.update({"x0": (Broken(), first), "x1": (apart, second)})
+    liveness._watch_loop(lambda: {"x0", "x1"}, wait=lambda _: None, connected=lambda: True)
+    assert liveness.watched() == 0 and apart.decide(TWO).node_name == "node1"

@@ -12,6 +12,7 @@ from placement import (
     Affinity,
     AntiAffinity,
     Audit,
+    LeastLoaded,
     Local,
     Locality,
     Packing,
@@ -19,6 +20,7 @@ from placement import (
     RoundRobin,
     current_snapshot,
     errors,
+    liveness,
 )
 from placement.policies.decision import BACKENDS
 
@@ -293,7 +295,6 @@ def held(release_file: str) -> str:
 def test_least_loaded_sends_new_work_away_from_a_node_still_busy(ray_cluster, tmp_path):
     """The first task (long) holds its node; short tasks, each awaited, finish and are released
     by Ray's completion callback: new work goes to the other nodes, read inside each task."""
-    from placement import LeastLoaded
     balance = LeastLoaded(weights="equal")
     release_file = str(tmp_path / "go")
     long_ref, long_decision = balance.place(held).submit(release_file)
@@ -336,6 +337,15 @@ def test_a_live_spread_gives_a_killed_replicas_node_to_the_next_one(ray_cluster)
     newcomer = _when_freed(apart.place(Probe).remote)
     assert ray.get(newcomer.where.remote(), timeout=60) == nodes[1]
     for actor in [*replicas, newcomer]:
+        ray.kill(actor)
+    mixed = AntiAffinity() | LeastLoaded()  # only the live member's placements are released
+    spread = [mixed.place(Probe).submit() for _ in range(SESSION_NODES)]
+    assert not any(d.fallback for _, d in spread)
+    ray.kill(spread[0].result)
+    threading.Event().wait(3 * liveness.WATCH_SECONDS)  # the watcher read the dead actor
+    extra = mixed.place(Probe).submit()
+    assert extra.decision.fallback  # AntiAffinity still counts its killed replica
+    for actor in [*(s.result for s in spread), extra.result]:
         ray.kill(actor)
     tasks = AntiAffinity(live=True).place(where)
     waves = [sorted(ray.get([_when_freed(tasks.remote) for _ in range(SESSION_NODES)],

@@ -16,6 +16,7 @@ from placement.policies import (
     AntiAffinity,
     Demand,
     LeastLoaded,
+    Locality,
     Packing,
     Request,
     RoundRobin,
@@ -192,3 +193,63 @@ def test_released_groups_give_their_zone_nodes_back():
         used.decide(snap, {"CPU": 1, "accel": 1}, group="g")  # all on node0
     used.release_group("g")
     assert [used.decide(snap, {"CPU": 1}, group="h").node_name for _ in range(4)] == expected
+
+
+def test_a_fallback_is_live_only_where_its_live_member_decided():
+    snap = snap_of(*TWO)
+    policy = AntiAffinity() | LeastLoaded()
+    spread = [policy.decide(snap) for _ in range(2)]
+    balanced = policy.decide(snap)  # AntiAffinity is full: LeastLoaded decides
+    assert [policy.tracks(d) for d in (*spread, balanced)] == [False, False, True]
+
+
+def test_least_loaded_keeps_a_bounded_number_of_demand_heaps_and_stays_exact():
+    from placement.policies import least_loaded
+    snap = snap_of(*({"id": f"n{i}", "label": f"node{i}", "resources": {"CPU": 2, "memory": 1e9}}
+                     for i in range(5)))
+    balance, inflight, running = LeastLoaded(), Counter(), []
+    for j in range(200):  # ever new demands (memory= per chunk), half of them still running
+        demand = {"CPU": 1, "memory": 1000 + j}
+        decision = balance.decide(snap, demand)
+        loads = {n.node_id: inflight[n.node_id] / 2 for n in snap.live}
+        assert loads[decision.node.node_id] == min(loads.values())
+        inflight[decision.node.node_id] += 1
+        running.append(decision)
+        if j % 2:
+            ended = running.pop(0)
+            balance.release(ended)
+            inflight[ended.node.node_id] -= 1
+    assert len(balance._loads) <= least_loaded._MAX_DEMANDS
+
+
+def test_least_loaded_weights_name_real_nodes_and_may_be_zero():
+    snap = snap_of({**TWO[0], "resources": {"CPU": 2}}, {**TWO[1], "resources": {"CPU": 2}})
+    last_resort = LeastLoaded(weights={"node0": 1, "node1": 0})
+    assert {last_resort.decide(snap).node_name for _ in range(3)} == {"node0"}
+    with pytest.raises(PlacementError) as typo:
+        LeastLoaded(weights={"node0": 1, "nod1": 8}).decide(snap)
+    assert typo.value.rule == errors.UNKNOWN_LABEL and "'nod1'" in typo.value.detail
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        LeastLoaded(weights={"node0": -1})
+    assert repr(LeastLoaded("equal", choices=2, seed=1)) == \
+        "LeastLoaded(weights='equal', choices=2, seed=1)"
+
+
+def test_locality_refuses_what_no_node_can_hold_as_such():
+    snap = snap_of({**TWO[0], "resources": {"CPU": 4}})
+    for demand in ({"CPU": 64}, Demand({"CPU": 1}, labels={"zone": "nowhere"})):
+        with pytest.raises(PlacementError) as refusal:
+            Locality(wait_for_nodes=60).decide(snap, demand, data={"a": 10_000_000})
+        assert refusal.value.rule in (errors.RESOURCES_EXCEED_NODES, errors.NO_MATCHING_NODES)
+
+
+def test_decisions_pickle_with_their_node():
+    import pickle
+    snap = snap_of({**TWO[0], "labels": {"zone": "z1"}})
+    decision = Locality(where={"zone": "z1"}).decide(snap, data={"a": 5})
+    again = pickle.loads(pickle.dumps(decision))
+    assert again == decision and again.node.labels == {"zone": "z1"} and again.local_bytes == 5
+    with pytest.raises(TypeError, match="data must map node ids"):
+        Locality().decide(snap, data=[("a", 5)])
+    with pytest.raises(ValueError, match=">= 0 bytes"):
+        Locality().decide(snap, data={"a": -5})

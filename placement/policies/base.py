@@ -61,6 +61,8 @@ class Policy(abc.ABC):
 
     default_backend = AUTO
     default_soft: bool | str = False
+    # Configuration values repr() leaves out, beyond the base's (a subclass's own defaults).
+    repr_defaults: Mapping[str, Any] = {}
     needs_group = False
     needs_caller = False
     # Whether committed placements stay in the ledger until released (AntiAffinity, Packing);
@@ -120,6 +122,11 @@ class Policy(abc.ABC):
         """Bring the per-demand state up to ``cands`` (a refreshed snapshot's), under the lock.
         The default keeps none: such policies build what they need in ``_choose``."""
         return None
+
+    def tracks(self, decision: Decision) -> bool:
+        """Whether the submit layer should release ``decision`` when its work ends (the policy
+        that made it counts only live work: LeastLoaded, live=True)."""
+        return self.tracks_completion
 
     def can_grow(self, request: Request) -> bool:
         """Whether a new node could let this policy place ``request`` (what ``wait_for_nodes``
@@ -358,7 +365,7 @@ class Policy(abc.ABC):
 
     def __repr__(self) -> str:
         defaults = {"soft": self.default_soft, "backend": self.default_backend,
-                    "pin_amount": DEFAULT_PIN_AMOUNT}
+                    "pin_amount": DEFAULT_PIN_AMOUNT, **self.repr_defaults}
         shown = [f"{k}={v!r}" for k, v in self._config().items()
                  if k != "cache" and defaults.get(k, object()) != v and v is not None]
         return f"{type(self).__name__}({', '.join(shown)})"
@@ -466,6 +473,12 @@ class Fallback(Policy):
                 return
             del self._routes[decision.ticket]
             route[0].release(decision)
+
+    def tracks(self, decision: Decision) -> bool:
+        """Only when the member that made the decision tracks completion: a live member must
+        not make the others live."""
+        route = self._routes.get(decision.ticket)
+        return route is not None and route[0].tracks(decision)
 
     def follow(self, snapshot: ClusterSnapshot) -> None:
         with self._lock:

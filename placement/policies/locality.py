@@ -58,6 +58,7 @@ class Locality(Policy):
                 elif size < most:
                     break
         if best is None:
+            cands.fitting(demand)  # nothing can hold it: that refusal, not the one below
             raise self._no_locations(cands, request)
         return self._decision(best, "holds the most bytes of its arguments",
                               local_bytes=most), None

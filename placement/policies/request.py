@@ -126,11 +126,15 @@ def make_request(demand: DemandLike = None, group: Hashable | None = None,
 
 def data_pairs(data: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
     """Bytes per node id as a request carries them: (node id, bytes) pairs, most bytes first."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"data must map node ids to bytes, got {type(data).__name__}: e.g. "
+                        "data={node_id: 4_000_000}")
     for node_id, size in data.items():
-        if not isinstance(node_id, str) or isinstance(size, bool) or not isinstance(size, int) \
-                or size < 0:
-            raise TypeError(f"data must map node ids to whole numbers of bytes >= 0, got "
+        if not isinstance(node_id, str) or isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"data must map node ids (str) to whole numbers of bytes, got "
                             f"{node_id!r}: {size!r}")
+        if size < 0:
+            raise ValueError(f"data[{node_id!r}] must be >= 0 bytes, got {size}")
     return tuple(sorted(data.items(), key=lambda pair: (-pair[1], pair[0])))
 
 

@@ -51,7 +51,7 @@ class RotationMemory:
 PROCESS_ROTATION = RotationMemory()
 
 
-def check_weight(key: str, weight: Any) -> float:
+def _check_weight(key: str, weight: Any) -> float:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
             not math.isfinite(weight) or weight <= 0:
         raise ValueError(
@@ -197,7 +197,7 @@ class RoundRobin(Policy):
             if not isinstance(weights, Mapping) or not weights:
                 raise TypeError("weights must be 'capacity', 'label', or a non-empty mapping "
                                 "{label: weight}")
-            weights = {str(k): check_weight(str(k), v) for k, v in weights.items()}
+            weights = {str(k): _check_weight(str(k), v) for k, v in weights.items()}
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.weights = weights
