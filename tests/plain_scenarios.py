@@ -20,7 +20,16 @@ from ray.experimental.internal_kv import _internal_kv_get
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import placement
-from placement import Affinity, AntiAffinity, Local, Packing, PlacementError, RoundRobin
+from placement import (
+    Affinity,
+    AntiAffinity,
+    LeastLoaded,
+    Local,
+    Locality,
+    Packing,
+    PlacementError,
+    RoundRobin,
+)
 from placement.local_cluster import add_node
 
 
@@ -178,10 +187,37 @@ def main(state_dir: str) -> int:
     except PlacementError as refusal:
         out["where_z9"] = refusal.rule
     out.update(reserve_by_node_id())
+    out.update(balance_and_locality())
     out.update(grow_when_nodes_run_out(state_dir))
     print(json.dumps(out))
     ray.shutdown()
     return 0
+
+
+@ray.remote(num_cpus=0)
+def block(megabytes: int) -> tuple[str, bytes]:
+    return ray.get_runtime_context().get_node_id(), b"x" * (megabytes * 2**20)
+
+
+@ray.remote(num_cpus=0)
+def made_and_ran(made: tuple[str, bytes]) -> tuple[str, str]:
+    return made[0], ray.get_runtime_context().get_node_id()
+
+
+def balance_and_locality() -> dict[str, object]:
+    """LeastLoaded and Locality with no setup: a live LeastLoaded releases each task as it ends
+    (a second wave of the same size lands like the first), and Locality runs each consumer on
+    the node that made its block (both read inside)."""
+    out: dict[str, object] = {}
+    nodes = len(placement.current_snapshot(refresh=True).live)
+    balance = LeastLoaded(weights="equal").place(where)
+    out["least_loaded_waves"] = [sorted(ray.get([balance.remote() for _ in range(nodes)],
+                                                timeout=120)) for _ in range(2)]
+    blocks = [RoundRobin().place(block).remote(2) for _ in range(2 * nodes)]
+    ray.wait(blocks, num_returns=len(blocks), timeout=120, fetch_local=False)  # no copy here
+    near = (Locality() | RoundRobin()).place(made_and_ran)
+    out["locality_pairs"] = ray.get([near.remote(b) for b in blocks], timeout=120)
+    return out
 
 
 def reserve_by_node_id() -> dict[str, object]:

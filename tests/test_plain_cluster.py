@@ -126,3 +126,11 @@ def test_a_reservation_pins_by_node_id_on_a_cluster_without_setup(plain):
     assert plain["reserve_second"] == errors.RESERVATION_TIMEOUT
     assert plain["reserve_second_states"] == ["REMOVED"]
     assert plain["reserve_released"] == "REMOVED"
+
+
+def test_least_loaded_and_locality_need_no_setup(plain):
+    first, second = plain["least_loaded_waves"]
+    assert first == second == sorted(plain["nodes"])  # one per node: idle nodes tie, in order
+    pairs = plain["locality_pairs"]
+    assert all(made == ran for made, ran in pairs), pairs
+    assert {made for made, _ in pairs} == set(plain["nodes"])
