@@ -216,7 +216,10 @@ def balance_and_locality() -> dict[str, object]:
     blocks = [RoundRobin().place(block).remote(2) for _ in range(2 * nodes)]
     ray.wait(blocks, num_returns=len(blocks), timeout=120, fetch_local=False)  # no copy here
     near = (Locality() | RoundRobin()).place(made_and_ran)
-    out["locality_pairs"] = ray.get([near.remote(b) for b in blocks], timeout=120)
+    # In reverse: consumers placed round robin would not follow the blocks' round robin then.
+    submitted = [near.submit(b) for b in reversed(blocks)]
+    out["locality_pairs"] = ray.get([ref for ref, _ in submitted], timeout=120)
+    out["locality_fallbacks"] = sum(d.fallback or not d.local_bytes for _, d in submitted)
     return out
 
 

@@ -134,3 +134,4 @@ def test_least_loaded_and_locality_need_no_setup(plain):
     pairs = plain["locality_pairs"]
     assert all(made == ran for made, ran in pairs), pairs
     assert {made for made, _ in pairs} == set(plain["nodes"])
+    assert plain["locality_fallbacks"] == 0  # Locality decided each, from the bytes it found
