@@ -151,6 +151,8 @@ def run_checks(say: Callable[[str], None]) -> list[Check]:
                         ", ".join(f"{names[p]}<-{len(c)}" for p, c in results),
                         local_ok and len({p for p, _ in results}) == len(labels)))
 
+    checks += _newer_checks(where, Probe, names, show, say)
+
     say("Infeasible request: refused before submit")
     began = time.perf_counter()
     try:
@@ -162,6 +164,98 @@ def run_checks(say: Callable[[str], None]) -> list[Check]:
                         "refused at once, not left waiting forever",
                         f"refused after {1000 * (time.perf_counter() - began):.1f} ms", refused))
     return checks
+
+
+def _newer_checks(where: Any, Probe: Any, names: dict[str, str], show: Callable[[list[str]], str],
+                  say: Callable[[str], None]) -> list[Check]:
+    """LeastLoaded, Locality, the live ledger and reservations, each read where it ran."""
+    import ray
+
+    from . import AntiAffinity, LeastLoaded, Locality, RoundRobin
+
+    nodes = len(names)
+    checks: list[Check] = []
+
+    say("LeastLoaded: finished tasks stop counting")
+    policy = LeastLoaded(weights="equal")
+    balance = policy.place(where)
+    waves = []
+    for _ in range(2):
+        waves.append(sorted(ray.get([balance.remote() for _ in range(nodes)])))
+        for _ in range(100):  # Ray's completion callbacks run soon after the results: 10 s
+            if not any(policy.load(n) for n in names):
+                break
+            time.sleep(0.1)
+    checks.append(Check("LeastLoaded()", "two waves, one task per node each: the first wave's "
+                        "tasks were released when they finished", show(waves[0] + waves[1]),
+                        waves[0] == waves[1] and len(set(waves[0])) == nodes))
+
+    say("Locality: consumers beside their 2 MB blocks")
+    maker = RoundRobin().place(_block())
+    blocks = [maker.remote() for _ in range(nodes)]
+    ray.wait(blocks, num_returns=nodes, timeout=120, fetch_local=False)  # no copy here
+    near = (Locality() | RoundRobin()).place(_made_and_ran())
+    submitted = [near.submit(b) for b in reversed(blocks)]
+    pairs = ray.get([ref for ref, _ in submitted])
+    checks.append(Check("Locality() | RoundRobin()", "each consumer on the node holding its block",
+                        show([ran for _, ran in pairs]),
+                        all(made == ran for made, ran in pairs)
+                        and not any(d.fallback for _, d in submitted)))
+
+    say("AntiAffinity(live=True): a killed replica's node takes the next one")
+    apart = AntiAffinity(live=True)
+    replicas = [apart.place(Probe).remote() for _ in range(nodes)]
+    homes = ray.get([r.where.remote() for r in replicas])
+    ray.kill(replicas[0])
+    newcomer = None
+    for _ in range(300):  # the watcher reads dead actors about every second: 30 s at most
+        try:
+            newcomer = apart.place(Probe).remote()
+            break
+        except PlacementError:
+            time.sleep(0.1)
+    moved_in = ray.get(newcomer.where.remote()) if newcomer is not None else None
+    for actor in [*replicas, *([newcomer] if newcomer is not None else [])]:
+        ray.kill(actor)
+    checks.append(Check("AntiAffinity(live=True)", "the killed replica's node, freed with no "
+                        "release(), takes the next replica",
+                        f"killed on {names[homes[0]]}, next on "
+                        f"{names.get(moved_in or '', 'none')}", moved_in == homes[0]))
+
+    say("reserve: a gang on distinct nodes, all or nothing")
+    with AntiAffinity().reserve(nodes, num_cpus=0) as gang:
+        members = [gang.place(Probe).remote() for _ in range(nodes)]
+        ran = ray.get([m.where.remote() for m in members])
+        planned = list(gang.nodes)
+    try:
+        AntiAffinity().reserve(nodes + 1, num_cpus=0)
+        refused = False
+    except PlacementError:
+        refused = True
+    checks.append(Check(f"AntiAffinity().reserve({nodes})", "members on their reserved, distinct "
+                        f"nodes; {nodes + 1} refused", show(ran),
+                        ran == planned and len(set(ran)) == nodes and refused))
+    return checks
+
+
+def _block() -> Any:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def block() -> tuple[str, bytes]:
+        return ray.get_runtime_context().get_node_id(), b"x" * 2**21
+
+    return block
+
+
+def _made_and_ran() -> Any:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def made_and_ran(made: tuple[str, bytes]) -> tuple[str, str]:
+        return made[0], ray.get_runtime_context().get_node_id()
+
+    return made_and_ran
 
 
 def run_demo(nodes: int = 4, state_dir: Path | None = None, port: int = DEFAULT_PORT,

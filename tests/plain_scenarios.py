@@ -209,10 +209,21 @@ def balance_and_locality() -> dict[str, object]:
     (a second wave of the same size lands like the first), and Locality runs each consumer on
     the node that made its block (both read inside)."""
     out: dict[str, object] = {}
-    nodes = len(placement.current_snapshot(refresh=True).live)
-    balance = LeastLoaded(weights="equal").place(where)
-    out["least_loaded_waves"] = [sorted(ray.get([balance.remote() for _ in range(nodes)],
-                                                timeout=120)) for _ in range(2)]
+    live = [n.node_id for n in placement.current_snapshot(refresh=True).live]
+    nodes = len(live)
+    policy = LeastLoaded(weights="equal")
+    balance = policy.place(where)
+    waves = []
+    for _ in range(2):
+        waves.append(sorted(ray.get([balance.remote() for _ in range(nodes)], timeout=120)))
+        # Ray runs the completion callbacks on its own thread, soon after the results: wait
+        # (bounded) until the policy heard of every one, so the next wave starts from 0.
+        for _ in range(100):
+            if not any(policy.load(n) for n in live):
+                break
+            time.sleep(0.1)
+    out["least_loaded_waves"] = waves
+    out["least_loaded_left"] = sum(policy.load(n) for n in live)
     blocks = [RoundRobin().place(block).remote(2) for _ in range(2 * nodes)]
     ray.wait(blocks, num_returns=len(blocks), timeout=120, fetch_local=False)  # no copy here
     near = (Locality() | RoundRobin()).place(made_and_ran)

@@ -44,7 +44,10 @@ def test_demo_starts_a_cluster_checks_every_policy_and_stops_it():
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "9 of 9 promises held" in done.stdout
+    assert "13 of 13 promises held" in done.stdout
+    for policy in ("LeastLoaded()", "Locality() | RoundRobin()", "AntiAffinity(live=True)",
+                   "AntiAffinity().reserve(2)"):
+        assert policy in done.stdout, policy
     assert "starting 2 labelled nodes" in done.stderr
     assert "stopping the cluster the demo started" in done.stderr
     assert cluster_processes(state_dir) == []

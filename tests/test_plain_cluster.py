@@ -131,6 +131,7 @@ def test_a_reservation_pins_by_node_id_on_a_cluster_without_setup(plain):
 def test_least_loaded_and_locality_need_no_setup(plain):
     first, second = plain["least_loaded_waves"]
     assert first == second == sorted(plain["nodes"])  # one per node: idle nodes tie, in order
+    assert plain["least_loaded_left"] == 0  # every finished task was released
     pairs = plain["locality_pairs"]
     assert all(made == ran for made, ran in pairs), pairs
     assert {made for made, _ in pairs} == set(plain["nodes"])
