@@ -33,7 +33,7 @@ import psutil
 
 from . import local_cluster as lc
 from .errors import LocalClusterError
-from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY, label_pattern
+from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY, RAY_LABEL_NAME, label_pattern
 
 # Label choices: follow the cluster (label when its nodes are labelled), or never.
 LABEL_AUTO = "auto"
@@ -44,9 +44,8 @@ JOIN_ATTEMPTS = 4
 _RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 _LABELS_EXAMPLE = "--labels zone=z1,rack=r2"
 
-# Ray's label syntax (ray/_private/label_utils.py, 2.60): a name is 1-63 characters,
-# alphanumeric at both ends with - _ . between; a key may have a DNS-subdomain prefix/.
-_LABEL_NAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?")
+# Ray's label syntax: a name as naming.RAY_LABEL_NAME; a key may have a DNS-subdomain prefix/.
+_LABEL_NAME = re.compile(RAY_LABEL_NAME)
 # Ray's prefix pattern makes each dot-separated part optional (so it takes "a..b"); kept as is.
 _LABEL_PREFIX = re.compile(rf"({_LABEL_NAME.pattern})?(\.({_LABEL_NAME.pattern})?)*")
 

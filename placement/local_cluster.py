@@ -35,7 +35,7 @@ from typing import Any
 import psutil
 
 from .errors import LocalClusterError
-from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY, label_pattern
+from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY, RAY_LABEL_NAME, label_pattern
 
 DEFAULT_FIRST_ADDRESS = "127.0.0.10"
 DEFAULT_PORT = 6390  # not Ray's 6379, so a user's own default Ray cluster is left alone
@@ -235,8 +235,8 @@ class ClusterSpec:
             )
 
 
-# A Ray label key or value as local clusters accept them (no prefix/): alphanumeric at both ends.
-_RAY_LABEL = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?")
+# A Ray label key or value as local clusters accept them (no prefix/).
+_RAY_LABEL = re.compile(RAY_LABEL_NAME)
 
 
 @dataclass(frozen=True)

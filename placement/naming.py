@@ -8,6 +8,10 @@ DEFAULT_LABEL_PREFIX = "node"
 # node's placement label, e.g. ``node3``.
 LABEL_KEY = "placement.node"
 
+# A Ray label name or value (ray/_private/label_utils.py, 2.60): 1 to 63 characters,
+# alphanumeric at both ends, with - _ . inside. One pattern for every module that checks labels.
+RAY_LABEL_NAME = r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
+
 _DIGITS = re.compile(r"(\d+)")
 
 

@@ -17,9 +17,11 @@ import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-# Ray's label syntax (ray/_private/label_utils.py, 2.60): a value is up to 63 characters,
-# alphanumeric at both ends, with - _ . inside; a key may have a DNS-subdomain prefix and a slash.
-_VALUE = r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
+from ..naming import RAY_LABEL_NAME
+
+# Ray's label syntax: a value as naming.RAY_LABEL_NAME; a key may have a DNS-subdomain prefix
+# and a slash.
+_VALUE = RAY_LABEL_NAME
 _SELECTOR = re.compile(rf"(!?)(?:in\(({_VALUE}(?:, ?{_VALUE})*)\)|({_VALUE}))")
 _KEY = re.compile(rf"(?:{_VALUE}(?:\.{_VALUE})*/)?{_VALUE}")
 _FORMS = "'v' (equal), '!v' (not equal), 'in(a,b)' (one of) or '!in(a,b)' (none of)"
