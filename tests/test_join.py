@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -348,17 +349,8 @@ def _alive_at(seen: dict, address: str) -> dict:
 
 @pytest.fixture(scope="module")
 def labelled_head():
-    state_dir = new_state_dir("jhead")
-    state = start_cluster(ClusterSpec(nodes=2, state_dir=state_dir, port=free_port(),
-                                      first_address="127.0.0.70", cpus_per_node=1,
-                                      object_store_mb=100, label_amount=500))
-    joined = [new_state_dir("j72"), new_state_dir("j73")]
-    try:
-        yield state, joined
-    finally:
-        for directory in joined:
-            stop_cluster(directory)
-        stop_cluster(state_dir)
+    yield from _head_and_join_dirs("jhead", ("j72", "j73"), nodes=2, first_address="127.0.0.70",
+                                   label_amount=500)
 
 
 @pytest.mark.slow
@@ -429,11 +421,16 @@ def test_a_wrong_token_fails_clearly_and_leaves_nothing_running(labelled_head, t
 
 @pytest.fixture(scope="module")
 def plain_head():
-    state_dir = new_state_dir("jplain")
-    state = start_cluster(ClusterSpec(nodes=1, state_dir=state_dir, port=free_port(),
-                                      first_address="127.0.0.76", cpus_per_node=1,
-                                      object_store_mb=100, labelled=False))
-    joined = [new_state_dir("j77"), new_state_dir("j78")]
+    yield from _head_and_join_dirs("jplain", ("j77", "j78"), nodes=1, first_address="127.0.0.76",
+                                   labelled=False)
+
+
+def _head_and_join_dirs(name: str, joins: tuple[str, ...], **spec: Any):
+    """A small head cluster and state dirs for the nodes a test joins to it; stops all of them."""
+    state_dir = new_state_dir(name)
+    state = start_cluster(ClusterSpec(state_dir=state_dir, port=free_port(), cpus_per_node=1,
+                                      object_store_mb=100, **spec))
+    joined = [new_state_dir(join) for join in joins]
     try:
         yield state, joined
     finally:
