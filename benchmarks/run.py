@@ -50,6 +50,7 @@ import data_locality  # noqa: E402  (needs the path above)
 import decide  # noqa: E402  (needs the path above)
 import makespan  # noqa: E402  (needs the path above)
 import refresh  # noqa: E402  (needs the path above)
+import shared_ledger  # noqa: E402  (needs the path above)
 
 SIZES = {
     "full": {"submit": 2000, "rounds": 10, "balance": (400, 2000), "infeasible_wait": 10.0,
@@ -378,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             ("soft", lambda: bench_soft_affinity(size["soft_rounds"])),
             ("makespan", lambda: makespan.run(args.quick)),
             ("data locality", lambda: data_locality.run(args.quick)),
+            ("shared ledger", lambda: shared_ledger.run(args.quick)),
             ("cluster", lambda: bench_cluster(started, start_seconds)),
         ]
         for name, step in steps:

@@ -46,6 +46,10 @@ _WHERE = {
     "PlacementExecutor": "placement.executor",
     "RayFuture": "placement.executor",
     "Audit": "placement.audit",
+    "remove_shared_ledger": "placement.shared",
+    "explain": "placement.diagnosis",
+    "Explanation": "placement.diagnosis",
+    "shared_counts": "placement.shared",
     "AuditReport": "placement.audit",
 }
 
@@ -78,6 +82,10 @@ __all__ = [
     "RoundRobin",
     "SnapshotCache",
     "Submitted",
+    "Explanation",
+    "explain",
+    "remove_shared_ledger",
+    "shared_counts",
     "connect",
     "current_snapshot",
     "read_snapshot",

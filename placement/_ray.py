@@ -9,10 +9,12 @@ from typing import Any
 
 import ray
 from ray._common import ray_option_utils
-from ray._private.state import actors
+from ray._private.state import actors, jobs, state
 from ray._private.state import available_resources_per_node as _per_node
 from ray._raylet import Config  # type: ignore[attr-defined]  # missing from Ray's .pyi stub
 from ray.actor import ActorHandle
+from ray.core.generated import common_pb2, gcs_pb2
+from ray.experimental import internal_kv
 
 
 def actor_id_hex(actor: ActorHandle[Any]) -> str:
@@ -35,6 +37,51 @@ def dead_actor_ids() -> set[str]:
     table: Mapping[str, Any] = actors(job_id=ray.JobID(bytes.fromhex(job)),
                                       actor_state_name="DEAD") or {}
     return set(table)
+
+
+def ended_job_ids() -> set[str]:
+    """Ids (hex) of the jobs whose drivers ended, from one read of the GCS job table; Ray's only
+    public job listing is the job submission client, which needs the dashboard."""
+    return {str(job["JobID"]) for job in jobs() if job.get("IsDead")}
+
+
+def task_events(job_id: str | None = None) -> list[dict[str, Any]]:
+    """What Ray's GCS knows of each task (the latest attempt): id, job, name, kind, the
+    resources and labels it asked for, its latest state and the node it ran on. One read of the
+    GCS task events (what ``ray list tasks`` shows; that needs the dashboard's API server, which
+    the local clusters do not start). Workers report their events about once a second."""
+    accessor = state._connect_and_get_accessor()
+    latest: dict[str, dict[str, Any]] = {}
+    for raw in accessor.get_task_events():
+        event = gcs_pb2.TaskEvents.FromString(raw)  # type: ignore[attr-defined]
+        job = event.job_id.hex()
+        if job_id is not None and job != job_id:
+            continue
+        task_id = event.task_id.hex()
+        record = latest.get(task_id)
+        if record is None or event.attempt_number > record["attempt"]:
+            record = latest[task_id] = {"task_id": task_id, "job_id": job,
+                                        "attempt": event.attempt_number, "times": {}}
+        elif event.attempt_number < record["attempt"]:
+            continue
+        if event.HasField("task_info"):
+            info = event.task_info
+            record.update(name=info.name,
+                          kind=common_pb2.TaskType.Name(info.type),  # type: ignore[attr-defined]
+                          asked=dict(info.required_resources),
+                          labels=dict(info.label_selector),
+                          actor_id=info.actor_id.hex() if info.actor_id else None)
+        if event.HasField("state_updates"):
+            updates = event.state_updates
+            if updates.node_id:
+                record["node_id"] = updates.node_id.hex()
+            for status, nanos in updates.state_ts_ns.items():
+                name = common_pb2.TaskStatus.Name(status)  # type: ignore[attr-defined]
+                record["times"][name] = nanos
+    for record in latest.values():
+        times = record.pop("times")
+        record["state"] = max(times, key=times.__getitem__) if times else "NIL"
+    return list(latest.values())
 
 
 def available_resources_per_node() -> dict[str, dict[str, float]]:
@@ -90,3 +137,31 @@ def spilling_node_affinity(node_id: str) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     return NodeAffinitySchedulingStrategy(node_id, soft=True, _spill_on_unavailable=True)
+
+
+# The GCS's own key-value store: it outlives any actor, so a shared ledger's holder that
+# restarts reads its claims back. Ray's public API has no key-value store (2.60).
+KV_NAMESPACE = "placement"
+
+
+def kv_get(key: str) -> bytes | None:
+    value: bytes | None = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+    return value
+
+
+def kv_put(key: str, value: str) -> None:
+    internal_kv._internal_kv_put(key, value, overwrite=True, namespace=KV_NAMESPACE)
+
+
+def kv_del(key: str, by_prefix: bool = False) -> None:
+    internal_kv._internal_kv_del(key, del_by_prefix=by_prefix, namespace=KV_NAMESPACE)
+
+
+def kv_items(prefix: str) -> dict[str, bytes]:
+    """Every key under ``prefix`` with its value (a restarted holder reads its claims)."""
+    found = {}
+    for key in internal_kv._internal_kv_list(prefix, namespace=KV_NAMESPACE):
+        value = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+        if value is not None:
+            found[key.decode()] = value
+    return found

@@ -229,6 +229,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pending(args: argparse.Namespace) -> int:
+    from .connect import connect
+    from .diagnosis import pending
+
+    connect(args.address, state_dir=args.state_dir)
+    waiting = pending()
+    for explanation in waiting:
+        print(explanation, end="\n\n")
+    print(f"{len(waiting)} tasks and actors have not started")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -305,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--label-prefix", default="node",
                         help="prefix of node label resources (default node)")
     status.set_defaults(run=_cmd_status)
+
+    waiting = commands.add_parser(
+        "pending", help="every task and actor that has not started: what it asked, why it waits")
+    _add_state_dir(waiting)
+    waiting.add_argument("--address", default=None,
+                         help="a Ray cluster address instead of the local cluster")
+    waiting.set_defaults(run=_cmd_pending)
 
     cluster = commands.add_parser("cluster", help="start, stop or show a labelled local cluster")
     actions = cluster.add_subparsers(dest="action", required=True)

@@ -27,6 +27,10 @@ NO_DATA_LOCATIONS = "no-argument-locations"
 # handed out.
 RESERVATION_TIMEOUT = "reservation-timeout"
 RESERVATION_USED_UP = "reservation-used-up"
+# A ledger shared across drivers (AntiAffinity(shared=...)): other drivers kept taking the nodes
+# chosen; its holder (a named Ray actor) did not answer in time.
+SHARED_CONTENDED = "shared-ledger-contended"
+SHARED_UNREACHABLE = "shared-ledger-unreachable"
 
 
 class PlacementError(Exception):

@@ -22,12 +22,14 @@ from ray.remote_function import RemoteFunction
 from . import _ray, errors
 from .autoscale import wait_for_nodes
 from .cluster import SnapshotCache, default_cache
+from .diagnosis import record
 from .errors import PlacementError
 from .liveness import release_when_done
 from .locations import argument_data
 from .options import check_label_selector, check_user_options, demand_of, merged_options
 from .policies import Affinity, Decision, Fallback, Policy, Request
 from .policies.request import data_pairs
+from .shared import propose_shared, sharing, unclaim
 
 ACTOR_LOOKUP_TIMEOUT_SECONDS = 30.0
 _MAX_CACHED_HANDLES = 1024
@@ -159,6 +161,8 @@ class PlacedRemote:
         self._follows = actors
         # Policies that count only live work (LeastLoaded, live=True) hear when each piece ends.
         self._tracks = any(member.tracks_completion for member in members)
+        # Members whose ledger other drivers share (AntiAffinity(shared=...)) claim each node.
+        self._shared = bool(sharing(policy))
         self._options = dict(options)
         self._options_key = _options_key(self._options)
         self._request = Request(demand_of({**self._defaults, **options}), group, None)
@@ -180,7 +184,8 @@ class PlacedRemote:
         group = options.pop("group", self._request.group)
         return PlacedRemote(self._policy, self._fn, {**self._options, **options}, group)
 
-    def _propose(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Decision:
+    def _propose(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 may_wait: bool = True) -> Decision:
         policy, request = self._policy, self._request
         for member in self._follows:
             if member.actor_target is not None:
@@ -197,7 +202,7 @@ class PlacedRemote:
         try:
             return policy.propose(snapshot, request)
         except PlacementError as refusal:
-            if not policy.wait_for_nodes:
+            if not policy.wait_for_nodes or not may_wait:
                 raise
             return wait_for_nodes(policy, request, snapshot, refusal, self._cache.refresh)
 
@@ -222,13 +227,21 @@ class PlacedRemote:
 
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Decision]:
         """One transaction: propose, submit, then commit, or roll back if Ray refused."""
-        decision = self._propose(args, kwargs)
+        if self._shared:
+            decision = propose_shared(
+                self._policy, lambda may_wait: self._propose(args, kwargs, may_wait),
+                len(self._cache.get().live))
+        else:
+            decision = self._propose(args, kwargs)
         try:
             result = self._bound_for(decision).remote(*args, **kwargs)
         except BaseException:
+            if self._shared:  # first: the rollback forgets which member decided
+                unclaim(self._policy, decision)
             self._policy.rollback(decision)
             raise
         self._policy.commit(decision)
+        record(result, decision)  # for placement.explain()
         if self._tracks and self._policy.tracks(decision):
             release_when_done(result, self._policy, decision)
         return result, decision

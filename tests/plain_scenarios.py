@@ -187,6 +187,7 @@ def main(state_dir: str) -> int:
     except PlacementError as refusal:
         out["where_z9"] = refusal.rule
     out.update(reserve_by_node_id())
+    out.update(shared_by_node_id())
     out.update(balance_and_locality())
     out.update(grow_when_nodes_run_out(state_dir))
     print(json.dumps(out))
@@ -231,6 +232,27 @@ def balance_and_locality() -> dict[str, object]:
     submitted = [near.submit(b) for b in reversed(blocks)]
     out["locality_pairs"] = ray.get([ref for ref, _ in submitted], timeout=120)
     out["locality_fallbacks"] = sum(d.fallback or not d.local_bytes for _, d in submitted)
+    return out
+
+
+def shared_by_node_id() -> dict[str, object]:
+    """Two policies sharing a ledger (as two drivers would: each has its own owner id) spread
+    over every node together, by node id; one more is refused."""
+    from placement.shared import remove_shared_ledger
+
+    nodes = len(placement.current_snapshot(refresh=True).live)
+    first, second = (AntiAffinity(shared="plain-web") for _ in range(2))
+    replicas = [(first, second)[i % 2].place(Replica).remote() for i in range(nodes)]
+    out: dict[str, object] = {
+        "shared_ran": ray.get([r.node.remote() for r in replicas], timeout=120)}
+    try:
+        second.place(Replica).remote()
+        out["shared_extra"] = "placed"
+    except PlacementError as refusal:
+        out["shared_extra"] = refusal.rule
+    for actor in replicas:
+        ray.kill(actor)
+    remove_shared_ledger("plain-web")
     return out
 
 

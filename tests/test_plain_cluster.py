@@ -128,6 +128,11 @@ def test_a_reservation_pins_by_node_id_on_a_cluster_without_setup(plain):
     assert plain["reserve_released"] == "REMOVED"
 
 
+def test_a_shared_ledger_spreads_two_owners_by_node_id(plain):
+    assert sorted(plain["shared_ran"]) == plain["nodes"]  # read inside each replica
+    assert plain["shared_extra"] == errors.SPREAD_EXHAUSTED
+
+
 def test_least_loaded_and_locality_need_no_setup(plain):
     first, second = plain["least_loaded_waves"]
     assert first == second == sorted(plain["nodes"])  # one per node: idle nodes tie, in order

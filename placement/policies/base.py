@@ -73,6 +73,9 @@ class Policy(abc.ABC):
     tracks_completion = False
     # Whether requests must carry where the arguments' data is (Locality).
     needs_locations = False
+    # Called, outside the lock, with each decision ``release`` gave back. The submit layer sets
+    # it where a release must reach more than this ledger (a ledger shared across drivers).
+    on_release: Callable[[Decision], None] | None = None
 
     def __init__(
         self,
@@ -127,6 +130,10 @@ class Policy(abc.ABC):
         """Whether the submit layer should release ``decision`` when its work ends (the policy
         that made it counts only live work: LeastLoaded, live=True)."""
         return self.tracks_completion
+
+    def decided_by(self, decision: Decision) -> Policy:
+        """The policy whose ledger holds ``decision`` (a fallback's member; otherwise this)."""
+        return self
 
     def can_grow(self, request: Request) -> bool:
         """Whether a new node could let this policy place ``request`` (what ``wait_for_nodes``
@@ -185,8 +192,11 @@ class Policy(abc.ABC):
         back. Idempotent; a no-op for policies whose ledger is history (RoundRobin, Affinity)."""
         with self._lock:
             hold = self._committed.pop(decision.ticket, _NONE)
-            if hold is not _NONE:
-                self._undo(hold)
+            if hold is _NONE:
+                return
+            self._undo(hold)
+        if self.on_release is not None:
+            self.on_release(decision)
 
     def decide(
         self,
@@ -479,6 +489,10 @@ class Fallback(Policy):
         not make the others live."""
         route = self._routes.get(decision.ticket)
         return route is not None and route[0].tracks(decision)
+
+    def decided_by(self, decision: Decision) -> Policy:
+        route = self._routes.get(decision.ticket)
+        return self if route is None else route[0]
 
     def follow(self, snapshot: ClusterSnapshot) -> None:
         with self._lock:

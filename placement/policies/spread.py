@@ -18,6 +18,7 @@ placement.errors.PlacementError: 3 placements asked, 2 nodes with room for 1 eac
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -76,6 +77,21 @@ def _check_whole(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     return value
+
+
+_SHARED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def check_shared(shared: Any, topology: str | None, max_skew: int | None) -> str | None:
+    if shared is None:
+        return None
+    if not isinstance(shared, str) or not _SHARED_NAME.fullmatch(shared):
+        raise ValueError(f"shared must be a name of letters, digits, '_', '.' or '-' (at most 63, "
+                         f"e.g. shared='frontend'), got {shared!r}")
+    if topology is not None or max_skew is not None:
+        raise ValueError("shared= spreads over nodes with max_per_node: drop topology= and "
+                         "max_skew=, or drop shared= to keep them within this driver")
+    return shared
 
 
 def check_topology(topology: Any) -> str | None:
@@ -186,16 +202,29 @@ class AntiAffinity(StrictPolicy):
     ... except PlacementError as refusal:
     ...     print(refusal.rule, "|", refusal.detail[:59])
     max-skew-exceeded | placing on zone=z1 would give it 3 placements while zone=z2
+
+    ``shared="frontend"`` keeps the spread across every driver whose AntiAffinity has that name:
+    each placement is claimed in one named Ray actor before it is submitted, so two drivers
+    never take a node's last slot (placement/shared.py); ``learn_others`` is how the counts of
+    the other drivers reach this ledger.
+
+    >>> web = AntiAffinity(shared="frontend")
+    >>> web.learn_others({"a": 1})  # another driver's replica runs on node0
+    >>> web.decide(snap).node_name
+    'node1'
     """
 
     def __init__(self, max_per_node: int | None = None, *, topology: str | None = None,
                  max_skew: int | None = None, strict: bool = True, backend: str | None = None,
                  pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
                  where: Mapping[str, str] | None = None,
-                 wait_for_nodes: float | None = None, live: bool = False) -> None:
+                 wait_for_nodes: float | None = None, live: bool = False,
+                 shared: str | None = None) -> None:
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where, wait_for_nodes=wait_for_nodes, live=live)
         self.max_skew = None if max_skew is None else _check_whole("max_skew", max_skew)
+        self.shared = check_shared(shared, topology, max_skew)
+        self._others: dict[str, int] = {}  # shared: other drivers' placements per node id
         # None: no cap. The default is one per node, unless max_skew bounds the spread instead.
         self.max_per_node: int | None = (
             _check_whole("max_per_node", max_per_node) if max_per_node is not None
@@ -210,7 +239,7 @@ class AntiAffinity(StrictPolicy):
 
     def _config(self) -> dict[str, Any]:
         return {"max_per_node": self.max_per_node, "topology": self.topology,
-                "max_skew": self.max_skew, **super()._config()}
+                "max_skew": self.max_skew, **super()._config(), "shared": self.shared}
 
     def __repr__(self) -> str:
         default_cap = None if self.max_skew is not None else 1
@@ -218,7 +247,27 @@ class AntiAffinity(StrictPolicy):
                else [])
         own += [f"topology={self.topology!r}"] if self.topology else []
         own += [f"max_skew={self.max_skew}"] if self.max_skew is not None else []
+        own += [f"shared={self.shared!r}"] if self.shared is not None else []
         return self._repr(own)
+
+    def learn_others(self, counts: Mapping[str, int]) -> None:
+        """Set the placements per node id of the other drivers sharing this ledger (what the
+        shared holder last reported): they count against ``max_per_node`` like this policy's
+        own, and a count that went down frees its slot."""
+        with self._lock:
+            used, before = self._used, self._others
+            for node in before.keys() | counts.keys():
+                change = counts.get(node, 0) - before.get(node, 0)
+                if change > 0:
+                    used.counts[node] = used.counts.get(node, 0) + change
+                elif change < 0:
+                    left = used.counts.get(node, 0) + change
+                    if left > 0:
+                        used.counts[node] = left
+                    else:
+                        used.counts.pop(node, None)
+                    used.lowered += 1  # rotations must find their level again
+            self._others = {node: n for node, n in counts.items() if n > 0}
 
     def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
         demand = request.demand
@@ -299,10 +348,13 @@ class AntiAffinity(StrictPolicy):
 
     def _exhausted(self, cands: Candidates, state: _Domains) -> PlacementError:
         where = "nodes" if self.topology is None else f"values of {self.topology!r}"
+        others = sum(self._others.values())
+        by_others = (f" ({others} placed by other drivers sharing {self.shared!r})" if others
+                     else "")
         return PlacementError(
             errors.SPREAD_EXHAUSTED,
-            f"{self._placed + 1} placements asked, {len(state.slots)} {where} with room for "
-            f"{self.max_per_node} each",
+            f"{self._placed + others + 1} placements asked{by_others}, {len(state.slots)} "
+            f"{where} with room for {self.max_per_node} each",
             f"start more nodes (scripts/start_cluster.sh {len(cands.nodes) + 1}), raise "
             "max_per_node, or use AntiAffinity(strict=False)",
             [node_name(n) for nodes in state.node_sets() for n in nodes],

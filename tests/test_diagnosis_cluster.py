@@ -1,0 +1,70 @@
+"""``placement.explain`` and ``placement pending`` on the session cluster: a task pinned to a node
+whose CPUs a long task holds is explained as pending there, with the missing CPU named; once the
+node frees, it runs there (read inside)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import ray
+
+import placement
+from placement import Affinity
+from placement.diagnosis import Explanation
+
+from .conftest import REPO, clean_env
+
+
+@ray.remote(num_cpus=0)
+def held(release_file: str) -> str:
+    """Runs until the test creates ``release_file`` (at most 120 s)."""
+    import os
+    for _ in range(1200):
+        if os.path.exists(release_file):
+            break
+        time.sleep(0.1)
+    return ray.get_runtime_context().get_node_id()
+
+
+@ray.remote(num_cpus=1)
+def waiting_for_a_cpu() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def explained(ref, state: str, timeout: float = 30.0) -> Explanation:
+    """explain(ref) once Ray's task events (about a second behind) show ``state``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        explanation = placement.explain(ref)
+        if explanation.state == state:
+            return explanation
+        assert time.monotonic() < deadline, f"not {state} after {timeout:.0f} s: {explanation}"
+        time.sleep(0.2)
+
+
+def test_explain_names_the_busy_node_and_the_missing_cpu(ray_cluster, tmp_path):
+    release = tmp_path / "go"
+    node1 = Affinity("node1")
+    holder = node1.place(held, num_cpus=2).remote(str(release))  # every CPU of node1
+    explained(holder, "running")
+    pinned = node1.place(waiting_for_a_cpu).remote()
+    try:
+        why = explained(pinned, "pending")
+        assert why.node == "node1" and why.asked.get("CPU") == 1
+        assert why.free is not None and why.free.get("CPU", 0) == 0
+        assert "node1 is busy" in why.why and "CPU 0 of the 1 asked" in why.why
+        assert "soft=True" in why.fix and "node0" in why.fix  # a node with room is named
+        assert "pinned to node1" in str(why)
+        listed = subprocess.run(
+            [sys.executable, "-m", "placement.cli", "pending", "--state-dir",
+             str(ray_cluster.state_dir)], capture_output=True, text=True, timeout=120,
+            env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL)
+        assert listed.returncode == 0, listed.stderr[-3000:]
+        assert "waiting_for_a_cpu: pending" in listed.stdout, listed.stdout
+    finally:
+        release.write_text("")
+    ran = ray.get(pinned, timeout=120)
+    assert ran == ray.get(holder, timeout=120)  # it ran on node1, read inside
+    done = explained(pinned, "finished")
+    assert done.node == "node1" and "finished" in str(done)
