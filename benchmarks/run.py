@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE))
 import data_locality  # noqa: E402  (needs the path above)
 import decide  # noqa: E402  (needs the path above)
 import makespan  # noqa: E402  (needs the path above)
+import pending_deadline  # noqa: E402  (needs the path above)
 import refresh  # noqa: E402  (needs the path above)
 import shared_ledger  # noqa: E402  (needs the path above)
 
@@ -380,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             ("makespan", lambda: makespan.run(args.quick)),
             ("data locality", lambda: data_locality.run(args.quick)),
             ("shared ledger", lambda: shared_ledger.run(args.quick)),
+            ("pending deadline", lambda: pending_deadline.run(args.quick)),
             ("cluster", lambda: bench_cluster(started, start_seconds)),
         ]
         for name, step in steps:

@@ -153,6 +153,12 @@ def kv_put(key: str, value: str) -> None:
     internal_kv._internal_kv_put(key, value, overwrite=True, namespace=KV_NAMESPACE)
 
 
+def kv_put_new(key: str, value: str) -> bool:
+    """Put ``key`` unless it exists, in one step of the GCS; whether it was put."""
+    existed = internal_kv._internal_kv_put(key, value, overwrite=False, namespace=KV_NAMESPACE)
+    return not existed
+
+
 def kv_del(key: str, by_prefix: bool = False) -> None:
     internal_kv._internal_kv_del(key, del_by_prefix=by_prefix, namespace=KV_NAMESPACE)
 

@@ -9,9 +9,9 @@ RECORDED decisions (Ray's task events do not say which node a scheduling strateg
 >>> ref = placement.Affinity("node2").place(train, num_cpus=2).remote()  # doctest: +SKIP
 >>> print(placement.explain(ref))                                         # doctest: +SKIP
 train: pending (PENDING_NODE_ASSIGNMENT), pinned to node2 by Affinity('node2')
-  asked CPU 2; node2 has CPU 0 of 2 free now
-  why: node2 is busy: its CPUs are held by other work (it starts when they end)
-  fix: wait, place it with soft=True to run elsewhere, or on a node with room: node0, node1
+  asked CPU 2, node2 0.001; node2 has CPU 0, node2 1 free now
+  why: node2 is busy: it has CPU 0 of the 2 asked free (held by other work; it starts when ...
+  fix: wait, use soft=True to run elsewhere, or place it on a node with room now: node0, node1
 """
 from __future__ import annotations
 
@@ -59,6 +59,37 @@ def _work_id(work: Any) -> str | None:
     if _ray.is_actor_handle(work):
         return _ray.actor_id_hex(work)
     return None
+
+
+# task or actor id -> (its name, why it was refused after submission)
+_refused: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+
+def note_refused(work_id: str, name: str, reason: str) -> None:
+    """Remember why work was refused after submission (a pending deadline), for explain()."""
+    with _lock:
+        _refused[work_id] = (name, reason)
+        if len(_refused) > RECORDED:
+            _refused.popitem(last=False)
+
+
+def refused_because(work_id: str) -> str | None:
+    with _lock:
+        found = _refused.get(work_id)
+    return None if found is None else found[1]
+
+
+def waiting_because(decision: Decision | None, asked: Mapping[str, float],
+                    labels: Mapping[str, str]) -> str:
+    """Why work placed by ``decision`` waits now: one read of the nodes and their free
+    resources."""
+    snapshot = current_snapshot(refresh=True)
+    free = _ray.available_resources_per_node()
+    pinned = None
+    if decision is not None and decision.soft in (False, "gone"):  # waits for its node
+        pinned = snapshot.by_id.get(decision.node.node_id, decision.node)
+    why, _ = diagnose(asked, labels, pinned, snapshot.nodes, free)
+    return why
 
 
 def _recorded() -> dict[str, Decision]:
@@ -187,6 +218,13 @@ def explain(work: Any) -> Explanation:
         raise TypeError(f"explain() takes an ObjectRef or an actor handle, got "
                         f"{type(work).__name__}")
     decision = _recorded().get(key)
+    with _lock:
+        refused = _refused.get(key)
+    if refused is not None:
+        return Explanation(refused[0], "refused", "CANCELLED",
+                           decision.node_name if decision else None,
+                           policy=decision.policy if decision else None, why=refused[1],
+                           fix="raise pending_timeout=, use soft=True, or free the node")
     actor = _ray.is_actor_handle(work)
     events = [e for e in _ray.task_events()
               if (e.get("actor_id") == key and e.get("kind") == "ACTOR_CREATION_TASK"
@@ -221,7 +259,7 @@ def _explanation(event: Mapping[str, Any] | None, decision: Decision | None,
     name = (event.get("name") if event else None) or "work"
     by_id = {n.node_id: n for n in nodes}
     pinned = None
-    if decision is not None and not decision.soft:
+    if decision is not None and decision.soft in (False, "gone"):  # waits for its node
         pinned = by_id.get(decision.node.node_id, decision.node)
     elif decision is None:  # placed elsewhere: a node label resource in the demand pins it
         pinned = next((n for n in nodes if n.label and n.label in asked), None)

@@ -31,6 +31,8 @@ RESERVATION_USED_UP = "reservation-used-up"
 # chosen; its holder (a named Ray actor) did not answer in time.
 SHARED_CONTENDED = "shared-ledger-contended"
 SHARED_UNREACHABLE = "shared-ledger-unreachable"
+# Work that had not started when its pending_timeout= ran out (placement/deadlines.py).
+PENDING_TIMEOUT = "pending-timeout"
 
 
 class PlacementError(Exception):

@@ -37,6 +37,7 @@ from ray.exceptions import (
 from ray.remote_function import RemoteFunction
 
 from . import _ray
+from .deadlines import check_pending_timeout, refusal
 from .handle import cache_of, current_node_id
 from .policies import Local, Policy
 
@@ -124,9 +125,15 @@ class PlacementExecutor(Executor):
     - an exception in the call reaches ``future.result()`` as the original exception type.
 
     ``ray_options`` (num_cpus, max_retries, ...) apply to every task.
+
+    ``pending_timeout=seconds``: a call Ray has not started that long after it was handed over
+    (its node busy, its label missing) is cancelled (placement/deadlines.py); with a strict
+    policy its future fails with PlacementError("pending-timeout") naming why it waited, with a
+    soft one it is submitted once more with no node named, and Ray runs it on any node with room.
     """
 
-    def __init__(self, policy: Policy, max_workers: int | None = None, **ray_options: Any) -> None:
+    def __init__(self, policy: Policy, max_workers: int | None = None, *,
+                 pending_timeout: float | None = None, **ray_options: Any) -> None:
         if not isinstance(policy, Policy):
             raise TypeError(
                 f"PlacementExecutor needs a placement policy such as RoundRobin(), got {policy!r}")
@@ -136,7 +143,12 @@ class PlacementExecutor(Executor):
         self._policy = policy
         self._max_workers = max_workers
         self._ray_options = ray_options
+        self._pending_timeout = check_pending_timeout(pending_timeout)
+        if pending_timeout is not None:
+            ray_options = {**ray_options, "pending_timeout": pending_timeout}
         self._placed_call = policy.place(_remote_call, **ray_options)  # bad options raise here
+        self._replaced: set[RayFuture] = set()  # calls placed again after their deadline
+        self._items: dict[RayFuture, _Item] = {}  # in flight, with a deadline: to place again
         self._placed: dict[Any, Any] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -180,7 +192,10 @@ class PlacementExecutor(Executor):
                     f"num_returns={returns!r}: submit a function that returns a tuple instead")
             placed = self._placed.get(fn)
             if placed is None:
-                placed = self._placed[fn] = self._policy.place(fn, **self._ray_options)
+                options = dict(self._ray_options)
+                if self._pending_timeout is not None:
+                    options["pending_timeout"] = self._pending_timeout
+                placed = self._placed[fn] = self._policy.place(fn, **options)
             return placed, False
         if isinstance(fn, ActorClass):
             raise TypeError(
@@ -227,6 +242,8 @@ class PlacementExecutor(Executor):
                 if not future.set_running_or_notify_cancel():
                     continue  # cancelled while queued: it never runs
                 self._in_flight.add(future)
+                if self._pending_timeout is not None:
+                    self._items[future] = (future, placed, args, kwargs)
             try:
                 future.object_ref = placed.remote(*args, **kwargs)
                 future.object_ref.future().add_done_callback(
@@ -250,12 +267,37 @@ class PlacementExecutor(Executor):
         error = ray_future.exception()
         if error is not None and _node_gone(error):
             cache_of(self._policy).invalidate()  # the next placement reads the cluster
+        if error is not None and self._pending_timeout is not None:
+            refused = refusal(str(future.object_ref.task_id().hex()))
+            if refused is not None:
+                if self._policy.soft and future not in self._replaced and self._again(future):
+                    return
+                error = refused
         self._settle(future, error, None if error is not None else ray_future.result())
+
+    def _again(self, future: RayFuture) -> bool:
+        """Submit a call refused at its deadline once more (a soft policy), with no node named:
+        Ray runs it on any node with room. Whether it was submitted."""
+        with self._lock:
+            item = self._items.get(future)
+        if item is None:
+            return False
+        self._replaced.add(future)
+        _, placed, args, kwargs = item
+        try:
+            future.object_ref = placed.unplaced().remote(*args, **kwargs)
+        except BaseException:  # noqa: BLE001 - refused now: the first refusal is reported
+            return False
+        future.object_ref.future().add_done_callback(
+            lambda ray_future, future=future: self._hand_over(future, ray_future))
+        return True
 
     def _settle(self, future: RayFuture, error: BaseException | None, value: Any = None) -> None:
         # The slot comes back before the future is set, so a done-callback may submit again.
         with self._wake:
             self._in_flight.discard(future)
+            self._items.pop(future, None)
+            self._replaced.discard(future)
             self._wake.notify()
         if error is None:
             future.set_result(value)

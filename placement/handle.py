@@ -22,6 +22,7 @@ from ray.remote_function import RemoteFunction
 from . import _ray, errors
 from .autoscale import wait_for_nodes
 from .cluster import SnapshotCache, default_cache
+from .deadlines import check_pending_timeout, gated_remote, new_token, watch_actor, watch_task
 from .diagnosis import record
 from .errors import PlacementError
 from .liveness import release_when_done
@@ -143,10 +144,20 @@ class PlacedRemote:
         if not isinstance(policy, Policy):
             raise TypeError(f"expected a placement policy, got {type(policy).__name__}")
         policy.check_group(group)
+        options = dict(options)
+        # Not a Ray option: seconds the work may wait to start before it is refused.
+        self._pending_timeout = check_pending_timeout(options.pop("pending_timeout", None))
         self._fn = as_remote(fn)
         self._policy = policy
         self._defaults = _ray.remote_defaults(self._fn)
         kind = "actor" if isinstance(self._fn, ActorClass) else "task"
+        self._name = _ray.remote_name(self._fn)
+        # A task with a deadline runs behind a gate that settles whether it started in time.
+        self._gated = self._pending_timeout is not None and kind == "task"
+        if self._gated and {**self._defaults, **options}.get("num_returns") in (
+                "streaming", "dynamic"):
+            raise ValueError("pending_timeout= does not apply to generator tasks: drop it, or "
+                             "return a list instead of yielding")
         check_user_options({**self._defaults, **options}, kind)
         members = policy.policies if isinstance(policy, Fallback) else (policy,)
         check_label_selector({**self._defaults, **options}.get("label_selector"),
@@ -182,7 +193,8 @@ class PlacedRemote:
 
     def options(self, **options: Any) -> PlacedRemote:
         group = options.pop("group", self._request.group)
-        return PlacedRemote(self._policy, self._fn, {**self._options, **options}, group)
+        kept = {**self._options, "pending_timeout": self._pending_timeout}
+        return PlacedRemote(self._policy, self._fn, {**kept, **options}, group)
 
     def _propose(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                  may_wait: bool = True) -> Decision:
@@ -211,7 +223,13 @@ class PlacedRemote:
                     decision.where)
         bound = self._bound_here.get(node_key)
         if bound is None:
-            bound = self._bound_here[node_key] = self._shared_bound(decision, node_key)
+            if self._gated:  # the gate runs this function, with its options and its name
+                options = merged_options({"name": self._name, **self._options}, decision,
+                                         self._defaults)
+                bound = gated_remote().options(**options)
+            else:
+                bound = self._shared_bound(decision, node_key)
+            self._bound_here[node_key] = bound
         return bound
 
     def _shared_bound(self, decision: Decision, node_key: tuple[Any, ...]) -> Any:
@@ -233,8 +251,13 @@ class PlacedRemote:
                 len(self._cache.get().live))
         else:
             decision = self._propose(args, kwargs)
+        token = new_token() if self._gated else None
         try:
-            result = self._bound_for(decision).remote(*args, **kwargs)
+            if token is not None:
+                body = _ray.remote_body(self._fn)
+                result = self._bound_for(decision).remote(token, body, *args, **kwargs)
+            else:
+                result = self._bound_for(decision).remote(*args, **kwargs)
         except BaseException:
             if self._shared:  # first: the rollback forgets which member decided
                 unclaim(self._policy, decision)
@@ -242,9 +265,29 @@ class PlacedRemote:
             raise
         self._policy.commit(decision)
         record(result, decision)  # for placement.explain()
+        if self._pending_timeout is not None:
+            self._watch(result, token, decision)
         if self._tracks and self._policy.tracks(decision):
             release_when_done(result, self._policy, decision)
         return result, decision
+
+    def _watch(self, result: Any, token: str | None, decision: Decision) -> None:
+        seconds = self._pending_timeout
+        assert seconds is not None
+        asked = self._request.demand.as_dict()
+        labels = dict({**self._defaults, **self._options}.get("label_selector") or {})
+        if decision.where is not None:
+            labels.update(decision.where.selector)
+        if token is not None:
+            ref = result[0] if isinstance(result, list) else result
+            watch_task(ref, token, seconds, self._name, decision, asked, labels)
+        elif _ray.is_actor_handle(result):
+            watch_actor(result, seconds, self._name, decision, asked, labels)
+
+    def unplaced(self) -> Any:
+        """This work bound to its own options and no placement: Ray decides where it runs (the
+        executor's last resort for a soft call refused at its deadline)."""
+        return self._fn.options(**{**self._defaults, **self._options})
 
     def submit(self, *args: Any, **kwargs: Any) -> Submitted:
         """Place and submit one call; return Ray's result with the decision that placed it."""

@@ -25,7 +25,7 @@ def test_quick_benchmarks_run_and_report_every_section(local_cluster):
     sections = {r["benchmark"] for r in report["results"]}
     assert sections == {"submit", "decide", "refresh", "balance", "infeasible", "locality",
                         "reads", "soft", "cluster", "makespan", "data locality",
-                        "shared ledger"}
+                        "shared ledger", "pending deadline"}
     assert report["machine"]["ray"] and report["quick"] is True
     by_name = {(r["benchmark"], r["contender"]): r for r in report["results"]}
     infeasible = by_name[("infeasible", "placement: PlacementError before submit")]

@@ -7,10 +7,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import ray
+from ray.exceptions import TaskCancelledError
 
 import placement
-from placement import Affinity
+from placement import Affinity, Audit, PlacementError, PlacementExecutor, errors
+from placement.audit import SOFT_FALLBACK
 from placement.diagnosis import Explanation
 
 from .conftest import REPO, clean_env
@@ -68,3 +71,48 @@ def test_explain_names_the_busy_node_and_the_missing_cpu(ray_cluster, tmp_path):
     assert ran == ray.get(holder, timeout=120)  # it ran on node1, read inside
     done = explained(pinned, "finished")
     assert done.node == "node1" and "finished" in str(done)
+
+
+@ray.remote(num_cpus=1)
+def leaves_a_mark(mark: str) -> str:
+    with open(mark, "a") as out:
+        out.write("ran\n")
+    return ray.get_runtime_context().get_node_id()
+
+
+def test_work_not_started_by_its_deadline_is_refused_and_never_runs(ray_cluster, tmp_path):
+    """node2's CPUs are held: hard work there with pending_timeout=2 is cancelled at its
+    deadline (a handle) or fails with PlacementError (an executor), and never runs, even once
+    node2 frees; soft work runs elsewhere (read inside), and Audit flags it a fallback."""
+    release, mark = tmp_path / "go", tmp_path / "ran"
+    node2 = Affinity("node2")
+    holder = node2.place(held, num_cpus=2).remote(str(release))
+    busy = explained(holder, "running").node
+    assert busy == "node2"
+    late = node2.place(leaves_a_mark, pending_timeout=2).remote(str(mark))
+    try:
+        with pytest.raises(TaskCancelledError):
+            ray.get(late, timeout=120)
+        why = placement.explain(late)
+        assert why.state == "refused" and why.node == "node2"
+        assert "pending-timeout after 2s: node2 is busy" in why.why, why
+        with PlacementExecutor(node2, pending_timeout=2) as pool:
+            refused = pool.submit(leaves_a_mark, str(mark)).exception(timeout=120)
+        assert isinstance(refused, PlacementError), refused
+        assert refused.rule == errors.PENDING_TIMEOUT and "node2 is busy" in refused.detail
+        # soft="gone" waits while the node is busy: the deadline submits it once more, unpinned
+        with PlacementExecutor(Affinity("node2", soft="gone"), pending_timeout=2) as pool:
+            elsewhere = pool.submit(lambda: ray.get_runtime_context().get_node_id())
+            ran_on = elsewhere.result(timeout=120)
+        with Audit() as audit:
+            soft = audit.place(Affinity("node2", soft=True), leaves_a_mark, pending_timeout=2)
+            spilled = ray.get(soft.remote(str(tmp_path / "soft")), timeout=120)
+            flagged = audit.report().fallbacks
+    finally:
+        release.write_text("")
+    node2_id = ray.get(holder, timeout=120)
+    assert ran_on != node2_id and spilled != node2_id  # read inside each
+    assert len(flagged) == 1 and flagged[0].verdict == SOFT_FALLBACK
+    # node2 is free again: work queued there now runs; the refused work never does
+    ray.get(node2.place(held, num_cpus=2).remote(str(release)), timeout=120)
+    assert not mark.exists()

@@ -1,0 +1,187 @@
+"""Pending deadlines: work that has not *started* within ``pending_timeout`` seconds is ended and
+refused with its reason, instead of waiting in silence for a busy node or a missing label.
+
+Whether a task started is settled by one atomic step in the GCS key-value store, so a task can
+never be both refused and run. The task's first act (``gate``, before the user's function) is to
+put a key unless it exists; at the deadline the watcher puts the same key unless it exists.
+Whoever is first wins: a task that started first runs and the watcher forgets it; a deadline that
+came first makes the task, if it ever starts, raise PlacementError("pending-timeout") without
+running the function, and the watcher cancels it in Ray's queue at once (``ray.cancel``). The
+watcher is one thread that sleeps until the next deadline: nothing polls Ray per task, and a task
+costs one key put when it starts and one at its deadline (about a millisecond each here).
+
+An actor is not gated (its constructor cannot be wrapped): at the deadline the watcher reads its
+state from Ray's actor table (one read) and ends it (``ray.kill``) unless it is alive. An actor
+that becomes alive in the instant between that read and the kill is ended too.
+
+>>> late = Affinity("node1").place(train, pending_timeout=2).remote()      # doctest: +SKIP
+>>> ray.get(late)  # node1 stayed busy: cancelled at the deadline           # doctest: +SKIP
+Traceback (most recent call last):
+ray.exceptions.TaskCancelledError: ...
+>>> print(placement.explain(late))  # the reason, also logged as a warning   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from . import _ray, errors
+from .diagnosis import note_refused, refused_because, waiting_because
+from .errors import PlacementError
+
+logger = logging.getLogger("placement")
+
+MAX_PENDING_TIMEOUT = 86_400.0
+_KEY_PREFIX = "pending/"
+_STARTED = "started"
+_TIMED_OUT = "timed out"
+
+
+def check_pending_timeout(seconds: Any) -> float | None:
+    """``pending_timeout``: None, or seconds more than 0 and at most a day."""
+    if seconds is None:
+        return None
+    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds) or not 0 < seconds <= MAX_PENDING_TIMEOUT):
+        raise ValueError(f"pending_timeout must be None or seconds more than 0 and at most "
+                         f"{MAX_PENDING_TIMEOUT:.0f} (a day), got {seconds!r}: e.g. "
+                         "pending_timeout=30")
+    return float(seconds)
+
+
+def gate(token: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Runs inside the task, first: mark it started, unless its deadline came first."""
+    key = _KEY_PREFIX + token
+    if not _ray.kv_put_new(key, _STARTED):
+        reason = (_ray.kv_get(key) or b"").decode()
+        _ray.kv_del(key)
+        raise PlacementError(errors.PENDING_TIMEOUT, f"it did not start in time: {reason}",
+                             "raise pending_timeout=, use soft=True, or free the node")
+    return fn(*args, **kwargs)
+
+
+_gated = ray.remote(gate)
+
+
+def gated_remote() -> Any:
+    """The remote function that runs ``gate`` (the handle submits it with the work's options)."""
+    return _gated
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+class _Watch:
+    __slots__ = ("actor", "asked", "decision", "labels", "name", "ref", "seconds", "token")
+
+    def __init__(self, name: str, seconds: float, decision: Any, asked: dict[str, float],
+                 labels: dict[str, str], token: str | None = None, ref: Any = None,
+                 actor: Any = None) -> None:
+        self.name, self.seconds, self.decision = name, seconds, decision
+        self.asked, self.labels = asked, labels
+        self.token, self.ref, self.actor = token, ref, actor
+
+
+_lock = threading.Condition()
+_heap: list[tuple[float, int, _Watch | str]] = []  # (due, order, a watch or a key to delete)
+_order = itertools.count()
+_watcher: threading.Thread | None = None
+# A refused task's key stays this long after its deadline (a cancel racing with the task's
+# start must still find it), then is deleted.
+KEEP_REFUSED_SECONDS = 300.0
+
+
+def watch_task(ref: Any, token: str, seconds: float, name: str, decision: Any,
+               asked: dict[str, float], labels: dict[str, str]) -> None:
+    """Refuse the gated task behind ``ref`` if it has not started ``seconds`` from now."""
+    _add(seconds, _Watch(name, seconds, decision, asked, labels, token=token, ref=ref))
+
+
+def watch_actor(actor: Any, seconds: float, name: str, decision: Any,
+                asked: dict[str, float], labels: dict[str, str]) -> None:
+    """End the actor if it is not alive ``seconds`` from now."""
+    _add(seconds, _Watch(name, seconds, decision, asked, labels, actor=actor))
+
+
+def _add(seconds: float, item: _Watch | str) -> None:
+    global _watcher
+    with _lock:
+        heapq.heappush(_heap, (time.monotonic() + seconds, next(_order), item))
+        if _watcher is None:
+            _watcher = threading.Thread(target=_watch_loop, name="placement-deadlines",
+                                        daemon=True)
+            _watcher.start()
+        _lock.notify()
+
+
+def _watch_loop() -> None:
+    global _watcher
+    while True:
+        with _lock:
+            while True:
+                if not _heap or not ray.is_initialized():
+                    _heap.clear()
+                    _watcher = None
+                    return
+                due, _, item = _heap[0]
+                left = due - time.monotonic()
+                if left <= 0:
+                    heapq.heappop(_heap)
+                    break
+                _lock.wait(left)
+        try:
+            if isinstance(item, str):
+                _ray.kv_del(item)
+            else:
+                _expire(item)
+        except Exception:  # noqa: BLE001 - a shutdown underway, a GCS hiccup: the work waits on
+            logger.debug("placement: deadline check of %s failed", item, exc_info=True)
+
+
+def _expire(watch: _Watch) -> None:
+    """The deadline of one piece of work: refuse it unless it started. Why is noted before the
+    work is ended, so that whoever sees it end can read why."""
+    if watch.token is not None:
+        key = _KEY_PREFIX + watch.token
+        if not _ray.kv_put_new(key, _TIMED_OUT):  # it started first
+            _ray.kv_del(key)
+            return
+        reason = waiting_because(watch.decision, watch.asked, watch.labels)
+        _ray.kv_put(key, reason)  # a task starting late raises with it
+        _refused(str(watch.ref.task_id().hex()), watch, reason)
+        ray.cancel(watch.ref)  # queued: it never runs, and ray.get raises at once
+        _add(KEEP_REFUSED_SECONDS, key)
+    else:
+        actor_id = _ray.actor_id_hex(watch.actor)
+        state, _ = _ray.actor_record(actor_id)
+        if state in ("ALIVE", "DEAD"):
+            return
+        _refused(actor_id, watch, waiting_because(watch.decision, watch.asked, watch.labels))
+        ray.kill(watch.actor)
+
+
+def _refused(work_id: str, watch: _Watch, reason: str) -> None:
+    note_refused(work_id, watch.name,
+                 f"{errors.PENDING_TIMEOUT} after {watch.seconds:g}s: {reason}")
+    logger.warning("placement: %s did not start within %gs (%s): %s", watch.name,
+                   watch.seconds, errors.PENDING_TIMEOUT, reason)
+
+
+def refusal(work_id: str) -> PlacementError | None:
+    """The PlacementError for work refused at its deadline (the executor hands it to the
+    caller's future), or None."""
+    reason = refused_because(work_id)
+    if reason is None:
+        return None
+    return PlacementError(errors.PENDING_TIMEOUT, f"it did not start in time: {reason}",
+                          "raise pending_timeout=, use soft=True, or free the node")

@@ -1,0 +1,106 @@
+"""Pending deadlines without Ray: the start-or-deadline race settled by one put-if-absent (a fake
+GCS key-value store), and bad pending_timeout values. Real tasks held behind a busy node are
+tested in tests/test_diagnosis_cluster.py."""
+from __future__ import annotations
+
+import pytest
+import ray
+
+import placement.deadlines as deadlines
+from placement import Affinity, RoundRobin, errors
+from placement.errors import PlacementError
+
+
+class FakeKV:
+    def __init__(self) -> None:
+        self.store: dict[str, str] = {}
+
+    def put_new(self, key: str, value: str) -> bool:
+        if key in self.store:
+            return False
+        self.store[key] = value
+        return True
+
+    def put(self, key: str, value: str) -> None:
+        self.store[key] = value
+
+    def get(self, key: str) -> bytes | None:
+        value = self.store.get(key)
+        return None if value is None else value.encode()
+
+    def delete(self, key: str, by_prefix: bool = False) -> None:
+        self.store.pop(key, None)
+
+
+class FakeRef:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def task_id(self):
+        return type("TaskID", (), {"hex": lambda self: "t1"})()
+
+
+@pytest.fixture
+def kv(monkeypatch):
+    fake = FakeKV()
+    monkeypatch.setattr(deadlines._ray, "kv_put_new", fake.put_new)
+    monkeypatch.setattr(deadlines._ray, "kv_put", fake.put)
+    monkeypatch.setattr(deadlines._ray, "kv_get", fake.get)
+    monkeypatch.setattr(deadlines._ray, "kv_del", fake.delete)
+    monkeypatch.setattr(deadlines, "waiting_because",
+                        lambda decision, asked, labels: "node1 is busy: CPU 0 of the 1 asked")
+    cancelled = []
+    monkeypatch.setattr(deadlines.ray, "cancel", cancelled.append)
+    monkeypatch.setattr(deadlines, "_add", lambda seconds, item: None)  # no watcher thread
+    return fake, cancelled
+
+
+def watch(ref, token="tok"):
+    return deadlines._Watch("train", 2.0, None, {"CPU": 1}, {}, token=token, ref=ref)
+
+
+def test_a_task_that_started_first_runs_and_its_deadline_forgets_it(kv):
+    fake, cancelled = kv
+    assert deadlines.gate("tok", lambda x: x * 2, 21) == 42
+    deadlines._expire(watch(FakeRef()))
+    assert cancelled == [] and fake.store == {}  # nothing refused, nothing left behind
+    assert deadlines.refusal("t1") is None
+
+
+def test_a_deadline_that_came_first_cancels_the_task_and_a_late_start_refuses_to_run(kv):
+    fake, cancelled = kv
+    ref = FakeRef()
+    deadlines._expire(watch(ref))
+    assert cancelled == [ref]
+    ran = []
+    with pytest.raises(PlacementError) as late:  # the cancel lost the race: it starts anyway
+        deadlines.gate("tok", ran.append, "side effect")
+    assert ran == [] and late.value.rule == errors.PENDING_TIMEOUT
+    assert "node1 is busy" in late.value.detail
+    refused = deadlines.refusal("t1")
+    assert refused is not None and refused.rule == errors.PENDING_TIMEOUT
+    assert "after 2s: node1 is busy" in refused.detail
+
+
+def train() -> None:
+    return None
+
+
+@pytest.mark.parametrize("bad", [0, -1, "2", True, float("nan"), float("inf"), 86_401])
+def test_a_bad_pending_timeout_is_refused_before_anything_runs(bad):
+    with pytest.raises(ValueError, match="pending_timeout must be None or seconds"):
+        RoundRobin().place(train, pending_timeout=bad)
+    with pytest.raises(ValueError, match="pending_timeout must be None or seconds"):
+        RoundRobin().place(train, pending_timeout=2).options(pending_timeout=bad)
+    with pytest.raises(ValueError, match="pending_timeout must be None or seconds"):
+        deadlines.check_pending_timeout(bad)
+
+
+def test_a_generator_task_cannot_have_a_deadline():
+    @ray.remote(num_returns="streaming")
+    def numbers():
+        yield 1
+
+    with pytest.raises(ValueError, match="does not apply to generator tasks"):
+        Affinity("node0").place(numbers, pending_timeout=2)
+    assert Affinity("node0").place(numbers, pending_timeout=None).demand == {"CPU": 1.0}
