@@ -355,6 +355,17 @@ def run_alone(rows_of: Callable[[], list[Row]], json_path: Path | None,
     return 0
 
 
+def main_alone(description: str | None, run: Callable[[bool], list[Row]],
+               argv: list[str] | None = None) -> int:
+    """The command line of a benchmark module run alone: ``--quick`` and ``--json``."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small run (CI)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    return run_alone(lambda: run(args.quick), args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -8,7 +8,6 @@ holder actor per placement. The contenders take turns round by round; medians of
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -65,14 +64,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a small run (CI)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run import run_alone
-    return run_alone(lambda: run(args.quick), args.json)
+    from run import main_alone  # run.py imports this module: not at the top
+    return main_alone(__doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -17,17 +17,7 @@ from placement.audit import SOFT_FALLBACK
 from placement.diagnosis import Explanation
 
 from .conftest import REPO, clean_env
-
-
-@ray.remote(num_cpus=0)
-def held(release_file: str) -> str:
-    """Runs until the test creates ``release_file`` (at most 120 s)."""
-    import os
-    for _ in range(1200):
-        if os.path.exists(release_file):
-            break
-        time.sleep(0.1)
-    return ray.get_runtime_context().get_node_id()
+from .test_policies_cluster import held
 
 
 @ray.remote(num_cpus=1)
