@@ -326,7 +326,9 @@ class Policy(abc.ABC):
 
     def place(self, fn: Any, *, group: Hashable | None = None, **ray_options: Any) -> Any:
         """Wrap a Ray remote function, actor class, or plain function/class so that each
-        ``.remote()`` is placed by this policy. ``ray_options`` are kept and merged.
+        ``.remote()`` is placed by this policy. ``ray_options`` are kept and merged;
+        ``pending_timeout=seconds`` (not a Ray option) ends work not started by then
+        (placement/deadlines.py).
 
         >>> ref = RoundRobin().place(work, num_cpus=1).remote(42)    # doctest: +SKIP
         """
