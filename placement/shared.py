@@ -237,7 +237,12 @@ def unclaim(policy: Policy, decision: Decision) -> None:
 
 
 def shared_counts(name: str) -> dict[str, int]:
-    """Placements per node id in the shared ledger ``name``, of every driver (one call)."""
+    """Placements per node id in the shared ledger ``name``, of every driver (one call); empty
+    when no driver has placed with that name (no holder is made to say so)."""
+    try:
+        ray.get_actor(holder_name(name), namespace=NAMESPACE)
+    except ValueError:  # no such actor
+        return {}
     return SharedLedger(name).counts()
 
 
