@@ -39,6 +39,15 @@ def dead_actor_ids() -> set[str]:
     return set(table)
 
 
+def actor_has_worker(actor_id: str) -> tuple[str, bool]:
+    """(state, whether a worker process was given to it) from the GCS actor table: an actor in
+    PENDING_CREATION whose constructor runs has a worker port; one still waiting for room has
+    port 0 (its NodeID is already the node chosen; seen on Ray 2.60)."""
+    info: Mapping[str, Any] = actors(actor_id=actor_id) or {}
+    port = (info.get("Address") or {}).get("Port") or 0
+    return str(info.get("State", "unknown")), bool(port)
+
+
 def ended_job_ids() -> set[str]:
     """Ids (hex) of the jobs whose drivers ended, from one read of the GCS job table; Ray's only
     public job listing is the job submission client, which needs the dashboard."""
@@ -161,6 +170,11 @@ def kv_put_new(key: str, value: str) -> bool:
 
 def kv_del(key: str, by_prefix: bool = False) -> None:
     internal_kv._internal_kv_del(key, del_by_prefix=by_prefix, namespace=KV_NAMESPACE)
+
+
+def kv_keys(prefix: str) -> list[str]:
+    return [key.decode() for key in internal_kv._internal_kv_list(prefix,
+                                                                 namespace=KV_NAMESPACE)]
 
 
 def kv_items(prefix: str) -> dict[str, bytes]:

@@ -11,8 +11,9 @@ watcher is one thread that sleeps until the next deadline: nothing polls Ray per
 costs one key put when it starts and one at its deadline (about a millisecond each here).
 
 An actor is not gated (its constructor cannot be wrapped): at the deadline the watcher reads its
-state from Ray's actor table (one read) and ends it (``ray.kill``) unless it is alive. An actor
-that becomes alive in the instant between that read and the kill is ended too.
+record in Ray's actor table (one read) and ends it (``ray.kill``) unless Ray has given it a worker
+process (its constructor runs) or it is alive. An actor given a worker in the instant between
+that read and the kill is ended too.
 
 >>> late = Affinity("node1").place(train, pending_timeout=2).remote()      # doctest: +SKIP
 >>> ray.get(late)  # node1 stayed busy: cancelled at the deadline           # doctest: +SKIP
@@ -43,6 +44,8 @@ logger = logging.getLogger("placement")
 MAX_PENDING_TIMEOUT = 86_400.0
 _KEY_PREFIX = "pending/"
 _STARTED = "started"
+# Actor states (Ray's actor table) in which an actor has not started anywhere.
+NOT_STARTED = frozenset({"DEPENDENCIES_UNREADY", "PENDING_CREATION"})
 _TIMED_OUT = "timed out"
 
 
@@ -59,13 +62,15 @@ def check_pending_timeout(seconds: Any) -> float | None:
 
 
 def gate(token: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Runs inside the task, first: mark it started, unless its deadline came first."""
+    """Runs inside the task, first: mark it started, unless its deadline came first. A retry
+    of a task that started (Ray's max_retries) finds its own mark and runs; the mark of a
+    refusal stays (the watcher deletes it later), so a retry after a refusal is refused too."""
     key = _KEY_PREFIX + token
     if not _ray.kv_put_new(key, _STARTED):
         reason = (_ray.kv_get(key) or b"").decode()
-        _ray.kv_del(key)
-        raise PlacementError(errors.PENDING_TIMEOUT, f"it did not start in time: {reason}",
-                             "raise pending_timeout=, use soft=True, or free the node")
+        if reason != _STARTED:
+            raise PlacementError(errors.PENDING_TIMEOUT, f"it did not start in time: {reason}",
+                                 "raise pending_timeout=, use soft=True, or free the node")
     return fn(*args, **kwargs)
 
 
@@ -78,16 +83,39 @@ def gated_remote() -> Any:
 
 
 def new_token() -> str:
-    return uuid.uuid4().hex
+    """A task's key: its job's id first, so that the keys a driver that ended left behind can be
+    found and deleted (``_forget_ended_jobs``)."""
+    _forget_ended_jobs_once()
+    return f"{ray.get_runtime_context().get_job_id()}/{uuid.uuid4().hex}"
+
+
+_swept = False
+
+
+def _forget_ended_jobs_once() -> None:
+    """Once per process: delete the keys of drivers that ended before their deadlines fell due
+    (their watcher thread ended with them). One key listing and one job table read."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    try:
+        ended = _ray.ended_job_ids()
+        for job in {key[len(_KEY_PREFIX):].split("/", 1)[0]
+                    for key in _ray.kv_keys(_KEY_PREFIX)} & ended:
+            _ray.kv_del(f"{_KEY_PREFIX}{job}/", by_prefix=True)
+    except Exception:  # noqa: BLE001 - housekeeping: never in the way of a submission
+        logger.debug("placement: could not delete ended jobs' deadline keys", exc_info=True)
 
 
 class _Watch:
-    __slots__ = ("actor", "asked", "decision", "labels", "name", "ref", "seconds", "token")
+    __slots__ = ("actor", "asked", "decision", "labels", "name", "policy", "ref", "seconds",
+                 "token")
 
-    def __init__(self, name: str, seconds: float, decision: Any, asked: dict[str, float],
-                 labels: dict[str, str], token: str | None = None, ref: Any = None,
-                 actor: Any = None) -> None:
-        self.name, self.seconds, self.decision = name, seconds, decision
+    def __init__(self, name: str, seconds: float, policy: Any, decision: Any,
+                 asked: dict[str, float], labels: dict[str, str], token: str | None = None,
+                 ref: Any = None, actor: Any = None) -> None:
+        self.name, self.seconds, self.policy, self.decision = name, seconds, policy, decision
         self.asked, self.labels = asked, labels
         self.token, self.ref, self.actor = token, ref, actor
 
@@ -101,16 +129,18 @@ _watcher: threading.Thread | None = None
 KEEP_REFUSED_SECONDS = 300.0
 
 
-def watch_task(ref: Any, token: str, seconds: float, name: str, decision: Any,
+def watch_task(ref: Any, token: str, seconds: float, name: str, policy: Any, decision: Any,
                asked: dict[str, float], labels: dict[str, str]) -> None:
-    """Refuse the gated task behind ``ref`` if it has not started ``seconds`` from now."""
-    _add(seconds, _Watch(name, seconds, decision, asked, labels, token=token, ref=ref))
+    """Refuse the gated task behind ``ref`` if it has not started ``seconds`` from now; its
+    placement is then released (it never runs)."""
+    _add(seconds, _Watch(name, seconds, policy, decision, asked, labels, token=token, ref=ref))
 
 
-def watch_actor(actor: Any, seconds: float, name: str, decision: Any,
+def watch_actor(actor: Any, seconds: float, name: str, policy: Any, decision: Any,
                 asked: dict[str, float], labels: dict[str, str]) -> None:
-    """End the actor if it is not alive ``seconds`` from now."""
-    _add(seconds, _Watch(name, seconds, decision, asked, labels, actor=actor))
+    """End the actor if Ray has not started it on a node ``seconds`` from now, and release
+    its placement."""
+    _add(seconds, _Watch(name, seconds, policy, decision, asked, labels, actor=actor))
 
 
 def _add(seconds: float, item: _Watch | str) -> None:
@@ -163,11 +193,14 @@ def _expire(watch: _Watch) -> None:
         _add(KEEP_REFUSED_SECONDS, key)
     else:
         actor_id = _ray.actor_id_hex(watch.actor)
-        state, _ = _ray.actor_record(actor_id)
-        if state in ("ALIVE", "DEAD"):
+        state, on_worker = _ray.actor_has_worker(actor_id)
+        # Waiting for its arguments or for room. Once Ray has given it a worker process its
+        # constructor may be running: it has started.
+        if state not in NOT_STARTED or on_worker:
             return
         _refused(actor_id, watch, waiting_because(watch.decision, watch.asked, watch.labels))
         ray.kill(watch.actor)
+    watch.policy.release(watch.decision)  # the library ended it: its slot is free again
 
 
 def _refused(work_id: str, watch: _Watch, reason: str) -> None:

@@ -102,7 +102,7 @@ class Explanation:
     """Where one piece of work stands and, if it waits, why and what to do."""
 
     name: str
-    state: str  # "pending", "running", "finished", "failed" or "unknown"
+    state: str  # "pending", "running", "finished", "failed", "refused" or "unknown"
     ray_state: str  # the latest state in Ray's task events
     node: str | None  # the node it was pinned to, or ran on
     asked: Mapping[str, float] = field(default_factory=dict)
@@ -117,6 +117,8 @@ class Explanation:
         where = (f", pinned to {self.node}{by}" if self.state == "pending" and self.node
                  else f" on {self.node}" if self.node else "")
         lines = [f"{self.name}: {self.state} ({self.ray_state}){where}"]
+        if self.state in ("refused", "unknown") and self.why:
+            lines += [f"  why: {self.why}", f"  fix: {self.fix}"]
         if self.state == "pending":
             asked = ", ".join(f"{k} {_num(v)}" for k, v in sorted(self.asked.items()))
             line = f"  asked {asked or 'nothing'}"
@@ -269,9 +271,11 @@ def _explanation(event: Mapping[str, Any] | None, decision: Decision | None,
         where = _name(node) if node else (ran[:12] if ran else None)
         if event is None:
             return Explanation(name, state, ray_state, where,
-                               why="Ray has no event for it yet (events are about a second "
-                                   "behind), or it ended long ago",
-                               fix="look again in a few seconds")
+                               why="Ray has no task event for it: its events are about a "
+                                   "second behind, it ended long ago, or it is an object from "
+                                   "ray.put (no task made it)",
+                               fix="look again in a few seconds; explain() takes what a "
+                                   ".remote() returned")
         return Explanation(name, state, ray_state, where, asked, labels)
     why, fix = diagnose(asked, labels, pinned, nodes, free)
     return Explanation(name, state, ray_state, _name(pinned) if pinned else None, asked, labels,

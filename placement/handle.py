@@ -223,10 +223,10 @@ class PlacedRemote:
                     decision.where)
         bound = self._bound_here.get(node_key)
         if bound is None:
-            if self._gated:  # the gate runs this function, with its options and its name
+            if self._gated:  # the gate runs this function, with all its options and its name
                 options = merged_options({"name": self._name, **self._options}, decision,
                                          self._defaults)
-                bound = gated_remote().options(**options)
+                bound = gated_remote().options(**{**self._defaults, **options})
             else:
                 bound = self._shared_bound(decision, node_key)
             self._bound_here[node_key] = bound
@@ -280,9 +280,9 @@ class PlacedRemote:
             labels.update(decision.where.selector)
         if token is not None:
             ref = result[0] if isinstance(result, list) else result
-            watch_task(ref, token, seconds, self._name, decision, asked, labels)
+            watch_task(ref, token, seconds, self._name, self._policy, decision, asked, labels)
         elif _ray.is_actor_handle(result):
-            watch_actor(result, seconds, self._name, decision, asked, labels)
+            watch_actor(result, seconds, self._name, self._policy, decision, asked, labels)
 
     def unplaced(self) -> Any:
         """This work bound to its own options and no placement: Ray decides where it runs (the

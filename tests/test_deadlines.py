@@ -55,26 +55,38 @@ def kv(monkeypatch):
     return fake, cancelled
 
 
-def watch(ref, token="tok"):
-    return deadlines._Watch("train", 2.0, None, {"CPU": 1}, {}, token=token, ref=ref)
+class Releases:
+    def __init__(self) -> None:
+        self.released: list = []
+
+    def release(self, decision) -> None:
+        self.released.append(decision)
+
+
+def watch(ref, policy=None, token="tok"):
+    return deadlines._Watch("train", 2.0, policy or Releases(), "decision", {"CPU": 1}, {},
+                            token=token, ref=ref)
 
 
 def test_a_task_that_started_first_runs_and_its_deadline_forgets_it(kv):
     fake, cancelled = kv
     assert deadlines.gate("tok", lambda x: x * 2, 21) == 42
-    deadlines._expire(watch(FakeRef()))
+    assert deadlines.gate("tok", lambda x: x * 2, 4) == 8  # Ray retried it: it runs again
+    policy = Releases()
+    deadlines._expire(watch(FakeRef(), policy))
     assert cancelled == [] and fake.store == {}  # nothing refused, nothing left behind
-    assert deadlines.refusal("t1") is None
+    assert deadlines.refusal("t1") is None and policy.released == []
 
 
 def test_a_deadline_that_came_first_cancels_the_task_and_a_late_start_refuses_to_run(kv):
     fake, cancelled = kv
-    ref = FakeRef()
-    deadlines._expire(watch(ref))
-    assert cancelled == [ref]
+    ref, policy = FakeRef(), Releases()
+    deadlines._expire(watch(ref, policy))
+    assert cancelled == [ref] and policy.released == ["decision"]  # its slot is free again
     ran = []
-    with pytest.raises(PlacementError) as late:  # the cancel lost the race: it starts anyway
-        deadlines.gate("tok", ran.append, "side effect")
+    for _ in range(2):  # the cancel lost the race: it starts anyway, and Ray retries it
+        with pytest.raises(PlacementError) as late:
+            deadlines.gate("tok", ran.append, "side effect")
     assert ran == [] and late.value.rule == errors.PENDING_TIMEOUT
     assert "node1 is busy" in late.value.detail
     refused = deadlines.refusal("t1")

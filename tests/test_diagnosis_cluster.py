@@ -12,7 +12,7 @@ import ray
 from ray.exceptions import TaskCancelledError
 
 import placement
-from placement import Affinity, Audit, PlacementError, PlacementExecutor, errors
+from placement import Affinity, AntiAffinity, Audit, PlacementError, PlacementExecutor, errors
 from placement.audit import SOFT_FALLBACK
 from placement.diagnosis import Explanation
 
@@ -106,3 +106,51 @@ def test_work_not_started_by_its_deadline_is_refused_and_never_runs(ray_cluster,
     # node2 is free again: work queued there now runs; the refused work never does
     ray.get(node2.place(held, num_cpus=2).remote(str(release)), timeout=120)
     assert not mark.exists()
+
+
+@ray.remote(num_cpus=2, num_returns=2, max_retries=2)
+def crashes_once(mark: str) -> tuple[float, str]:
+    """Its first attempt kills its worker; Ray retries it. Returns the CPUs it was given."""
+    import os
+    if not os.path.exists(mark):
+        open(mark, "w").close()
+        os._exit(1)
+    return ray.get_runtime_context().get_assigned_resources().get("CPU", 0), "retried"
+
+
+@ray.remote(num_cpus=1)
+class SlowToStart:
+    def __init__(self, seconds: float) -> None:
+        time.sleep(seconds)  # the constructor runs past the deadline
+
+    def where(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def test_a_deadline_keeps_the_functions_options_and_never_ends_started_work(ray_cluster,
+                                                                           tmp_path):
+    """With pending_timeout, the function's own options hold (2 CPUs, 2 results, retries): a
+    retried task that started in time runs again. An actor whose constructor outlasts the
+    deadline lives; one that cannot start is ended, and its spread slot is given back."""
+    cpus, said = Affinity("node3").place(crashes_once, pending_timeout=30).remote(
+        str(tmp_path / "crashed"))
+    assert ray.get([cpus, said], timeout=120) == [2.0, "retried"]
+    slow = Affinity("node3").place(SlowToStart, pending_timeout=1).remote(4)
+    assert ray.get(slow.where.remote(), timeout=120)  # alive, never ended
+    release = tmp_path / "go"
+    holder = Affinity("node3").place(held, num_cpus=1).remote(str(release))  # the last CPU
+    explained(holder, "running")
+    one = AntiAffinity(where={"ray.io/node-id": "in(" + ray.get(slow.where.remote()) + ")"})
+    try:
+        blocked = one.place(SlowToStart, pending_timeout=1).remote(0)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(blocked.where.remote(), timeout=120)
+        why = placement.explain(blocked)
+        assert why.state == "refused" and "node3 is busy" in str(why), str(why)
+    finally:
+        release.write_text("")
+    ray.get(holder, timeout=120)
+    again = one.place(SlowToStart).remote(0)  # the ended actor's node is free in the ledger
+    assert ray.get(again.where.remote(), timeout=120) == ray.get(slow.where.remote())
+    for actor in (slow, again):
+        ray.kill(actor)
