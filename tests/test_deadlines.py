@@ -116,3 +116,24 @@ def test_a_generator_task_cannot_have_a_deadline():
     with pytest.raises(ValueError, match="does not apply to generator tasks"):
         Affinity("node0").place(numbers, pending_timeout=2)
     assert Affinity("node0").place(numbers, pending_timeout=None).demand == {"CPU": 1.0}
+
+
+def test_the_keys_of_drivers_that_ended_are_deleted_once(kv, monkeypatch):
+    fake, _ = kv
+    fake.store.update({"pending/j1/a": "started", "pending/j1/b": "timed out",
+                       "pending/j2/c": "started"})
+
+    def delete(key: str, by_prefix: bool = False) -> None:
+        for name in [k for k in fake.store if (k.startswith(key) if by_prefix else k == key)]:
+            del fake.store[name]
+
+    monkeypatch.setattr(deadlines._ray, "kv_del", delete)
+    monkeypatch.setattr(deadlines._ray, "kv_keys",
+                        lambda prefix: [k for k in fake.store if k.startswith(prefix)])
+    monkeypatch.setattr(deadlines._ray, "ended_job_ids", lambda: {"j1", "j9"})
+    monkeypatch.setattr(deadlines, "_swept", False)
+    deadlines._forget_ended_jobs_once()
+    assert fake.store == {"pending/j2/c": "started"}  # j2 still runs: its keys stay
+    fake.store["pending/j1/late"] = "started"
+    deadlines._forget_ended_jobs_once()  # once per process
+    assert "pending/j1/late" in fake.store
