@@ -34,6 +34,13 @@ RECORDED = 10_000  # decisions kept for explain(), the newest
 PENDING = frozenset({"NIL", "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT",
                      "PENDING_OBJ_STORE_MEM_AVAIL", "PENDING_ARGS_FETCH"})
 ENDED = frozenset({"FINISHED", "FAILED"})
+# Pending for its arguments, not for a node: (why, fix).
+WAITING_FOR_ARGUMENTS = {
+    "PENDING_ARGS_AVAIL": ("its arguments are not ready: the work that makes them has not "
+                           "finished", "wait for that work (placement.explain on its result)"),
+    "PENDING_ARGS_FETCH": ("its arguments are being copied to its node",
+                           "wait; place it where its data is (Locality()) to copy less"),
+}
 
 _decisions: OrderedDict[Any, Decision] = OrderedDict()  # TaskID or actor id -> its decision
 _lock = threading.Lock()
@@ -277,7 +284,10 @@ def _explanation(event: Mapping[str, Any] | None, decision: Decision | None,
                                fix="look again in a few seconds; explain() takes what a "
                                    ".remote() returned")
         return Explanation(name, state, ray_state, where, asked, labels)
-    why, fix = diagnose(asked, labels, pinned, nodes, free)
+    if ray_state in WAITING_FOR_ARGUMENTS:
+        why, fix = WAITING_FOR_ARGUMENTS[ray_state]
+    else:
+        why, fix = diagnose(asked, labels, pinned, nodes, free)
     return Explanation(name, state, ray_state, _name(pinned) if pinned else None, asked, labels,
                        free.get(pinned.node_id, {}) if pinned else None,
                        decision.policy if decision is not None else None, why, fix)
