@@ -20,6 +20,11 @@ from .conftest import REPO, clean_env
 from .test_policies_cluster import held
 
 
+@ray.remote(num_cpus=0)
+def takes(_: object) -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
 @ray.remote(num_cpus=1)
 def waiting_for_a_cpu() -> str:
     return ray.get_runtime_context().get_node_id()
@@ -49,6 +54,8 @@ def test_explain_names_the_busy_node_and_the_missing_cpu(ray_cluster, tmp_path):
         assert "node1 is busy" in why.why and "CPU 0 of the 1 asked" in why.why
         assert "soft=True" in why.fix and "node0" in why.fix  # a node with room is named
         assert "pinned to node1" in str(why)
+        needs_the_holder = Affinity("node0").place(takes).remote(holder)
+        assert "its arguments are not ready" in explained(needs_the_holder, "pending").why
         listed = subprocess.run(
             [sys.executable, "-m", "placement.cli", "pending", "--state-dir",
              str(ray_cluster.state_dir)], capture_output=True, text=True, timeout=120,
