@@ -84,7 +84,7 @@ def gated_remote() -> Any:
 
 def new_token() -> str:
     """A task's key: its job's id first, so that the keys a driver that ended left behind can be
-    found and deleted (``_forget_ended_jobs``)."""
+    found and deleted (``_forget_ended_jobs_once``)."""
     _forget_ended_jobs_once()
     return f"{ray.get_runtime_context().get_job_id()}/{uuid.uuid4().hex}"
 
@@ -186,7 +186,7 @@ def _expire(watch: _Watch) -> None:
         if not _ray.kv_put_new(key, _TIMED_OUT):  # it started first
             _ray.kv_del(key)
             return
-        reason = waiting_because(watch.decision, watch.asked, watch.labels)
+        reason = _why(watch)
         _ray.kv_put(key, reason)  # a task starting late raises with it
         _refused(str(watch.ref.task_id().hex()), watch, reason)
         ray.cancel(watch.ref)  # queued: it never runs, and ray.get raises at once
@@ -198,9 +198,17 @@ def _expire(watch: _Watch) -> None:
         # constructor may be running: it has started.
         if state not in NOT_STARTED or on_worker:
             return
-        _refused(actor_id, watch, waiting_because(watch.decision, watch.asked, watch.labels))
+        _refused(actor_id, watch, _why(watch))
         ray.kill(watch.actor)
     watch.policy.release(watch.decision)  # the library ended it: its slot is free again
+
+
+def _why(watch: _Watch) -> str:
+    """Why the work waits; a cluster that cannot be read must not stop the refusal."""
+    try:
+        return waiting_because(watch.decision, watch.asked, watch.labels)
+    except Exception as error:  # noqa: BLE001 - the refusal matters more than its reason
+        return f"no reason read ({type(error).__name__}: {error})"
 
 
 def _refused(work_id: str, watch: _Watch, reason: str) -> None:
