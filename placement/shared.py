@@ -121,20 +121,23 @@ class SharedLedger:
             try:
                 return ray.get(ref, timeout=CALL_TIMEOUT_SECONDS)
             except GetTimeoutError:
-                raise PlacementError(
-                    errors.SHARED_UNREACHABLE,
-                    f"the holder of the shared ledger {self.name!r} "
-                    f"({holder_name(self.name)!r} in namespace {NAMESPACE!r}) did not answer "
-                    f"{method}() in {CALL_TIMEOUT_SECONDS:.0f} s",
-                    "check that the cluster can start a zero-CPU actor (`ray status`), or drop "
-                    "shared= to keep the spread within this driver",
-                ) from None
-            except RayActorError:  # ended for good (removed, killed): made again, same record
+                raise self._unreachable(
+                    method, f"did not answer in {CALL_TIMEOUT_SECONDS:.0f} s") from None
+            except RayActorError as error:  # ended for good (removed, killed): made again
                 if attempt:
-                    raise
+                    raise self._unreachable(method, f"died twice ({error})") from error
                 with self._lock:
                     self._holder = None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unreachable(self, method: str, what: str) -> PlacementError:
+        return PlacementError(
+            errors.SHARED_UNREACHABLE,
+            f"the holder of the shared ledger {self.name!r} ({holder_name(self.name)!r} in "
+            f"namespace {NAMESPACE!r}) {what} on {method}()",
+            "check that the cluster can start a zero-CPU actor (`ray status`), or drop shared= "
+            "to keep the spread within this driver",
+        )
 
     def claim(self, decision: Decision, limit: int | None) -> ClaimResult:
         claim_id = f"{self.owner}/{decision.ticket}"
