@@ -241,3 +241,32 @@ def test_an_unanswered_look_at_the_counts_keeps_the_real_refusal():
     with pytest.raises(PlacementError) as refusal:
         hold_across_drivers(refuse, lambda _: True, lambda _: None, unreachable, attempts=3)
     assert refusal.value.rule == errors.RESOURCES_EXCEED_NODES
+
+
+def test_a_holder_that_dies_twice_is_a_placement_error_and_one_made_again_is_asked(monkeypatch):
+    from ray.exceptions import RayActorError
+
+    ledger, made = shared.SharedLedger("web"), []
+
+    class Holder:
+        others = type("Method", (), {"remote": staticmethod(lambda *args: "ref")})()
+
+    def make() -> Holder:
+        made.append(1)
+        return Holder()
+
+    monkeypatch.setattr(ledger, "holder", lambda: ledger._holder or make())
+    answers = iter([RayActorError(), {"n1": 1}])
+
+    def get(ref, timeout):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(shared.ray, "get", get)
+    assert ledger.others() == {"n1": 1} and len(made) == 2  # made again after it died
+    answers = iter([RayActorError(), RayActorError()])
+    with pytest.raises(PlacementError) as lost:
+        ledger.others()
+    assert lost.value.rule == errors.SHARED_UNREACHABLE and "died twice" in lost.value.detail
