@@ -105,6 +105,7 @@ def test_two_drivers_racing_keep_their_replicas_on_distinct_nodes(ray_cluster, c
         outputs = [d.communicate(timeout=120)[0] for d in drivers]
     assert all(d.returncode == 0 for d in drivers), [o[-3000:] for o in outputs]
     # The drivers ended, and their replicas with them: their claims are dropped.
+    wait_for("the ended drivers' claims to be dropped", lambda: shared_counts(NAME) == {})
     replicas, nodes = placed_nodes(AntiAffinity(shared=NAME), SESSION_NODES)
     assert sorted(nodes) == sorted(ran)
     for actor in replicas:
