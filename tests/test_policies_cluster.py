@@ -25,6 +25,7 @@ from placement import (
 from placement.policies.decision import BACKENDS
 
 from .conftest import SESSION_NODES
+from .plain_scenarios import block, made_and_ran
 
 pytestmark = pytest.mark.cluster
 
@@ -354,17 +355,6 @@ def test_a_live_spread_gives_a_killed_replicas_node_to_the_next_one(ray_cluster)
 
 
 @ray.remote(num_cpus=0)
-def block_here(megabytes: int) -> tuple[str, bytes]:
-    """A block big enough to live in the object store (not inlined), and the node that made it."""
-    return ray.get_runtime_context().get_node_id(), b"x" * (megabytes * 2**20)
-
-
-@ray.remote(num_cpus=0)
-def consume(block: tuple[str, bytes]) -> tuple[str, str]:
-    return block[0], ray.get_runtime_context().get_node_id()
-
-
-@ray.remote(num_cpus=0)
 class Holder:
     def __init__(self, block: tuple[str, bytes]) -> None:
         self.made_on = block[0]
@@ -377,20 +367,20 @@ def test_locality_runs_tasks_and_actors_where_their_argument_is(ray_cluster):
     """Blocks of 2 MB made on every node (round robin); a consumer of each, placed by Locality,
     runs on the node that made its block (both read inside); actor creation too, which Ray's own
     locality never does. Small arguments have no location: the fallback decides."""
-    blocks = [RoundRobin().place(block_here).remote(2) for _ in range(2 * SESSION_NODES)]
+    blocks = [RoundRobin().place(block).remote(2) for _ in range(2 * SESSION_NODES)]
     # fetch_local=False: by default ray.wait copies every object to this node (seen in
     # Ray's object locations), and that copy would be data moved before the run.
     ray.wait(blocks, num_returns=len(blocks), timeout=120, fetch_local=False)
     near = Locality() | RoundRobin()
-    submitted = [near.place(consume).submit(block) for block in blocks]
+    submitted = [near.place(made_and_ran).submit(made) for made in blocks]
     pairs = ray.get([ref for ref, _ in submitted], timeout=120)
     assert all(made == ran for made, ran in pairs), pairs
     assert len({made for made, _ in pairs}) == SESSION_NODES  # the blocks were on every node
     assert all(d.local_bytes >= 2 * 2**20 and not d.fallback for _, d in submitted)
-    holders = [near.place(Holder).remote(block) for block in blocks[:SESSION_NODES]]
+    holders = [near.place(Holder).remote(made) for made in blocks[:SESSION_NODES]]
     placed = ray.get([h.nodes.remote() for h in holders], timeout=120)
     assert all(made == ran for made, ran in placed), placed
     for holder in holders:
         ray.kill(holder)
-    small, decision = near.place(consume).submit(("tiny", b"x"))  # inlined: no location
+    small, decision = near.place(made_and_ran).submit(("tiny", b"x"))  # inlined: no location
     assert decision.fallback and decision.local_bytes == 0 and ray.get(small, timeout=60)
