@@ -26,7 +26,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 import uuid
@@ -38,10 +37,10 @@ import ray
 from . import _ray, errors
 from .diagnosis import note_refused, refused_because, waiting_because
 from .errors import PlacementError
+from .policies.decision import check_seconds
 
 logger = logging.getLogger("placement")
 
-MAX_PENDING_TIMEOUT = 86_400.0
 _KEY_PREFIX = "pending/"
 _STARTED = "started"
 # Actor states (Ray's actor table) in which an actor has not started anywhere.
@@ -51,14 +50,7 @@ _TIMED_OUT = "timed out"
 
 def check_pending_timeout(seconds: Any) -> float | None:
     """``pending_timeout``: None, or seconds more than 0 and at most a day."""
-    if seconds is None:
-        return None
-    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-            or not math.isfinite(seconds) or not 0 < seconds <= MAX_PENDING_TIMEOUT):
-        raise ValueError(f"pending_timeout must be None or seconds more than 0 and at most "
-                         f"{MAX_PENDING_TIMEOUT:.0f} (a day), got {seconds!r}: e.g. "
-                         "pending_timeout=30")
-    return float(seconds)
+    return check_seconds("pending_timeout", seconds, "pending_timeout=30")
 
 
 def gate(token: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

@@ -17,14 +17,13 @@ this works on clusters the toolkit did not set up, and it holds no capacity of i
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from .. import errors
 from ..errors import PlacementError
 from ..snapshot import ClusterSnapshot, NodeInfo
-from .decision import MAX_WAIT_SECONDS, node_name
+from .decision import check_seconds, node_name
 from .plan import Plan
 from .request import Demand
 
@@ -49,10 +48,7 @@ def check_reservation(n: Any, timeout: Any, groups: Sequence[Hashable] | None = 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a whole number of bundles >= 1, got {n!r}: "
                          "e.g. policy.reserve(4)")
-    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout) or not 0 < timeout <= MAX_WAIT_SECONDS):
-        raise ValueError(f"timeout must be seconds more than 0 and at most "
-                         f"{MAX_WAIT_SECONDS:.0f} (a day), got {timeout!r}: e.g. timeout=30")
+    check_seconds("timeout", timeout, "timeout=30", optional=False)
     if groups is not None:
         if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence):
             raise TypeError(f"groups must be a list with one group key per bundle, got "

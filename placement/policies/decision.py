@@ -40,16 +40,29 @@ SOFT_WHEN = ("busy", "gone")
 MAX_WAIT_SECONDS = 86_400.0
 
 
-def check_wait_for_nodes(seconds: float | None) -> float | None:
-    """``wait_for_nodes``: None, or seconds (more than 0, at most a day) to wait for new nodes."""
-    if seconds is None:
+def check_seconds(name: str, seconds: Any, example: str, *,
+                  optional: bool = True) -> float | None:
+    """A duration option ``name``: seconds more than 0 and at most a day, or None when
+    ``optional`` (NaN and infinity fail the bounds). ``example`` ends the message.
+
+    >>> check_seconds("wait", float("nan"), "wait=30", optional=False)
+    Traceback (most recent call last):
+    ...
+    ValueError: wait must be seconds more than 0 and at most 86400 (a day), got nan: e.g. wait=30
+    """
+    if seconds is None and optional:
         return None
     if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
             or not 0 < seconds <= MAX_WAIT_SECONDS):
-        raise ValueError(f"wait_for_nodes must be None or seconds more than 0 and at most "
-                         f"{MAX_WAIT_SECONDS:.0f} (a day), got {seconds!r}: e.g. "
-                         "wait_for_nodes=300")
+        none = "None or " if optional else ""
+        raise ValueError(f"{name} must be {none}seconds more than 0 and at most "
+                         f"{MAX_WAIT_SECONDS:.0f} (a day), got {seconds!r}: e.g. {example}")
     return float(seconds)
+
+
+def check_wait_for_nodes(seconds: float | None) -> float | None:
+    """``wait_for_nodes``: None, or seconds (more than 0, at most a day) to wait for new nodes."""
+    return check_seconds("wait_for_nodes", seconds, "wait_for_nodes=300")
 
 
 def check_soft(soft: bool | str) -> bool | str:
