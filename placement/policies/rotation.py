@@ -32,12 +32,20 @@ class Ledger:
         self.counts[slot] = self.counts.get(slot, 0) + 1
 
     def give_back(self, slot: Hashable) -> None:
-        count = self.counts.get(slot, 0)
-        if count > 1:
-            self.counts[slot] = count - 1
-        elif count == 1:
-            del self.counts[slot]
-        self.lowered += 1
+        self.adjust(slot, -1)
+
+    def adjust(self, slot: Hashable, change: int) -> None:
+        """Raise or lower a slot's count by ``change`` (never below 0): placements counted
+        here that this ledger did not make (other drivers'), or one given back."""
+        if change > 0:
+            self.counts[slot] = self.counts.get(slot, 0) + change
+        elif change < 0:
+            left = self.counts.get(slot, 0) + change
+            if left > 0:
+                self.counts[slot] = left
+            else:
+                self.counts.pop(slot, None)
+            self.lowered += 1
 
 
 class Floor:

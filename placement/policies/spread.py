@@ -255,18 +255,9 @@ class AntiAffinity(StrictPolicy):
         shared holder last reported): they count against ``max_per_node`` like this policy's
         own, and a count that went down frees its slot."""
         with self._lock:
-            used, before = self._used, self._others
+            before = self._others
             for node in before.keys() | counts.keys():
-                change = counts.get(node, 0) - before.get(node, 0)
-                if change > 0:
-                    used.counts[node] = used.counts.get(node, 0) + change
-                elif change < 0:
-                    left = used.counts.get(node, 0) + change
-                    if left > 0:
-                        used.counts[node] = left
-                    else:
-                        used.counts.pop(node, None)
-                    used.lowered += 1  # rotations must find their level again
+                self._used.adjust(node, counts.get(node, 0) - before.get(node, 0))
             self._others = {node: n for node, n in counts.items() if n > 0}
 
     def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
