@@ -61,9 +61,13 @@ def gate(token: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> An
     if not _ray.kv_put_new(key, _STARTED):
         reason = (_ray.kv_get(key) or b"").decode()
         if reason != _STARTED:
-            raise PlacementError(errors.PENDING_TIMEOUT, f"it did not start in time: {reason}",
-                                 "raise pending_timeout=, use soft=True, or free the node")
+            raise _late(reason)
     return fn(*args, **kwargs)
+
+
+def _late(reason: str) -> PlacementError:
+    return PlacementError(errors.PENDING_TIMEOUT, f"it did not start in time: {reason}",
+                          "raise pending_timeout=, use soft=True, or free the node")
 
 
 _gated = ray.remote(gate)
@@ -214,7 +218,4 @@ def refusal(work_id: str) -> PlacementError | None:
     """The PlacementError for work refused at its deadline (the executor hands it to the
     caller's future), or None."""
     reason = refused_because(work_id)
-    if reason is None:
-        return None
-    return PlacementError(errors.PENDING_TIMEOUT, f"it did not start in time: {reason}",
-                          "raise pending_timeout=, use soft=True, or free the node")
+    return None if reason is None else _late(reason)

@@ -90,13 +90,26 @@ def waiting_because(decision: Decision | None, asked: Mapping[str, float],
                     labels: Mapping[str, str]) -> str:
     """Why work placed by ``decision`` waits now: one read of the nodes and their free
     resources."""
-    snapshot = current_snapshot(refresh=True)
-    free = _ray.available_resources_per_node()
-    pinned = None
-    if decision is not None and decision.soft in (False, "gone"):  # waits for its node
-        pinned = snapshot.by_id.get(decision.node.node_id, decision.node)
-    why, _ = diagnose(asked, labels, pinned, snapshot.nodes, free)
+    nodes, free = _nodes_now()
+    why, _ = diagnose(asked, labels, _pinned(decision, asked, nodes), nodes, free)
     return why
+
+
+def _nodes_now() -> tuple[Sequence[NodeInfo], dict[str, dict[str, float]]]:
+    """The nodes and what each has free, read now (a snapshot refresh and a resource read)."""
+    return current_snapshot(refresh=True).nodes, _ray.available_resources_per_node()
+
+
+def _pinned(decision: Decision | None, asked: Mapping[str, float],
+            nodes: Sequence[NodeInfo]) -> NodeInfo | None:
+    """The node work waits for: the one its decision named, unless it is soft enough for Ray
+    to run it elsewhere while that node is busy; without a decision (placed by another
+    process), a node label resource in its demand."""
+    if decision is None:
+        return next((n for n in nodes if n.label and n.label in asked), None)
+    if decision.soft not in (False, "gone"):
+        return None
+    return next((n for n in nodes if n.node_id == decision.node.node_id), decision.node)
 
 
 def _recorded() -> dict[str, Decision]:
@@ -238,23 +251,19 @@ def explain(work: Any) -> Explanation:
     events = [e for e in _ray.task_events()
               if (e.get("actor_id") == key and e.get("kind") == "ACTOR_CREATION_TASK"
                   if actor else e["task_id"] == key)]
-    event = events[0] if events else None
-    snapshot = current_snapshot(refresh=True)
-    free = _ray.available_resources_per_node()
-    return _explanation(event, decision, snapshot.nodes, free)
+    return _explanation(events[0] if events else None, decision, *_nodes_now())
 
 
 def pending(job_id: str | None = None) -> list[Explanation]:
     """Every task and actor of the cluster (or of ``job_id``) that has not started, explained."""
-    snapshot = current_snapshot(refresh=True)
-    free = _ray.available_resources_per_node()
+    nodes, free = _nodes_now()
     decisions = _recorded()
     found = []
     for event in _ray.task_events(job_id):
         if event["state"] not in PENDING or "name" not in event:
             continue
         key = event["actor_id"] if event.get("kind") == "ACTOR_CREATION_TASK" else event["task_id"]
-        found.append(_explanation(event, decisions.get(key), snapshot.nodes, free))
+        found.append(_explanation(event, decisions.get(key), nodes, free))
     return found
 
 
@@ -267,11 +276,7 @@ def _explanation(event: Mapping[str, Any] | None, decision: Decision | None,
     labels = dict(event.get("labels", {})) if event else {}
     name = (event.get("name") if event else None) or "work"
     by_id = {n.node_id: n for n in nodes}
-    pinned = None
-    if decision is not None and decision.soft in (False, "gone"):  # waits for its node
-        pinned = by_id.get(decision.node.node_id, decision.node)
-    elif decision is None:  # placed elsewhere: a node label resource in the demand pins it
-        pinned = next((n for n in nodes if n.label and n.label in asked), None)
+    pinned = _pinned(decision, asked, nodes)
     if state != "pending":
         ran = event.get("node_id") if event else None
         node = by_id.get(ran) if ran else None
