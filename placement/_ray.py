@@ -25,9 +25,14 @@ def actor_id_hex(actor: ActorHandle[Any]) -> str:
 def actor_record(actor_id: str) -> tuple[str, str | None]:
     """(state, node id) of an actor from the GCS actor table. ``ray.util.state.get_actor`` needs
     the dashboard's API server, which the local clusters do not start."""
+    state, address = _actor_entry(actor_id)
+    return state, address.get("NodeID") or None
+
+
+def _actor_entry(actor_id: str) -> tuple[str, Mapping[str, Any]]:
+    """(state, address) of an actor in one read of the GCS actor table."""
     info: Mapping[str, Any] = actors(actor_id=actor_id) or {}
-    node_id = (info.get("Address") or {}).get("NodeID")
-    return str(info.get("State", "unknown")), node_id or None
+    return str(info.get("State", "unknown")), info.get("Address") or {}
 
 
 def dead_actor_ids() -> set[str]:
@@ -43,9 +48,8 @@ def actor_has_worker(actor_id: str) -> tuple[str, bool]:
     """(state, whether a worker process was given to it) from the GCS actor table: an actor in
     PENDING_CREATION whose constructor runs has a worker port; one still waiting for room has
     port 0 (its NodeID is already the node chosen; seen on Ray 2.60)."""
-    info: Mapping[str, Any] = actors(actor_id=actor_id) or {}
-    port = (info.get("Address") or {}).get("Port") or 0
-    return str(info.get("State", "unknown")), bool(port)
+    state, address = _actor_entry(actor_id)
+    return state, bool(address.get("Port"))
 
 
 def ended_job_ids() -> set[str]:
@@ -180,8 +184,8 @@ def kv_keys(prefix: str) -> list[str]:
 def kv_items(prefix: str) -> dict[str, bytes]:
     """Every key under ``prefix`` with its value (a restarted holder reads its claims)."""
     found = {}
-    for key in internal_kv._internal_kv_list(prefix, namespace=KV_NAMESPACE):
-        value = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+    for key in kv_keys(prefix):
+        value = kv_get(key)
         if value is not None:
-            found[key.decode()] = value
+            found[key] = value
     return found

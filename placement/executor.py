@@ -142,10 +142,10 @@ class PlacementExecutor(Executor):
             raise ValueError(f"max_workers must be greater than 0, got {max_workers!r}")
         self._policy = policy
         self._max_workers = max_workers
-        self._ray_options = ray_options
         self._pending_timeout = check_pending_timeout(pending_timeout)
-        if pending_timeout is not None:
+        if pending_timeout is not None:  # every handle of this executor keeps the deadline
             ray_options = {**ray_options, "pending_timeout": pending_timeout}
+        self._ray_options = ray_options
         self._placed_call = policy.place(_remote_call, **ray_options)  # bad options raise here
         self._replaced: set[RayFuture] = set()  # calls placed again after their deadline
         self._items: dict[RayFuture, _Item] = {}  # in flight, with a deadline: to place again
@@ -192,10 +192,7 @@ class PlacementExecutor(Executor):
                     f"num_returns={returns!r}: submit a function that returns a tuple instead")
             placed = self._placed.get(fn)
             if placed is None:
-                options = dict(self._ray_options)
-                if self._pending_timeout is not None:
-                    options["pending_timeout"] = self._pending_timeout
-                placed = self._placed[fn] = self._policy.place(fn, **options)
+                placed = self._placed[fn] = self._policy.place(fn, **self._ray_options)
             return placed, False
         if isinstance(fn, ActorClass):
             raise TypeError(

@@ -152,15 +152,16 @@ class PlacedRemote:
         self._defaults = _ray.remote_defaults(self._fn)
         kind = "actor" if isinstance(self._fn, ActorClass) else "task"
         self._name = _ray.remote_name(self._fn)
+        # What Ray will apply: the function's own options, then this handle's.
+        self._effective = effective = {**self._defaults, **options}
         # A task with a deadline runs behind a gate that settles whether it started in time.
         self._gated = self._pending_timeout is not None and kind == "task"
-        if self._gated and {**self._defaults, **options}.get("num_returns") in (
-                "streaming", "dynamic"):
+        if self._gated and effective.get("num_returns") in ("streaming", "dynamic"):
             raise ValueError("pending_timeout= does not apply to generator tasks: drop it, or "
                              "return a list instead of yielding")
-        check_user_options({**self._defaults, **options}, kind)
+        check_user_options(effective, kind)
         members = policy.policies if isinstance(policy, Fallback) else (policy,)
-        check_label_selector({**self._defaults, **options}.get("label_selector"),
+        check_label_selector(effective.get("label_selector"),
                              (member.where for member in members))
         actors = _actor_affinities(policy)
         for member in actors:
@@ -176,7 +177,7 @@ class PlacedRemote:
         self._shared = bool(sharing(policy))
         self._options = dict(options)
         self._options_key = _options_key(self._options)
-        self._request = Request(demand_of({**self._defaults, **options}), group, None)
+        self._request = Request(demand_of(effective), group, None)
         self._cache = cache_of(policy)
         self._cache.follow(policy)  # refreshes update it off the submit path
         self._bound_here: dict[tuple[Any, ...], Any] = {}
@@ -275,7 +276,7 @@ class PlacedRemote:
         seconds = self._pending_timeout
         assert seconds is not None
         asked = self._request.demand.as_dict()
-        labels = dict({**self._defaults, **self._options}.get("label_selector") or {})
+        labels = dict(self._effective.get("label_selector") or {})
         if decision.where is not None:
             labels.update(decision.where.selector)
         if token is not None:
@@ -287,7 +288,7 @@ class PlacedRemote:
     def unplaced(self) -> Any:
         """This work bound to its own options and no placement: Ray decides where it runs (the
         executor's last resort for a soft call refused at its deadline)."""
-        return self._fn.options(**{**self._defaults, **self._options})
+        return self._fn.options(**self._effective)
 
     def submit(self, *args: Any, **kwargs: Any) -> Submitted:
         """Place and submit one call; return Ray's result with the decision that placed it."""
