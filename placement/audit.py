@@ -26,9 +26,10 @@ from tabulate import tabulate
 
 from . import _ray
 from .cluster import read_snapshot
-from .handle import PlacedRemote, Submitted, actor_node_id, as_remote
+from .handle import PlacedRemote, as_remote
 from .policies import Decision, Local, Policy, node_name
 from .snapshot import ClusterSnapshot
+from .transaction import actor_node_id
 
 OK = "ok"
 VIOLATION = "VIOLATION"
@@ -131,12 +132,13 @@ class Audit:
         # (kind, task id or actor handle, decision)
         self._entries: list[tuple[str, Any, Decision]] = []
 
-    def place(self, policy: Policy, fn: Any, **options: Any) -> AuditedRemote:
-        """Like ``policy.place(fn, **options)``, recording each placement for the report."""
+    def place(self, policy: Policy, fn: Any, **options: Any) -> PlacedRemote:
+        """Like ``policy.place(fn, **options)``, recording each placement for the report: the
+        same handle, with the audit's record among the steps after a submission."""
         remote = as_remote(fn)
         if not isinstance(remote, ActorClass):
             remote = self._reporting_remote(remote)
-        return AuditedRemote(self, PlacedRemote(policy, remote, options))
+        return PlacedRemote(policy, remote, options, after=(self._record,))
 
     def _reporting_remote(self, remote: Any) -> Any:
         with self._lock:
@@ -148,9 +150,14 @@ class Audit:
         # Keep the function's own options; ray.remote() refuses to be called with none at all.
         return ray.remote(**options)(reporting) if options else ray.remote(reporting)
 
-    def _record(self, kind: str, ident: Any, decision: Decision) -> None:
+    def _record(self, result: Any, decision: Decision) -> None:
+        if isinstance(result, ActorHandle):
+            entry = ("actor", result, decision)
+        else:
+            ref = result[0] if isinstance(result, list) else result
+            entry = ("task", ref.task_id().hex(), decision)
         with self._lock:
-            self._entries.append((kind, ident, decision))
+            self._entries.append(entry)
 
     def report(self, timeout: float = DEFAULT_REPORT_TIMEOUT,
                snapshot: ClusterSnapshot | None = None) -> AuditReport:
@@ -197,27 +204,3 @@ class Audit:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class AuditedRemote:
-    """A placed handle whose placements the Audit records."""
-
-    def __init__(self, audit: Audit, placed: PlacedRemote) -> None:
-        self._audit = audit
-        self._placed = placed
-
-    def options(self, **options: Any) -> AuditedRemote:
-        return AuditedRemote(self._audit, self._placed.options(**options))
-
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self.submit(*args, **kwargs).result
-
-    def submit(self, *args: Any, **kwargs: Any) -> Submitted:
-        """Place, submit and record one call; Ray's result with the decision that placed it."""
-        submitted = self._placed.submit(*args, **kwargs)
-        result, decision = submitted
-        if isinstance(result, ActorHandle):
-            self._audit._record("actor", result, decision)
-        else:
-            self._audit._record("task", result.task_id().hex(), decision)
-        return submitted

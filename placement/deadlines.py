@@ -28,7 +28,6 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -53,16 +52,29 @@ def check_pending_timeout(seconds: Any) -> float | None:
     return check_seconds("pending_timeout", seconds, "pending_timeout=30")
 
 
-def gate(token: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Runs inside the task, first: mark it started, unless its deadline came first. A retry
-    of a task that started (Ray's max_retries) finds its own mark and runs; the mark of a
-    refusal stays (the watcher deletes it later), so a retry after a refusal is refused too."""
-    key = _KEY_PREFIX + token
+def gate(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Runs inside the task, first: mark it started, unless its deadline came first. Its key is
+    its own task id (the watcher reads the same id from the task's ObjectRef), so nothing has
+    to travel with the task."""
+    context = ray.get_runtime_context()
+    return settle(key_of(context.get_job_id(), context.get_task_id()), fn, *args, **kwargs)
+
+
+def settle(key: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Mark ``key`` started and run ``fn``, unless the deadline's mark is there. A retry of a
+    task that started (Ray's max_retries) finds its own mark and runs; the mark of a refusal
+    stays (the watcher deletes it later), so a retry after a refusal is refused too."""
     if not _ray.kv_put_new(key, _STARTED):
         reason = (_ray.kv_get(key) or b"").decode()
         if reason != _STARTED:
             raise _late(reason)
     return fn(*args, **kwargs)
+
+
+def key_of(job_id: str, task_id: str | None) -> str:
+    """A task's key: its job's id first, so that the keys a driver that ended left behind can
+    be found and deleted (``_forget_ended_jobs_once``)."""
+    return f"{_KEY_PREFIX}{job_id}/{task_id}"
 
 
 def _late(reason: str) -> PlacementError:
@@ -76,13 +88,6 @@ _gated = ray.remote(gate)
 def gated_remote() -> Any:
     """The remote function that runs ``gate`` (the handle submits it with the work's options)."""
     return _gated
-
-
-def new_token() -> str:
-    """A task's key: its job's id first, so that the keys a driver that ended left behind can be
-    found and deleted (``_forget_ended_jobs_once``)."""
-    _forget_ended_jobs_once()
-    return f"{ray.get_runtime_context().get_job_id()}/{uuid.uuid4().hex}"
 
 
 _swept = False
@@ -105,15 +110,15 @@ def _forget_ended_jobs_once() -> None:
 
 
 class _Watch:
-    __slots__ = ("actor", "asked", "decision", "labels", "name", "policy", "ref", "seconds",
-                 "token")
+    __slots__ = ("actor", "asked", "decision", "key", "labels", "name", "policy", "ref",
+                 "seconds")
 
     def __init__(self, name: str, seconds: float, policy: Any, decision: Any,
-                 asked: dict[str, float], labels: dict[str, str], token: str | None = None,
+                 asked: dict[str, float], labels: dict[str, str], key: str | None = None,
                  ref: Any = None, actor: Any = None) -> None:
         self.name, self.seconds, self.policy, self.decision = name, seconds, policy, decision
         self.asked, self.labels = asked, labels
-        self.token, self.ref, self.actor = token, ref, actor
+        self.key, self.ref, self.actor = key, ref, actor
 
 
 _lock = threading.Condition()
@@ -125,11 +130,13 @@ _watcher: threading.Thread | None = None
 KEEP_REFUSED_SECONDS = 300.0
 
 
-def watch_task(ref: Any, token: str, seconds: float, name: str, policy: Any, decision: Any,
+def watch_task(ref: Any, seconds: float, name: str, policy: Any, decision: Any,
                asked: dict[str, float], labels: dict[str, str]) -> None:
     """Refuse the gated task behind ``ref`` if it has not started ``seconds`` from now; its
     placement is then released (it never runs)."""
-    _add(seconds, _Watch(name, seconds, policy, decision, asked, labels, token=token, ref=ref))
+    _forget_ended_jobs_once()
+    key = key_of(ray.get_runtime_context().get_job_id(), ref.task_id().hex())
+    _add(seconds, _Watch(name, seconds, policy, decision, asked, labels, key=key, ref=ref))
 
 
 def watch_actor(actor: Any, seconds: float, name: str, policy: Any, decision: Any,
@@ -177,8 +184,8 @@ def _watch_loop() -> None:
 def _expire(watch: _Watch) -> None:
     """The deadline of one piece of work: refuse it unless it started. Why is noted before the
     work is ended, so that whoever sees it end can read why."""
-    if watch.token is not None:
-        key = _KEY_PREFIX + watch.token
+    if watch.key is not None:
+        key = watch.key
         if not _ray.kv_put_new(key, _TIMED_OUT):  # it started first
             _ray.kv_del(key)
             return

@@ -65,7 +65,9 @@ def run_checks(say: Callable[[str], None]) -> list[Check]:
     """Run every policy on the connected cluster; one Check per promise."""
     import ray
 
-    from . import Affinity, AntiAffinity, Packing, PlacementExecutor, RoundRobin, current_snapshot
+    from .cluster import current_snapshot
+    from .executor import PlacementExecutor
+    from .policies import Affinity, AntiAffinity, Packing, RoundRobin
 
     where, Probe = _where()
     snap = current_snapshot(refresh=True)
@@ -171,7 +173,7 @@ def _newer_checks(where: Any, Probe: Any, names: dict[str, str], show: Callable[
     """LeastLoaded, Locality, the live ledger and reservations, each read where it ran."""
     import ray
 
-    from . import AntiAffinity, LeastLoaded, Locality, RoundRobin
+    from .policies import AntiAffinity, LeastLoaded, Locality, RoundRobin
 
     nodes = len(names)
     checks: list[Check] = []

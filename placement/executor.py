@@ -38,8 +38,8 @@ from ray.remote_function import RemoteFunction
 
 from . import _ray
 from .deadlines import check_pending_timeout, refusal
-from .handle import cache_of, current_node_id
 from .policies import Local, Policy
+from .transaction import cache_of, current_node_id
 
 # Inside a Ray worker a wait is sliced so that it goes through ray.wait (lending the caller's
 # CPUs to the children it waits for) and still notices calls dispatched meanwhile.
@@ -177,7 +177,7 @@ class PlacementExecutor(Executor):
 
     def _usable_cpus(self) -> float:
         snapshot = cache_of(self._policy).get()
-        if isinstance(self._policy, Local):
+        if self._policy.needs.caller:  # on the caller's node: its CPUs only
             node = snapshot.by_id.get(current_node_id())
             return node.cpus if node is not None else 1.0
         return sum(n.cpus for n in snapshot.live)

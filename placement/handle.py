@@ -1,63 +1,37 @@
-"""``policy.place(fn)``: a light handle shaped like Ray's ``fn.options(...)`` result.
+"""``policy.place(fn)``: a thin handle shaped like Ray's ``fn.options(...)`` result.
 
-Each ``.remote()`` is one transaction: read the snapshot (cached), propose a placement, submit,
-then commit it, or roll it back when Ray refused the submission (a taken actor name, an
-unpicklable argument, an option Ray rejects), so a failed call never uses up a slot.
-
-Ray options are bound once per (function, options, node) and reused: a fresh ``.options()`` per
-call costs about 23 us and makes submission about 1.3x slower (DESIGN.md, 4-node local cluster).
+It holds the function, its options, and the Ray options bound per node (a fresh ``.options()``
+per call makes submission slower: benchmarks/run.py measures it); every ``.remote()`` runs the
+one placement transaction (transaction.py) with this handle's way of submitting.
 """
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from collections.abc import Hashable
-from typing import Any, NamedTuple
+from typing import Any
 
 import ray
 from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
-from . import _ray, errors
-from .autoscale import wait_for_nodes
-from .cluster import SnapshotCache, default_cache
-from .deadlines import check_pending_timeout, gated_remote, new_token, watch_actor, watch_task
-from .diagnosis import record
-from .errors import PlacementError
-from .liveness import release_when_done
-from .locations import argument_data
+from . import _ray
+from .deadlines import check_pending_timeout, gated_remote, watch_actor, watch_task
 from .options import check_label_selector, check_user_options, demand_of, merged_options
-from .policies import Affinity, Decision, Fallback, Policy, Request
-from .policies.request import data_pairs
-from .shared import propose_shared, sharing, unclaim
+from .policies import Decision, Policy, Submitted
+from .transaction import After, Transaction, check_followed
 
-ACTOR_LOOKUP_TIMEOUT_SECONDS = 30.0
 _MAX_CACHED_HANDLES = 1024
 
 # Plain functions and classes wrapped once (a new ray.remote would export them again).
 _wrapped: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-# Options-bound handles per remote function: {(options key, node key): bound}.
-_bound: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[Any, ...]], Any]] = (
-    weakref.WeakKeyDictionary())
 # place(fn) without options, per policy: {(fn, group): handle}, so place(fn) in a loop is cheap.
 _handles: weakref.WeakKeyDictionary[Policy, dict[tuple[Any, Hashable], PlacedRemote]] = (
     weakref.WeakKeyDictionary())
+# Options-bound handles per remote function, shared by its handles: {(options, node key): bound}.
+_bound: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[Any, ...]], Any]] = (
+    weakref.WeakKeyDictionary())
 _lock = threading.Lock()
-
-
-class Submitted(NamedTuple):
-    """What one placed submission gave: Ray's result (an ObjectRef or an actor handle) and the
-    decision that placed it."""
-
-    result: Any
-    decision: Decision
-
-
-def cache_of(policy: Policy) -> SnapshotCache:
-    """The SnapshotCache a policy's placements read: its own (``cache=``), else the process's."""
-    cache = policy.cache
-    return cache if isinstance(cache, SnapshotCache) else default_cache()
 
 
 def as_remote(fn: Any) -> Any:
@@ -81,49 +55,6 @@ def as_remote(fn: Any) -> Any:
     return remote
 
 
-def actor_node_id(actor: Any, timeout: float = ACTOR_LOOKUP_TIMEOUT_SECONDS) -> str:
-    """The node an actor runs on, read from Ray's actor table (never from a decision); waits at
-    most ``timeout`` s while it is being created."""
-    actor_id = _ray.actor_id_hex(actor)
-    deadline = time.monotonic() + timeout
-    while True:
-        state, node_id = _ray.actor_record(actor_id)
-        if state == "ALIVE" and node_id:
-            return node_id
-        if state == "DEAD":
-            raise PlacementError(
-                errors.ACTOR_NOT_RUNNING, f"the actor {actor_id[:8]} is dead",
-                "follow a live actor, or give Affinity a node label instead",
-            )
-        if time.monotonic() >= deadline:
-            raise PlacementError(
-                errors.ACTOR_NOT_RUNNING,
-                f"the actor {actor_id[:8]} has no node after {timeout:.0f}s (state {state})",
-                "make sure the actor can be scheduled (ray status shows pending demands) before "
-                "placing work next to it",
-            )
-        time.sleep(0.05)
-
-
-def current_node_id() -> str:
-    """The node of the calling process (driver, task or actor)."""
-    if not ray.is_initialized():
-        raise PlacementError(errors.NOT_IN_RAY, "Ray is not initialised in this process",
-                             "call placement.connect() (or ray.init()) first")
-    return str(ray.get_runtime_context().get_node_id())
-
-
-def _actor_affinities(policy: Policy) -> list[Affinity]:
-    """The Affinity policies (inside a fallback too) that follow an actor."""
-    members = policy.policies if isinstance(policy, Fallback) else (policy,)
-    return [m for m in members if isinstance(m, Affinity)
-            and m.target is not None and not isinstance(m.target, str)]
-
-
-def _options_key(options: dict[str, Any]) -> str:
-    return repr(sorted(options.items(), key=lambda item: item[0]))
-
-
 class PlacedRemote:
     """What ``policy.place(fn, **options)`` returns: ``.remote(*args, **kwargs)`` places and
     submits; ``.options(**kw)`` returns a new handle with merged options (``group=`` too);
@@ -140,9 +71,11 @@ class PlacedRemote:
     """
 
     def __init__(self, policy: Policy, fn: Any, options: dict[str, Any],
-                 group: Hashable | None = None) -> None:
+                 group: Hashable | None = None, *, after: tuple[After, ...] = ()) -> None:
         if not isinstance(policy, Policy):
             raise TypeError(f"expected a placement policy, got {type(policy).__name__}")
+        if not isinstance(options, dict):
+            raise TypeError(f"options must be a dict of Ray options, got {options!r}")
         policy.check_group(group)
         options = dict(options)
         # Not a Ray option: seconds the work may wait to start before it is refused.
@@ -160,26 +93,15 @@ class PlacedRemote:
             raise ValueError("pending_timeout= does not apply to generator tasks: drop it, or "
                              "return a list instead of yielding")
         check_user_options(effective, kind)
-        members = policy.policies if isinstance(policy, Fallback) else (policy,)
         check_label_selector(effective.get("label_selector"),
-                             (member.where for member in members))
-        actors = _actor_affinities(policy)
-        for member in actors:
-            if not _ray.is_actor_handle(member.target):
-                raise TypeError(
-                    f"Affinity target must be a node label, a node id or an actor handle, got "
-                    f"{type(member.target).__name__}"
-                )
-        self._follows = actors
-        # Policies that count only live work (LeastLoaded, live=True) hear when each piece ends.
-        self._tracks = any(member.tracks_completion for member in members)
-        # Members whose ledger other drivers share (AntiAffinity(shared=...)) claim each node.
-        self._shared = bool(sharing(policy))
-        self._options = dict(options)
-        self._options_key = _options_key(self._options)
-        self._request = Request(demand_of(effective), group, None)
-        self._cache = cache_of(policy)
-        self._cache.follow(policy)  # refreshes update it off the submit path
+                             (m.where for m in policy.members()))
+        check_followed(policy)
+        self._options = options
+        self._options_key = repr(sorted(options.items(), key=lambda item: item[0]))
+        self._after = after
+        steps = after if self._pending_timeout is None else (*after, self._watch)
+        self._transaction = Transaction(policy, demand_of(effective), group, steps)
+        self._send = self._send_gated if self._gated else self._send_plain
         self._bound_here: dict[tuple[Any, ...], Any] = {}
 
     @property
@@ -190,48 +112,47 @@ class PlacedRemote:
     def demand(self) -> dict[str, float]:
         """The resources one placement needs on a node (checked against every node before
         submit)."""
-        return self._request.demand.as_dict()
+        return self._transaction.demand.as_dict()
 
     def options(self, **options: Any) -> PlacedRemote:
-        group = options.pop("group", self._request.group)
+        group = options.pop("group", self._transaction.group)
         kept = {**self._options, "pending_timeout": self._pending_timeout}
-        return PlacedRemote(self._policy, self._fn, {**kept, **options}, group)
+        return PlacedRemote(self._policy, self._fn, {**kept, **options}, group,
+                            after=self._after)
 
-    def _propose(self, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 may_wait: bool = True) -> Decision:
-        policy, request = self._policy, self._request
-        for member in self._follows:
-            if member.actor_target is not None:
-                member.bind_to_node(actor_node_id(member.actor_target))
-        if policy.needs_caller and request.caller_node_id is None:
-            request = self._request = request._replace(caller_node_id=current_node_id())
-        if policy.needs_locations:  # this call's own arguments: never kept in self._request
-            request = request._replace(data=data_pairs(argument_data(args, kwargs)))
-        try:
-            return policy.propose(self._cache.get(), request)
-        except PlacementError:
-            # The cached snapshot may be stale (a node joined, died or got its label): look again.
-            snapshot = self._cache.refresh()
-        try:
-            return policy.propose(snapshot, request)
-        except PlacementError as refusal:
-            if not policy.wait_for_nodes or not may_wait:
-                raise
-            return wait_for_nodes(policy, request, snapshot, refusal, self._cache.refresh)
+    def submit(self, *args: Any, **kwargs: Any) -> Submitted:
+        """Place and submit one call; return Ray's result with the decision that placed it."""
+        return Submitted(*self._transaction.run(self._send, args, kwargs))
 
-    def _bound_for(self, decision: Decision) -> Any:
-        node_key = (decision.node.node_id, decision.backend, decision.soft, decision.pin_amount,
-                    decision.where)
-        bound = self._bound_here.get(node_key)
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Place and submit one call, as ``fn.remote(*args, **kwargs)`` would."""
+        return self._transaction.run(self._send, args, kwargs)[0]
+
+    def unplaced(self) -> Any:
+        """This work bound to its own options and no placement: Ray decides where it runs (the
+        executor's last resort for a soft call refused at its deadline)."""
+        return self._fn.options(**self._effective)
+
+    # -- submitting -------------------------------------------------------------------------------
+
+    def _send_plain(self, decision: Decision, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        key = (decision.node.node_id, decision.policy, decision.backend, decision.soft)
+        bound = self._bound_here.get(key)
         if bound is None:
-            if self._gated:  # the gate runs this function, with all its options and its name
-                options = merged_options({"name": self._name, **self._options}, decision,
-                                         self._defaults)
-                bound = gated_remote().options(**{**self._defaults, **options})
-            else:
-                bound = self._shared_bound(decision, node_key)
-            self._bound_here[node_key] = bound
-        return bound
+            bound = self._bound_here[key] = self._shared_bound(decision, key)
+        return bound.remote(*args, **kwargs)
+
+    def _send_gated(self, decision: Decision, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        key = (decision.node.node_id, decision.policy, decision.backend, decision.soft)
+        bound = self._bound_here.get(key)
+        if bound is None:  # the gate runs this function, with all its options and its name
+            options = merged_options({"name": self._name, **self._options}, decision,
+                                     self._defaults)
+            bound = self._bound_here[key] = gated_remote().options(**{**self._defaults,
+                                                                       **options})
+        return bound.remote(_ray.remote_body(self._fn), *args, **kwargs)
 
     def _shared_bound(self, decision: Decision, node_key: tuple[Any, ...]) -> Any:
         # Shared across handles of the same function and options: place(fn) in a loop stays bound.
@@ -244,62 +165,23 @@ class PlacedRemote:
             bound = per_fn[key] = self._fn.options(**options)
         return bound
 
-    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Decision]:
-        """One transaction: propose, submit, then commit, or roll back if Ray refused."""
-        if self._shared:
-            decision = propose_shared(
-                self._policy, lambda may_wait: self._propose(args, kwargs, may_wait),
-                len(self._cache.get().live))
-        else:
-            decision = self._propose(args, kwargs)
-        token = new_token() if self._gated else None
-        try:
-            if token is not None:
-                body = _ray.remote_body(self._fn)
-                result = self._bound_for(decision).remote(token, body, *args, **kwargs)
-            else:
-                result = self._bound_for(decision).remote(*args, **kwargs)
-        except BaseException:
-            if self._shared:  # first: the rollback forgets which member decided
-                unclaim(self._policy, decision)
-            self._policy.rollback(decision)
-            raise
-        self._policy.commit(decision)
-        record(result, decision)  # for placement.explain()
-        if self._pending_timeout is not None:
-            self._watch(result, token, decision)
-        if self._tracks and self._policy.tracks(decision):
-            release_when_done(result, self._policy, decision)
-        return result, decision
-
-    def _watch(self, result: Any, token: str | None, decision: Decision) -> None:
+    def _watch(self, result: Any, decision: Decision) -> None:
+        """After a submission with ``pending_timeout``: end the work if it has not started by
+        then."""
         seconds = self._pending_timeout
         assert seconds is not None
-        asked = self._request.demand.as_dict()
+        asked = self._transaction.demand.as_dict()
         labels = dict(self._effective.get("label_selector") or {})
         if decision.where is not None:
             labels.update(decision.where.selector)
-        if token is not None:
+        if self._gated:
             ref = result[0] if isinstance(result, list) else result
-            watch_task(ref, token, seconds, self._name, self._policy, decision, asked, labels)
+            watch_task(ref, seconds, self._name, self._policy, decision, asked, labels)
         elif _ray.is_actor_handle(result):
             watch_actor(result, seconds, self._name, self._policy, decision, asked, labels)
 
-    def unplaced(self) -> Any:
-        """This work bound to its own options and no placement: Ray decides where it runs (the
-        executor's last resort for a soft call refused at its deadline)."""
-        return self._fn.options(**self._effective)
-
-    def submit(self, *args: Any, **kwargs: Any) -> Submitted:
-        """Place and submit one call; return Ray's result with the decision that placed it."""
-        return Submitted(*self._submit(args, kwargs))
-
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        """Place and submit one call, as ``fn.remote(*args, **kwargs)`` would."""
-        return self._submit(args, kwargs)[0]
-
     def __repr__(self) -> str:
-        return f"{self._policy!r}.place({_ray.remote_name(self._fn)})"
+        return f"{self._policy!r}.place({self._name})"
 
 
 def place(policy: Policy, fn: Any, group: Hashable | None, options: dict[str, Any]) -> PlacedRemote:
@@ -315,4 +197,3 @@ def place(policy: Policy, fn: Any, group: Hashable | None, options: dict[str, An
             per_policy.clear()
         handle = per_policy[key] = PlacedRemote(policy, fn, options, group)
     return handle
-

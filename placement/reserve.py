@@ -28,15 +28,15 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from . import _ray, errors
 from .errors import PlacementError
-from .handle import actor_node_id, as_remote, cache_of, current_node_id
+from .handle import as_remote
 from .options import check_label_selector, check_user_options, demand_of
-from .policies import Affinity, Fallback, Plan, Policy
+from .policies import Plan, Policy, Submitted
 from .policies.bundles import bundles_of, check_reservation, shortfall, timeout_error
 from .policies.decision import node_name
-from .policies.plan import make_plan
 from .policies.request import Demand, DemandLike
 from .policies.selector import LabelFilter
 from .snapshot import NodeInfo
+from .transaction import actor_node_id, cache_of, check_followed, current_node_id
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
@@ -96,14 +96,13 @@ def _demand_of(demand: DemandLike, options: dict[str, Any], policy: Policy) -> D
         if options:
             raise ValueError(f"give the demand once: demand= or {', '.join(options)}=, not both")
         return demand if isinstance(demand, Demand) else Demand(demand)
-    members = policy.policies if isinstance(policy, Fallback) else (policy,)
-    check_label_selector(options.get("label_selector"), (m.where for m in members))
+    check_label_selector(options.get("label_selector"), (m.where for m in policy.members()))
     return demand_of(options)  # without num_cpus: 1 CPU, as a Ray task needs
 
 
 def _check_groups(policy: Policy, groups: Sequence[Hashable] | None) -> None:
     if groups is None:
-        if policy.needs_group:
+        if policy.needs.group:
             raise ValueError(f"{type(policy).__name__} needs a group key per bundle: "
                              "policy.reserve(4, groups=['a', 'a', 'b', 'b'])")
         return
@@ -113,14 +112,12 @@ def _check_groups(policy: Policy, groups: Sequence[Hashable] | None) -> None:
 
 def _plan(policy: Policy, n: int, demand: Demand, groups: Sequence[Hashable] | None) -> Plan:
     """The policy's plan on a fresh copy of it and a fresh read of the cluster (as
-    ``policy.plan``), an Affinity to an actor bound to the actor's node first."""
-    clone = policy.clone()
-    for member in clone.policies if isinstance(clone, Fallback) else (clone,):
-        if isinstance(member, Affinity) and member.actor_target is not None:
-            member.bind_to_node(actor_node_id(member.actor_target))
-    caller = current_node_id() if policy.needs_caller else None
-    return make_plan(clone, cache_of(policy).refresh(), n, demand,
-                     None if groups is None else list(groups), caller)
+    ``policy.plan``), with the caller's node and the followed actors' nodes looked up."""
+    check_followed(policy)
+    targets = {id(actor): actor_node_id(actor) for actor in policy.needs.follows}
+    caller = current_node_id() if policy.needs.caller else None
+    return policy.plan(cache_of(policy).refresh(), n, demand, groups=groups,
+                       caller_node_id=caller, targets=targets)
 
 
 class Reservation:
@@ -269,18 +266,28 @@ class ReservedRemote:
                     "give the label_selector to reserve(), which plans on the nodes it matches, "
                     "and drop it from place()", off)
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        """Submit one call into the next free bundle, as ``fn.remote(*args, **kwargs)``."""
+    def options(self, **options: Any) -> ReservedRemote:
+        """A handle with these options merged into this one's."""
+        return ReservedRemote(self._reservation, self._fn, {**self._options, **options})
+
+    def submit(self, *args: Any, **kwargs: Any) -> Submitted:
+        """Submit one call into the next free bundle; Ray's result with the plan's decision
+        for that bundle."""
         reservation = self._reservation
         index = reservation._take()
         strategy = PlacementGroupSchedulingStrategy(
             placement_group=reservation._group, placement_group_bundle_index=index)
         try:
-            return self._fn.options(**self._options, scheduling_strategy=strategy).remote(
+            result = self._fn.options(**self._options, scheduling_strategy=strategy).remote(
                 *args, **kwargs)
         except BaseException:  # Ray refused it (a taken name, an unpicklable argument)
             reservation._give_back(index)
             raise
+        return Submitted(result, reservation.plan.decisions[index])
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit one call into the next free bundle, as ``fn.remote(*args, **kwargs)``."""
+        return self.submit(*args, **kwargs).result
 
     def __repr__(self) -> str:
         return f"{self._reservation!r}.place({_ray.remote_name(self._fn)})"

@@ -23,6 +23,7 @@ its driver too: release it, or keep its driver running).
 """
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import uuid
@@ -35,7 +36,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from . import _ray, errors
 from .errors import PlacementError
-from .policies import AntiAffinity, Decision, Fallback, Policy
+from .policies import Decision, Policy
 from .policies.claims import Claim, ClaimBook, ClaimResult, Proposal, hold_across_drivers
 
 NAMESPACE = "placement"
@@ -171,59 +172,59 @@ class SharedLedger:
         return dict(self._call("counts"))
 
 
-_ledgers: weakref.WeakKeyDictionary[AntiAffinity, SharedLedger] = weakref.WeakKeyDictionary()
+_ledgers: weakref.WeakKeyDictionary[Policy, dict[str, SharedLedger]] = (
+    weakref.WeakKeyDictionary())
 _ledgers_lock = threading.Lock()
 
 
-def ledger_of(policy: AntiAffinity) -> SharedLedger:
-    """The shared ledger of a policy configured with ``shared=``; its releases reach it."""
-    if policy.shared is None:
-        raise ValueError(f"{policy!r} has no shared= name")
+def ledger_of(policy: Policy, name: str) -> SharedLedger:
+    """This driver's side of the shared ledger ``name`` of ``policy`` (the policy a handle
+    places with: its releases give the claims back)."""
+    if name not in policy.needs.shared:
+        raise ValueError(f"{policy!r} shares no ledger named {name!r}")
     with _ledgers_lock:
-        ledger = _ledgers.get(policy)
+        ledgers = _ledgers.get(policy)
+        if ledgers is None:
+            ledgers = _ledgers[policy] = {}
+            policy.add_release_listener(functools.partial(_unclaim_released, ledgers))
+        ledger = ledgers.get(name)
         if ledger is None:
-            ledger = _ledgers[policy] = SharedLedger(policy.shared)
-            policy.on_release = ledger.unclaim
+            ledger = ledgers[name] = SharedLedger(name)
         return ledger
 
 
-def sharing(policy: Policy) -> list[AntiAffinity]:
-    """The members of ``policy`` that share their ledger across drivers."""
-    members = policy.policies if isinstance(policy, Fallback) else (policy,)
-    return [m for m in members if isinstance(m, AntiAffinity) and m.shared is not None]
+def _unclaim_released(ledgers: dict[str, SharedLedger], decision: Decision) -> None:
+    if decision.claim is not None:
+        ledger = ledgers.get(decision.claim[0])
+        if ledger is not None:
+            ledger.unclaim(decision)
 
 
 def propose_shared(policy: Policy, propose: Callable[[bool], Decision], nodes: int) -> Decision:
-    """Propose with ``propose(may_wait)`` and claim the node in the shared ledger of the member
-    that decided, proposing again while other drivers hold what it chose (at most ``nodes`` + 1
-    times). ``may_wait`` is False until the others' counts were looked at afresh: a refusal
-    they may end is not worth waiting for new nodes. Returns the proposal; the caller commits
-    it, or ``unclaim``s and rolls it back."""
-    shared = sharing(policy)
+    """Propose with ``propose(may_wait)`` and claim the node in the shared ledger its decision
+    names (``decision.claim``), proposing again while other drivers hold what it chose (at most
+    ``nodes`` + 1 times). ``may_wait`` is False until the others' counts were looked at afresh:
+    a refusal they may end is not worth waiting for new nodes. Returns the proposal; the caller
+    commits it, or ``unclaim``s and rolls it back."""
     fresh = [False]
 
     def local() -> Proposal:
         decision = propose(fresh[0])
-        member = policy.decided_by(decision)
-        if member not in shared:  # a member that does not share decided: nothing to claim
+        if decision.claim is None:  # a member that does not share decided: nothing to claim
             return Proposal(decision, None, None, settled=not decision.fallback)
-        # Only a soft member's own fallback (a reuse past the cap) claims without the cap; a
-        # strict member is capped even when a fallback marks its decision as a fallback.
-        reused = member.soft and decision.fallback
-        limit = None if reused else member.max_per_node
-        return Proposal(decision, decision.node.node_id, limit, settled=not reused)
+        limit = decision.claim[1]  # None: a soft spread's own reuse past its cap
+        return Proposal(decision, decision.node.node_id, limit, settled=limit is not None)
 
     def claim(proposal: Proposal) -> bool:
-        member = policy.decided_by(proposal.decision)
-        assert isinstance(member, AntiAffinity)
-        held, others = ledger_of(member).claim(proposal.decision, proposal.limit)
-        member.learn_others(others)
+        name = proposal.decision.claim[0]
+        held, others = ledger_of(policy, name).claim(proposal.decision, proposal.limit)
+        policy.learn_others(name, others)
         return held
 
     def refresh() -> None:
         fresh[0] = True
-        for member in shared:
-            member.learn_others(ledger_of(member).others())
+        for name in policy.needs.shared:
+            policy.learn_others(name, ledger_of(policy, name).others())
 
     decision: Decision = hold_across_drivers(
         local, claim, rollback=lambda proposal: policy.rollback(proposal.decision),
@@ -232,11 +233,9 @@ def propose_shared(policy: Policy, propose: Callable[[bool], Decision], nodes: i
 
 
 def unclaim(policy: Policy, decision: Decision) -> None:
-    """Ray refused the submission of a claimed proposal: give the claim back (before
-    ``policy.rollback``, which forgets the member that decided)."""
-    member = policy.decided_by(decision)
-    if isinstance(member, AntiAffinity) and member.shared is not None:
-        ledger_of(member).unclaim(decision)  # never raises: the rollback after it must run
+    """Ray refused the submission of a claimed proposal: give the claim back."""
+    if decision.claim is not None:
+        ledger_of(policy, decision.claim[0]).unclaim(decision)  # never raises
 
 
 def shared_counts(name: str) -> dict[str, int]:

@@ -68,6 +68,10 @@ class NodeInfo:
                else (1, natural_key(self.address), self.node_id))
         object.__setattr__(self, "order_key", key)
 
+    def __hash__(self) -> int:
+        # Equal nodes share these fields; the mappings (labels, totals) are compared, not hashed.
+        return hash((self.node_id, self.address, self.label, self.alive))
+
     def __reduce__(self) -> tuple[type[NodeInfo], tuple[Any, ...]]:
         # Rebuilt from plain dicts: its read-only mappings do not pickle, and a Decision (or an
         # error's data) crossing to a Ray worker carries its node.

@@ -63,15 +63,18 @@ class Releases:
         self.released.append(decision)
 
 
-def watch(ref, policy=None, token="tok"):
+KEY = deadlines.key_of("j1", "t1")
+
+
+def watch(ref, policy=None):
     return deadlines._Watch("train", 2.0, policy or Releases(), "decision", {"CPU": 1}, {},
-                            token=token, ref=ref)
+                            key=KEY, ref=ref)
 
 
 def test_a_task_that_started_first_runs_and_its_deadline_forgets_it(kv):
     fake, cancelled = kv
-    assert deadlines.gate("tok", lambda x: x * 2, 21) == 42
-    assert deadlines.gate("tok", lambda x: x * 2, 4) == 8  # Ray retried it: it runs again
+    assert deadlines.settle(KEY, lambda x: x * 2, 21) == 42
+    assert deadlines.settle(KEY, lambda x: x * 2, 4) == 8  # Ray retried it: it runs again
     policy = Releases()
     deadlines._expire(watch(FakeRef(), policy))
     assert cancelled == [] and fake.store == {}  # nothing refused, nothing left behind
@@ -86,7 +89,7 @@ def test_a_deadline_that_came_first_cancels_the_task_and_a_late_start_refuses_to
     ran = []
     for _ in range(2):  # the cancel lost the race: it starts anyway, and Ray retries it
         with pytest.raises(PlacementError) as late:
-            deadlines.gate("tok", ran.append, "side effect")
+            deadlines.settle(KEY, ran.append, "side effect")
     assert ran == [] and late.value.rule == errors.PENDING_TIMEOUT
     assert "node1 is busy" in late.value.detail
     refused = deadlines.refusal("t1")

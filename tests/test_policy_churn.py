@@ -29,7 +29,6 @@ from placement.policies import (
     Request,
     RoundRobin,
 )
-from placement.policies.round_robin import RotationMemory
 from placement.snapshot import ClusterSnapshot
 
 CORE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -192,8 +191,7 @@ def run_scenario(policy, cluster: Cluster, steps, backend, on_commit, on_release
 @given(scenarios(), st.sampled_from([AUTO, RESOURCE, NODE_ID]))
 def test_round_robin_balances_each_demand_over_its_nodes_under_churn(scenario, backend):
     cluster, steps = scenario
-    policy = RoundRobin(backend=backend)
-    policy.memory = RotationMemory()
+    policy = RoundRobin(backend=backend).clone()  # its own copy of the process positions
     epoch: dict[Demand, tuple[list[str], Counter]] = {}
 
     def on_commit(snap, demand, decision):
@@ -250,9 +248,7 @@ def test_failed_submissions_leave_no_trace(kind, scenario, decide_steps):
             "anti": lambda: AntiAffinity(max_per_node=2, strict=False),
             "pack": lambda: Packing(strict=False),
         }[kind]()
-        if isinstance(policy, RoundRobin):
-            policy.memory = RotationMemory()
-        return policy
+        return policy.clone()  # a clone: round robin's own copy of the process's positions
 
     snap = cluster.snapshot()
     with_failures, clean = make(), make()
@@ -281,8 +277,7 @@ def test_failed_submissions_leave_no_trace(kind, scenario, decide_steps):
 def test_a_new_snapshot_object_with_the_same_nodes_changes_nothing(weights, scenario, steps):
     cluster, _ = scenario
     one = cluster.snapshot()
-    same, fresh = RoundRobin(weights=weights), RoundRobin(weights=weights)
-    same.memory, fresh.memory = RotationMemory(), RotationMemory()
+    same, fresh = RoundRobin(weights=weights).clone(), RoundRobin(weights=weights).clone()
     for demand_index, busy in steps:
         demand = DEMANDS[demand_index]
         try:

@@ -126,7 +126,7 @@ def test_weighted_round_robin_keeps_every_node_within_one_of_its_share(snap, dat
     chosen = data.draw(st.lists(st.sampled_from(cands), min_size=1, unique_by=lambda n: n.node_id))
     weights = {n.label: data.draw(st.floats(0.01, 100)) for n in chosen}
     total = sum(weights.values())
-    policy = RoundRobin(weights=weights)
+    policy = RoundRobin(weights=weights).clone()  # its own order, not the process's
     counts: Counter = Counter()
     for k in range(1, data.draw(st.integers(1, 400)) + 1):
         counts[policy.decide(snap).node_name] += 1
@@ -140,7 +140,8 @@ def test_capacity_weights_follow_cpus(snap, k):
     with_cpus = [n for n in candidates(snap) if n.cpus > 0]
     assume(with_cpus)
     total = sum(n.cpus for n in with_cpus)
-    counts = Counter(d.node.node_id for d in run(RoundRobin(weights="capacity"), snap, k))
+    policy = RoundRobin(weights="capacity").clone()  # its own order, not the process's
+    counts = Counter(d.node.node_id for d in run(policy, snap, k))
     for node in with_cpus:
         assert abs(counts[node.node_id] - k * node.cpus / total) < 1 + 1e-9
 
@@ -455,7 +456,7 @@ def test_refusal_when_no_candidate_node(snap, policy_type, backend):
     no_labels = ClusterSnapshot.from_dicts([
         {"id": n.node_id, "alive": n.alive, "resources": {"CPU": 1}} for n in snap.nodes])
     policy = policy_type(backend=backend)
-    kwargs = {"group": "g"} if policy.needs_group else {}
+    kwargs = {"group": "g"} if policy.needs.group else {}
     caller = no_labels.live[0].node_id if no_labels.live else "x" * 56
     if backend in (NODE_ID, AUTO) and no_labels.live:  # auto: node ids on such a cluster
         assert policy.decide(no_labels, caller_node_id=caller, **kwargs).node.alive

@@ -26,6 +26,7 @@ from placement.policies import (
     AntiAffinity,
     Candidates,
     Demand,
+    LeastLoaded,
     Packing,
     Request,
     RoundRobin,
@@ -274,10 +275,12 @@ def counting(built, name, original):
 
 def test_a_followed_policy_decides_without_building_anything(monkeypatch):
     """What "no .remote() pays for a refresh" means: after the refresher's follow, the next
-    decision neither builds nor patches candidates or per-demand rotations."""
-    import placement.policies.rotation as rotation
-    import placement.policies.round_robin as round_robin
+    decision neither builds nor patches candidates, node sets, slots, indexes or weighted
+    orders."""
+    import placement.policies.candidates as candidates
+    import placement.policies.ledger as ledger
     import placement.policies.spread as spread
+    import placement.policies.turns as turns
 
     table = Table([(2, False)] * 6)
     snap = ClusterSnapshot.from_ray(table.read())
@@ -285,7 +288,7 @@ def test_a_followed_policy_decides_without_building_anything(monkeypatch):
                 AntiAffinity(max_per_node=99, topology="zone"), Packing(),
                 AntiAffinity(max_skew=2, strict=False),
                 AntiAffinity(topology="zone", max_skew=2, strict=False),
-                Packing(topology="zone", strict=False)]
+                Packing(topology="zone", strict=False), LeastLoaded()]
     for policy in policies:
         for group in range(3):
             policy.commit(policy.propose(snap, Request(Demand({"CPU": 1}), group)))
@@ -296,8 +299,9 @@ def test_a_followed_policy_decides_without_building_anything(monkeypatch):
             policy.follow(snap)
         built: list[str] = []
         for owner, name in ((Candidates, "__init__"), (Candidates, "_followed"),
-                            (round_robin._Class, "__init__"), (spread._Domains, "__init__"),
-                            (rotation.Floor, "__init__")):
+                            (Candidates, "_fit"), (candidates.NodeSet, "__init__"),
+                            (ledger.LeastIndex, "__init__"), (spread.Domains, "__init__"),
+                            (turns.Turns, "__init__")):
             monkeypatch.setattr(owner, name,
                                 counting(built, f"{owner.__name__}.{name}", getattr(owner, name)))
         for policy in policies:
@@ -597,10 +601,10 @@ def test_placements_read_the_cluster_once_and_the_refresher_ends_with_ray(local_
 def test_candidates_follow_while_another_policy_adds_a_demand(monkeypatch):
     """Policies share candidates: one may ask for a new demand while another follows them to a
     newer snapshot (another thread in real use; here, from inside the update itself)."""
-    table = Table([(4, False)] * 3)
+    table = Table([(4, False), (1, False), (4, False)])
     snap = ClusterSnapshot.from_ray(table.read())
     cands = Candidates.of(snap, RESOURCE)
-    cands.fitting(Demand({"CPU": 1}))
+    cands.fitting(Demand({"CPU": 2}))  # some nodes: the update asks the new node if it fits
     table.apply(("join", 3, 4, False, False))
     newer = ClusterSnapshot.from_ray(table.read(), previous=snap)
     from placement.snapshot import NodeInfo
@@ -616,7 +620,9 @@ def test_candidates_follow_while_another_policy_adds_a_demand(monkeypatch):
     monkeypatch.setattr(NodeInfo, "fits", fits)
     followed = cands.follow(newer)
     monkeypatch.undo()
-    assert asked and followed.nodes == Candidates(newer, RESOURCE).nodes
+    fresh = Candidates(newer, RESOURCE)
+    assert asked and followed.nodes == fresh.nodes
+    assert followed.fitting(Demand({"CPU": 2})) == fresh.fitting(Demand({"CPU": 2}))
 
 
 def test_followers_can_register_while_the_cache_refreshes():
@@ -681,15 +687,12 @@ def test_a_follow_racing_a_decision_is_not_lost(monkeypatch):
 
 
 def test_a_rollback_after_a_followed_refresh_leaves_no_trace():
-    from placement.policies.round_robin import RotationMemory
-
     s1 = ClusterSnapshot.from_dicts([{"id": f"id{i}", "label": f"node{i}"} for i in range(4)])
     s2 = ClusterSnapshot.from_dicts([{"id": f"id{i}", "label": f"node{i}"} for i in range(5)],
                                     previous=s1)
 
     def run(fail, seed):
-        policy = RoundRobin(seed=seed)
-        policy.memory = RotationMemory()
+        policy = RoundRobin(seed=seed).clone()
         policy.decide(s1)
         if fail:
             failed = policy.propose(s1)

@@ -36,13 +36,13 @@ def test_a_claim_is_refused_at_the_limit_and_repeating_one_is_harmless():
 
 def test_the_others_count_against_the_cap_and_free_their_slots_when_they_go_down():
     web = AntiAffinity(shared="web")
-    web.learn_others({"n0": 1, "n1": 1})
+    web.learn_others("web", {"n0": 1, "n1": 1})
     assert web.decide(nodes(3)).node_name == "node2"
     with pytest.raises(PlacementError) as full:
         web.decide(nodes(3))
     assert full.value.rule == errors.SPREAD_EXHAUSTED
     assert "2 placed by other drivers sharing 'web'" in full.value.detail
-    web.learn_others({"n1": 1})  # the other driver's replica on n0 ended
+    web.learn_others("web", {"n1": 1})  # the other driver's replica on n0 ended
     assert web.decide(nodes(3)).node_name == "node0"
 
 
@@ -64,7 +64,7 @@ def test_a_refusal_or_a_fallback_looks_again_at_the_others_counts_first(how):
     by_policy = {id(d.policy): d for d in drivers}
     view = nodes(2)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shared, "ledger_of", lambda policy: by_policy[id(policy)].ledger)
+        patch.setattr(shared, "ledger_of", lambda policy, name: ledger_for(policy, by_policy))
 
         def place(driver):
             policy = driver.policy | RoundRobin() if how == "fallback" else driver.policy
@@ -85,6 +85,11 @@ def test_a_refusal_or_a_fallback_looks_again_at_the_others_counts_first(how):
         assert (again.node_name, again.fallback) == ("node1", False)
 
 
+def ledger_for(policy, by_policy):
+    """The driver's ledger of ``policy`` (its shared policy, or a fallback with it inside)."""
+    return next(by_policy[id(m)].ledger for m in policy.members() if id(m) in by_policy)
+
+
 class Driver:
     """One driver process: its own policy, its job id, its committed placements."""
 
@@ -92,7 +97,7 @@ class Driver:
         self.job = job
         self.policy = AntiAffinity(shared="s", **config)
         self.ledger = BookLedger(book, job)
-        self.policy.on_release = self.ledger.unclaim
+        self.policy.add_release_listener(self.ledger.unclaim)
         self.placed: list = []
 
 
@@ -134,7 +139,7 @@ def test_drivers_sharing_a_ledger_never_exceed_the_cap_and_refuse_only_when_it_i
     drivers = [Driver(f"j{i}", book, max_per_node=cap, strict=strict) for i in range(3)]
     by_policy = {id(d.policy): d for d in drivers}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shared, "ledger_of", lambda policy: by_policy[id(policy)].ledger)
+        patch.setattr(shared, "ledger_of", lambda policy, name: ledger_for(policy, by_policy))
         run_drivers(steps, cap, strict, fallback, book, drivers, by_policy)
 
 
@@ -164,7 +169,7 @@ def run_drivers(steps, cap, strict, fallback, book, drivers, by_policy) -> None:
                     assert not left, f"fell back while {left} had room"
                 else:
                     assert book.counts.get(decision.node.node_id, 0) <= cap
-                if policy.decided_by(decision) is driver.policy:
+                if decision.claim is not None:  # the shared member decided
                     driver.placed.append((policy, decision))
         elif action == "release" and driver.placed:
             owner, decision = driver.placed.pop(pick % len(driver.placed))
@@ -199,7 +204,7 @@ def test_a_strict_shared_member_behind_another_keeps_its_cap_in_a_race():
     (a, first), (b, second) = make("a"), make("b")
     by_policy = {id(a.policy): a, id(b.policy): b}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shared, "ledger_of", lambda policy: by_policy[id(policy)].ledger)
+        patch.setattr(shared, "ledger_of", lambda policy, name: ledger_for(policy, by_policy))
         proposed = []
 
         def racing(_):

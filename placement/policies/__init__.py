@@ -3,23 +3,29 @@ returns a Decision; it never reads the cluster, never builds handles and never i
 (import-linter contracts in setup.cfg hold it to that).
 
     request.py     Demand and Request: immutable, hashable values
-    decision.py    Decision, backends, node names and order
-    candidates.py  the nodes a backend can target, feasibility refusals
-    rotation.py    round robin with fill levels, the counting core
-    base.py        Policy (the transaction: propose, commit, rollback, release) and Fallback
+    decision.py    Decision (hashable), backends, node names
+    needs.py       Needs: what a policy asks of the submit layer, declared
+    bounded.py     per-key tables with a cap (least recently used first out)
+    candidates.py  the nodes a backend can target, interned fitting node sets, refusals
+    ledger.py      counts per slot and least-used indexes (no pass over the nodes); draws
+    turns.py       the order of a weighted round robin, read by step
+    base.py        Policy (choose is pure; reserve, unreserve, release), Fallback, the
+                   interface place() reaches the submit layer through
     round_robin.py RoundRobin      affinity.py  Affinity, Local
     least_loaded.py LeastLoaded    locality.py  Locality
     spread.py      AntiAffinity    packing.py   Packing
-    plan.py        dry runs
+    plan.py        dry runs        growth.py    what to ask the autoscaler for
+    bundles.py     reservations    claims.py    the book of a ledger shared across drivers
 """
 from __future__ import annotations
 
 from .affinity import Affinity, Local
-from .base import Fallback, Policy
-from .candidates import Candidates
-from .decision import AUTO, BACKENDS, LABEL, NODE_ID, RESOURCE, Decision, node_name
+from .base import Fallback, PlacedHandle, Policy, Reserved, SubmitLayer, use_submit_layer
+from .candidates import Candidates, NodeSet
+from .decision import AUTO, BACKENDS, LABEL, NODE_ID, RESOURCE, Decision, Submitted, node_name
 from .least_loaded import LeastLoaded
 from .locality import Locality
+from .needs import Needs
 from .packing import Packing
 from .plan import Plan
 from .request import Demand, Request, make_request
@@ -41,11 +47,18 @@ __all__ = [
     "LeastLoaded",
     "Local",
     "Locality",
+    "Needs",
+    "NodeSet",
     "Packing",
+    "PlacedHandle",
     "Plan",
     "Policy",
     "Request",
+    "Reserved",
     "RoundRobin",
+    "SubmitLayer",
+    "Submitted",
     "make_request",
     "node_name",
+    "use_submit_layer",
 ]

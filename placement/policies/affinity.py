@@ -17,27 +17,42 @@ from typing import Any
 from .. import errors
 from ..errors import PlacementError
 from ..snapshot import NodeInfo
-from .base import Hold, Policy
-from .candidates import Candidates, demand_error, holds
-from .decision import DEFAULT_PIN_AMOUNT, NODE_ID, Decision, node_name
+from .base import Choice, Hold, Outcome, Policy, Refusal
+from .candidates import Candidates, NodeSet, demand_error, holds
+from .decision import DEFAULT_PIN_AMOUNT, NODE_ID, node_name
+from .needs import Needs
 from .request import Demand, Request
 
-_NOT_A_TARGET = (bool, int, float, bytes, Mapping, list, tuple, set)
+_NOT_A_TARGET = (bool, int, float, bytes, Mapping, list, tuple, set, frozenset)
+_FOLLOWS = "follows its node"
+_FIRST = "first placement: node with the most free CPUs; later ones follow"
 
 
-def _fitting_node(node: NodeInfo, demand: Demand) -> NodeInfo:
+def _fitting(node: NodeInfo, demand: Demand) -> Outcome | None:
+    """None when ``node`` can hold ``demand``; otherwise the refusal."""
     if demand and not holds(node, demand):
-        raise demand_error(demand, [node])
-    return node
+        return Refusal.of(demand_error(demand, [node]))
+    return None
+
+
+def most_free_cpus(cands: Candidates, nodes: NodeSet) -> NodeInfo:
+    """The node of ``nodes`` with the most free CPUs in the snapshot, first among equals
+    (once per snapshot and node set: every later question is a lookup)."""
+    free = cands.snapshot.free
+
+    def find() -> NodeInfo:
+        return min(nodes.nodes, key=lambda n: -free(n).get("CPU", 0.0))
+    return cands.snapshot.derived(("most-free-cpus", nodes), find)
 
 
 class Affinity(Policy):
     """Co-location: every placement goes to one node.
 
     ``target`` is a label (``"node1"``), a node id, an actor handle (the node it runs on; the
-    submit layer looks it up), or None: then the first placement picks the node with the most free
-    CPUs and every later one follows. Soft: when that node is gone, the next placement picks a new
-    node and the rest follow it.
+    submit layer looks it up and each request carries it), or None: then the first placement
+    picks the node with the most free CPUs and every later one follows. Soft: when that node is
+    gone, the next placement picks a new node and the rest follow it. A proposal rolled back
+    leaves the binding as it was before it.
     """
 
     def __init__(self, target: Any = None, *, soft: bool = False, backend: str | None = None,
@@ -50,69 +65,94 @@ class Affinity(Policy):
             if not target:
                 raise ValueError("target must not be empty: give a label such as 'node1', a node "
                                  "id, an actor or None")
-        elif isinstance(target, _NOT_A_TARGET):
+        elif isinstance(target, _NOT_A_TARGET) or callable(target) and not hasattr(
+                target, "_actor_id"):
             raise TypeError(
                 "Affinity target must be a node label such as 'node1', a node id, an actor handle "
                 f"or None, got {type(target).__name__}"
             )
         self.target = target
-        self._bound: str | None = target if isinstance(target, str) else None  # label or node id
-        self._placed = 0  # proposed placements not rolled back
-        self._chosen = False  # whether this policy chose the bound node itself
-
-    @property
-    def actor_target(self) -> Any:
-        """The actor to follow, while its node is not yet known."""
-        return self.target if self._bound is None and self.target is not None else None
-
-    def bind_to_node(self, node_id: str) -> None:
-        """Follow ``node_id`` from now on (the submit layer calls it with an actor's node)."""
-        with self._lock:
-            self._bound, self._chosen = node_id, False
+        if target is not None and not isinstance(target, str):
+            self.needs = Needs(follows=(target,))
+        # The node placements follow: (label or node id, whether this policy chose it), the
+        # placements reserved on it, and how many times it was bound (to know a rollback's).
+        self._binding: str | None = target if isinstance(target, str) else None
+        self._chosen = False
+        self._on_binding = 0
+        self._generation = 0
+        self._refused: tuple[Candidates, str, Refusal] | None = None
 
     def _config(self) -> dict[str, Any]:
         return {"target": self.target, **super()._config()}
 
-    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
-        if self.actor_target is not None:
-            raise PlacementError(
-                errors.ACTOR_NOT_RUNNING,
-                "Affinity(actor) decides next to the actor's node, which is not known here",
-                "use policy.place(fn), which looks the node up, or give Affinity the node's label "
-                "or id to plan",
-            )
-        snapshot, demand = cands.snapshot, request.demand
-        previous = self._bound
-        if previous is not None:
-            found = snapshot.by_label.get(previous) or snapshot.by_id.get(previous)
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
+        demand, snapshot = request.demand, cands.snapshot
+        if self.needs.follows:
+            bound = next((node for key, node in request.targets if key == id(self.target)),
+                         None)
+            if bound is None:
+                return Refusal(errors.ACTOR_NOT_RUNNING, lambda: PlacementError(
+                    errors.ACTOR_NOT_RUNNING,
+                    "Affinity(actor) decides next to the actor's node, which this request does "
+                    "not carry", "use policy.place(fn), which looks the node up, or give "
+                    "Affinity the node's label or id to plan"))
+        else:
+            bound = self._binding
+        if bound is not None:
+            found = snapshot.by_label.get(bound) or snapshot.by_id.get(bound)
             node = cands.get(found.node_id) if found is not None else None
             if node is not None:
-                node = _fitting_node(node, demand)
-                self._placed += 1
-                return self._decision(node, "follows its node"), None
-            if not self.soft:
-                raise cands.target_error(previous)
-        fitting = cands.fitting(demand)
-        free = snapshot.free
-        node = min(fitting, key=lambda n: -free(n).get("CPU", 0.0))  # first among equals
-        self._bound, self._chosen = node.node_id, True
-        self._placed += 1
-        if previous is None:
-            reason = "first placement: node with the most free CPUs; later ones follow"
-            return self._decision(node, reason), None
-        reason = f"{previous} is gone: soft affinity moved to {node_name(node)}"
-        return self._decision(node, reason, fallback=True), None
+                return _fitting(node, demand) or Choice(node, _FOLLOWS)
+            if not self.soft or self.needs.follows:
+                return self._gone(cands, bound)
+        try:
+            nodes = cands.node_set(demand)
+        except PlacementError as refusal:
+            return Refusal.of(refusal)
+        node = most_free_cpus(cands, nodes)
+        if bound is None:
+            return Choice(node, _FIRST, False, node.node_id)
+        return Choice(node, f"{bound} is gone: soft affinity moved to {node_name(node)}", True,
+                      node.node_id)
+
+    def _gone(self, cands: Candidates, bound: str) -> Refusal:
+        """Why the bound node is no candidate, worked out once per candidates and node."""
+        memo = self._refused
+        if memo is None or memo[0] is not cands or memo[1] != bound:
+            memo = self._refused = (cands, bound, Refusal.of(cands.target_error(bound)))
+        return memo[2]
+
+    def _reserve(self, request: Request, choice: Choice) -> Hold:
+        rebind = choice[3]
+        if rebind is None:  # follows the bound node
+            self._on_binding += 1
+            return (self._generation,)
+        before = (self._binding, self._chosen, self._on_binding, self._generation)
+        self._generation += 1
+        self._binding, self._chosen, self._on_binding = rebind, True, 1
+        return before, self._generation
+
+    def _unreserve(self, hold: Hold) -> None:
+        if len(hold) == 1:  # a placement that followed
+            if hold[0] == self._generation:
+                self._on_binding -= 1
+                if self._on_binding == 0 and self._chosen:
+                    # None is left on the node this policy chose itself: back to its target
+                    # (or to choosing afresh), as if none had been decided.
+                    self._binding = self.target if isinstance(self.target, str) else None
+                    self._chosen = False
+                    self._generation += 1
+            return
+        before, generation = hold
+        if generation != self._generation:
+            return  # bound again since: that binding stays
+        if self._on_binding > 1:  # others followed this binding since: it stays theirs
+            self._on_binding -= 1
+            return
+        self._binding, self._chosen, self._on_binding, self._generation = before
 
     def can_grow(self, request: Request) -> bool:
-        return self.target is None and self._bound is None  # bound: only that node will do
-
-    def _undo(self, hold: Hold) -> None:
-        self._placed -= 1
-        if self._placed == 0 and self._chosen:
-            # No placement is left on the node this policy chose itself: back to its target (or
-            # to choosing afresh), as if none had been decided.
-            self._bound = self.target if isinstance(self.target, str) else None
-            self._chosen = False
+        return self.target is None and self._binding is None  # bound: only that node will do
 
 
 class Local(Policy):
@@ -121,31 +161,32 @@ class Local(Policy):
     """
 
     default_backend = NODE_ID
-    needs_caller = True
+    needs = Needs(caller=True)
 
-    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
         caller = request.caller_node_id
         if caller is None:
-            raise PlacementError(
+            return Refusal(errors.NOT_IN_RAY, lambda: PlacementError(
                 errors.NOT_IN_RAY, "Local needs the calling process's node, and none was given",
                 "call from a Ray driver, task or actor (policy.place(fn) finds the node itself)",
-            )
+            ))
+        if not isinstance(caller, str):
+            raise TypeError(f"caller_node_id must be a node id string, got {caller!r}")
         node = cands.get(caller)
         if node is None:
-            known = cands.snapshot.by_id.get(caller)
-            if known is not None and known.alive and (
-                    cands.where is None or cands.where.matches(known.labels)):
-                raise PlacementError(
-                    errors.NO_LABELLED_NODES, f"the current node {node_name(known)} has no label "
-                    f"for the {self.backend!r} backend", "use Local() with its default "
-                    "backend='node_id'", [node_name(known)],
-                )
-            raise cands.target_error(caller)
-        node = _fitting_node(node, request.demand)
-        return self._decision(node, "the calling process's node"), None
+            return Refusal.of(self._not_here(cands, caller))
+        return _fitting(node, request.demand) or Choice(node, "the calling process's node")
 
-    def _undo(self, hold: Hold) -> None:
-        """Local keeps no ledger: nothing to give back."""
+    def _not_here(self, cands: Candidates, caller: str) -> PlacementError:
+        known = cands.snapshot.by_id.get(caller)
+        if known is not None and known.alive and (
+                cands.where is None or cands.where.matches(known.labels)):
+            return PlacementError(
+                errors.NO_LABELLED_NODES, f"the current node {node_name(known)} has no label "
+                f"for the {self.backend!r} backend", "use Local() with its default "
+                "backend='node_id'", [node_name(known)],
+            )
+        return cands.target_error(caller)
 
     def can_grow(self, request: Request) -> bool:
         return False  # the caller's node: a new node is never it

@@ -1,11 +1,16 @@
-"""The Policy base: configuration, the snapshot a policy decides on, and placement as a
-transaction.
+"""The Policy base: configuration, the snapshot a policy decides on, and placement as a ledger
+transaction; ``Fallback`` (``a | b``); the interface through which ``policy.place`` reaches the
+layer that submits.
 
-A placement is proposed, then committed or rolled back, as in Kubernetes' Reserve / Unreserve
-around Bind: ``propose`` takes a slot in the policy's ledger at once (so concurrent deciders see
-it), the submit layer ``commit``s it when Ray accepted the work and ``rollback``s it when
-submission raised. ``release`` gives back a committed placement that ended (AntiAffinity replicas,
-Packing members). All three are idempotent. ``decide`` is propose and commit in one step.
+Choosing is pure: ``_choose(candidates, request)`` reads the ledger and returns a ``Choice`` (a
+node, why, and what the ledger records for it) or a ``Refusal``, and changes nothing. Taking the
+slot is a separate ledger step, ``_reserve``, whose record ``_unreserve`` undoes: a proposal
+Ray refused is rolled back exactly, as in Kubernetes' Reserve / Unreserve around Bind.
+
+``propose`` chooses and reserves (so concurrent deciders see the slot taken), ``commit`` keeps
+it when Ray accepted the work, ``rollback`` unreserves it when submission raised, ``release``
+gives back a committed placement whose work ended. All idempotent; ``decide`` is propose and
+commit in one step.
 
 >>> from placement.snapshot import ClusterSnapshot
 >>> from placement.policies import AntiAffinity
@@ -20,10 +25,9 @@ from __future__ import annotations
 
 import abc
 import functools
-import importlib
 import threading
-from collections.abc import Callable, Hashable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Protocol
 
 from ..errors import PlacementError
 from ..snapshot import ClusterSnapshot, NodeInfo
@@ -33,49 +37,137 @@ from .decision import (
     AUTO,
     DEFAULT_PIN_AMOUNT,
     Decision,
+    Submitted,
     check_backend,
     check_pin_amount,
     check_soft,
     check_wait_for_nodes,
     next_ticket,
 )
+from .needs import NOTHING_NEEDED, Needs
 from .plan import Plan, make_plan
-from .request import DemandLike, Request, make_request
+from .request import DemandLike, Request, check_group, check_request, make_request
 from .selector import LabelFilter
 
-if TYPE_CHECKING:  # the return type only: the submit layer is loaded by name (below)
-    from ..reserve import Reservation
-
-# What a policy keeps per open placement, to undo it (the policy's own business).
+# What a policy's ledger records for one placement, to undo it (the policy's own business).
 Hold = Any
 
-# The one call from this layer up: ``policy.place(fn)`` forwards to the submit layer, loaded by
-# name when first used. No import statement here names it, so the static graph (checked by
-# import-linter) points one way and importing this layer never loads Ray.
-_SUBMIT_LAYER = "placement.handle"
-_RESERVE_LAYER = "placement.reserve"  # policy.reserve(n), loaded the same way
+
+class Choice(tuple[Any, ...]):
+    """What ``_choose`` picked: the node, why, whether a rule fell back, the bytes of the
+    arguments already there (Locality), and ``detail``, what ``_reserve`` records. A tuple:
+    one is made per placement."""
+
+    __slots__ = ()
+
+    def __new__(cls, node: NodeInfo, reason: str, fallback: bool = False, detail: Any = None,
+                local_bytes: int = 0) -> Choice:
+        return tuple.__new__(cls, (node, reason, fallback, detail, local_bytes))
+
+
+class Refusal:
+    """A rule that refused, its PlacementError built only when someone reads it: a fallback
+    that goes on to its next member never pays for the message."""
+
+    __slots__ = ("_build", "_error", "rule")
+
+    def __init__(self, rule: str, build: Callable[[], PlacementError]) -> None:
+        self.rule = rule
+        self._build = build
+        self._error: PlacementError | None = None
+
+    @classmethod
+    def of(cls, error: PlacementError) -> Refusal:
+        refusal = cls(error.rule, lambda: error)
+        refusal._error = error
+        return refusal
+
+    def error(self) -> PlacementError:
+        if self._error is None:
+            self._error = self._build()
+        return self._error
+
+
+Outcome = Choice | Refusal
+
+
+class PlacedHandle(Protocol):
+    """The shape of what ``policy.place(fn)`` returns (Ray's ``fn.options(...)`` result)."""
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def options(self, **options: Any) -> PlacedHandle: ...
+
+    def submit(self, *args: Any, **kwargs: Any) -> Submitted: ...
+
+
+class Reserved(Protocol):
+    """The shape of what ``policy.reserve(n)`` returns."""
+
+    @property
+    def nodes(self) -> tuple[str, ...]: ...
+
+    @property
+    def free(self) -> int: ...
+
+    @property
+    def plan(self) -> Plan: ...
+
+    def place(self, fn: Any, **options: Any) -> PlacedHandle: ...
+
+    def release(self) -> None: ...
+
+    def __enter__(self) -> Reserved: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class SubmitLayer(Protocol):
+    """What the layer above provides to this one (Kubernetes hands its plugins a
+    ``framework.Handle`` the same way): the package's root registers it, so this layer imports
+    nothing above it."""
+
+    def place(self, policy: Policy, fn: Any, group: Hashable | None,
+              options: dict[str, Any]) -> PlacedHandle: ...
+
+    def reserve(self, policy: Policy, n: int, demand: DemandLike, groups: list[Hashable] | None,
+                timeout: float, options: dict[str, Any]) -> Reserved: ...
+
+
+_submit_layer: SubmitLayer | None = None
+
+
+def use_submit_layer(layer: SubmitLayer) -> None:
+    """Register the layer ``place`` and ``reserve`` hand their work to (done by ``placement``'s
+    ``__init__``)."""
+    global _submit_layer
+    _submit_layer = layer
+
+
+def submit_layer() -> SubmitLayer:
+    if _submit_layer is None:
+        raise RuntimeError("no submit layer is registered: import placement (its __init__ "
+                           "registers it) before calling place() or reserve()")
+    return _submit_layer
 
 
 class Policy(abc.ABC):
-    """Base of all policies: configuration, candidates, locking, and the transaction."""
+    """Base of all policies: configuration, candidates, locking, and the ledger transaction.
+
+    A subclass provides ``_choose`` (pure) and, if it keeps a ledger, ``_reserve``,
+    ``_unreserve`` and ``_release``; it declares what the submit layer must do for it in
+    ``needs`` (a ``Needs``), and ``keeps = True`` when committed placements count until
+    released (AntiAffinity, Packing, LeastLoaded).
+    """
 
     default_backend = AUTO
     default_soft: bool | str = False
     # Configuration values repr() leaves out, beyond the base's (a subclass's own defaults).
     repr_defaults: Mapping[str, Any] = {}
-    needs_group = False
-    needs_caller = False
-    # Whether committed placements stay in the ledger until released (AntiAffinity, Packing);
-    # otherwise commit forgets them and release does nothing.
-    releases = False
-    # Whether the submit layer releases each task's placement when its result is ready
-    # (LeastLoaded: its ledger is the work still in flight).
-    tracks_completion = False
-    # Whether requests must carry where the arguments' data is (Locality).
-    needs_locations = False
-    # Called, outside the lock, with each decision ``release`` gave back. The submit layer sets
-    # it where a release must reach more than this ledger (a ledger shared across drivers).
-    on_release: Callable[[Decision], None] | None = None
+    needs: Needs = NOTHING_NEEDED
+    keeps = False
+    # The Ray node label a policy spreads or packs over, if any (capacity asks read it).
+    topology: str | None = None
 
     def __init__(
         self,
@@ -102,43 +194,52 @@ class Policy(abc.ABC):
         self._candidates: Candidates | None = None
         self._backend_now = self.backend  # what decisions tell Ray: auto resolved per snapshot
         self._newest: ClusterSnapshot | None = None
-        self._open: dict[int, Hold] = {}  # proposed, not yet committed or rolled back
-        self._committed: dict[int, Hold] = {}  # committed and not released (if releases)
+        self._open: dict[int, Hold] = {}  # reserved, not yet committed or rolled back
+        self._kept: dict[int, Hold] = {}  # committed and not released (if keeps)
+        self._listeners: tuple[Callable[[Decision], None], ...] = ()
         self._name: str | None = None
+        self._tracked = False  # decisions released when their work ends (needs.completion)
 
     # -- what subclasses provide ----------------------------------------------------------------
 
     @abc.abstractmethod
-    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
-        """Pick a node and take its slot in the ledger; return the decision and what undoes it."""
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
+        """Pick a node from the candidates for ``request``, reading the ledger only."""
 
-    @abc.abstractmethod
-    def _undo(self, hold: Hold) -> None:
-        """Give back the slot a placement took (rollback, release)."""
-
-    def _rollback(self, hold: Hold) -> None:
-        """Undo a proposal that was never committed; the same as a release unless a policy
-        must restore more (Packing moves a group back)."""
-        self._undo(hold)
-
-    def _follow(self, cands: Candidates) -> None:
-        """Bring the per-demand state up to ``cands`` (a refreshed snapshot's), under the lock.
-        The default keeps none: such policies build what they need in ``_choose``."""
+    def _reserve(self, request: Request, choice: Choice) -> Hold:
+        """Take the slot ``choice`` picked in the ledger; return what undoes it."""
         return None
 
-    def tracks(self, decision: Decision) -> bool:
-        """Whether the submit layer should release ``decision`` when its work ends (the policy
-        that made it counts only live work: LeastLoaded, live=True)."""
-        return self.tracks_completion
+    def _unreserve(self, hold: Hold) -> None:
+        """Undo a reservation never committed, exactly: the ledger is as if never reserved."""
+        return None
 
-    def decided_by(self, decision: Decision) -> Policy:
-        """The policy whose ledger holds ``decision`` (a fallback's member; otherwise this)."""
-        return self
+    def _release(self, hold: Hold) -> None:
+        """Give back a committed placement's slot (its work ended)."""
+        self._unreserve(hold)
+
+    def _follow(self, cands: Candidates) -> None:
+        """Bring per-node-set state up to ``cands`` (a refreshed snapshot's), under the lock,
+        so the next decision builds nothing. The default keeps none."""
+        return None
 
     def can_grow(self, request: Request) -> bool:
         """Whether a new node could let this policy place ``request`` (what ``wait_for_nodes``
         waits for); False for placements bound to a node that exists."""
         return True
+
+    def patient(self) -> Policy:
+        """The policy whose shape a capacity ask takes (a fallback's first member that waits)."""
+        return self
+
+    def members(self) -> tuple[Policy, ...]:
+        """The policies that decide: a fallback's members, else this one."""
+        return (self,)
+
+    def learn_others(self, name: str, counts: Mapping[str, int]) -> None:
+        """Counts per node id that other drivers sharing the ledger ``name`` hold (the shared
+        ledger reports them); a policy that shares no ledger of that name ignores them."""
+        return None
 
     def _config(self) -> dict[str, Any]:
         """Constructor arguments, for clone() and repr()."""
@@ -155,48 +256,75 @@ class Policy(abc.ABC):
         Raises PlacementError (rule, nodes, fix) when the placement cannot happen; nothing is
         held then.
         """
-        if request is None:
-            request = _NO_REQUEST
-        if self.needs_group and request.group is None:
+        outcome = self.attempt(snapshot, check_request(request))
+        if outcome.__class__ is Refusal:
+            raise outcome.error()
+        return outcome  # type: ignore[return-value]
+
+    def attempt(self, snapshot: ClusterSnapshot, request: Request) -> Decision | Refusal:
+        """``propose`` that returns a refusal instead of raising it (a fallback asks its
+        members so, and builds no message for a member that refused)."""
+        if not isinstance(snapshot, ClusterSnapshot):
+            raise TypeError(f"a policy decides on a ClusterSnapshot, got "
+                            f"{type(snapshot).__name__}: read one with "
+                            "placement.current_snapshot(), or build one with "
+                            "ClusterSnapshot.from_dicts([...])")
+        if self.needs.group and request.group is None:
             raise self._group_error()
         with self._lock:
-            cands = self._candidates
-            if cands is None or cands.snapshot is not snapshot:
+            try:
                 cands = self._candidates_for(snapshot)
-            decision, hold = self._choose(cands, request)
-            self._open[decision.ticket] = hold
-            return decision
+            except PlacementError as refusal:
+                return Refusal.of(refusal)
+            outcome = self._choose(cands, request)
+            if outcome.__class__ is Refusal:
+                return outcome
+            return self._take(request, outcome)  # type: ignore[arg-type]
+
+    def _take(self, request: Request, choice: Choice) -> Decision:
+        hold = self._reserve(request, choice)
+        decision = self._decision(choice, request.group)
+        self._open[decision.ticket] = hold
+        return decision
 
     def commit(self, decision: Decision) -> None:
         """Ray accepted the work: the placement stays in the ledger (until ``release``)."""
         # No lock: the ledger does not change, the hold only moves between two dicts, and a
-        # dict's pop and store are atomic. Taking the lock costs about 0.2 us per placement here.
-        hold = self._open.pop(decision.ticket, _NONE)
-        if hold is not _NONE and self.releases:
-            self._committed[decision.ticket] = hold
+        # dict's pop and store are atomic.
+        hold = self._open.pop(_ticket(decision), _NONE)
+        if hold is not _NONE and self.keeps:
+            self._kept[decision.ticket] = hold
 
     def rollback(self, decision: Decision) -> None:
         """Submission failed: give the slot back as if the placement was never decided.
 
-        Exact when nothing was decided in between (the handle rolls back at once). A rollback
-        after later decisions (concurrent submissions) restores the counts, not the order: one
-        demand's round-robin counts may then differ by 2 until later placements even them out.
+        Exact when nothing was decided in between (the submit layer rolls back at once). A
+        rollback after later decisions (concurrent submissions) restores the counts, not the
+        order: a round robin then resumes where the later decisions left it.
         """
         with self._lock:
-            hold = self._open.pop(decision.ticket, _NONE)
+            hold = self._open.pop(_ticket(decision), _NONE)
             if hold is not _NONE:
-                self._rollback(hold)
+                self._unreserve(hold)
 
     def release(self, decision: Decision) -> None:
         """The placed work ended (a replica was killed, a group member finished): give its slot
         back. Idempotent; a no-op for policies whose ledger is history (RoundRobin, Affinity)."""
         with self._lock:
-            hold = self._committed.pop(decision.ticket, _NONE)
+            hold = self._kept.pop(_ticket(decision), _NONE)
             if hold is _NONE:
                 return
-            self._undo(hold)
-        if self.on_release is not None:
-            self.on_release(decision)
+            self._release(hold)
+        for listener in self._listeners:
+            listener(decision)
+
+    def add_release_listener(self, listener: Callable[[Decision], None]) -> None:
+        """Call ``listener(decision)`` after each release (the shared ledger gives the claim
+        back this way). Listeners run outside the lock."""
+        if not callable(listener):
+            raise TypeError(f"a release listener must be callable, got {listener!r}")
+        with self._lock:
+            self._listeners += (listener,)
 
     def decide(
         self,
@@ -213,12 +341,9 @@ class Policy(abc.ABC):
         Raises PlacementError (rule, nodes, fix) when the placement cannot happen.
         """
         request = make_request(demand, group, caller_node_id, data)
-        if self.needs_group and request.group is None:
-            raise self._group_error()
         with self._lock:
-            decision, hold = self._choose(self._candidates_for(snapshot), request)
-            if self.releases:
-                self._committed[decision.ticket] = hold
+            decision = self.propose(snapshot, request)
+            self.commit(decision)
             return decision
 
     def check_group(self, group: Hashable | None) -> None:
@@ -232,17 +357,9 @@ class Policy(abc.ABC):
         ...
         ValueError: Packing needs a group key: policy.place(fn, group='partition-3')
         """
-        if group is None:
-            if self.needs_group:
-                raise self._group_error()
-            return
-        try:
-            hash(group)
-        except TypeError:
-            raise TypeError(
-                f"group must be hashable (a str, int or tuple), got {type(group).__name__}: "
-                "e.g. group='partition-3'"
-            ) from None
+        if group is None and self.needs.group:
+            raise self._group_error()
+        check_group(group)
 
     def _group_error(self) -> ValueError:
         return ValueError(
@@ -255,7 +372,7 @@ class Policy(abc.ABC):
         """Move to a newer snapshot now, so that the next decision finds everything ready.
 
         The snapshot cache's background refresher calls it off the submit path for every policy
-        in use: candidates and per-demand rotations update by the snapshot's difference (the
+        in use: candidates and the node sets kept update by the snapshot's difference (the
         candidates outside the lock, as they are values), and a decision then pays nothing for
         the refresh. A policy that has not decided yet only notes the snapshot as the newest (it
         never decides on an older one); a snapshot its candidates cannot be built on is left for
@@ -269,6 +386,8 @@ class Policy(abc.ABC):
         >>> policy.follow(newer); policy.decide(newer).node_name
         'node1'
         """
+        if not isinstance(snapshot, ClusterSnapshot):
+            raise TypeError(f"follow() takes a ClusterSnapshot, got {type(snapshot).__name__}")
         cands = self._candidates
         if cands is not None and snapshot.version > cands.snapshot.version:
             try:  # outside the lock (candidates are values, shared per snapshot): the slow part
@@ -285,15 +404,17 @@ class Policy(abc.ABC):
             except PlacementError:  # no candidate now: the next decision refuses, on newest
                 self._candidates = None
                 return
-            self._candidates, self._backend_now = newer, newer.backend
+            self._candidates, self._backend_now, self._name = newer, newer.backend, None
             self._follow(newer)
 
     def _candidates_for(self, snapshot: ClusterSnapshot) -> Candidates:
         """Candidates of the newest snapshot this policy has seen: given an older one (a thread
         that read the cluster before another thread decided on a newer read), it keeps the newer
         one, so a node it already saw dead is never chosen again."""
-        snapshot = self._newest_of(snapshot)
         cands = self._candidates
+        if cands is not None and cands.snapshot is snapshot:
+            return cands
+        snapshot = self._newest_of(snapshot)
         if cands is not None and cands.snapshot is snapshot:
             return cands
         self._newest, self._candidates = snapshot, None
@@ -303,6 +424,8 @@ class Policy(abc.ABC):
             # Soft placements never pin a resource (options.py): only hard ones check the pin.
             pin = None if self.soft else self.pin_amount
             cands = Candidates.of(snapshot, self.backend, pin, self.where)  # raises: none fits
+        if cands.backend != self._backend_now:
+            self._name = None
         self._candidates, self._backend_now = cands, cands.backend
         return cands
 
@@ -313,33 +436,36 @@ class Policy(abc.ABC):
             return newest
         return snapshot
 
-    def _decision(self, node: NodeInfo, reason: str, fallback: bool = False,
-                  group: Hashable | None = None, local_bytes: int = 0) -> Decision:
+    def _decision(self, choice: Choice, group: Hashable | None) -> Decision:
+        node, reason, fallback, detail, local_bytes = choice
         name = self._name
         if name is None:  # repr once: decisions are on the submit path
             name = self._name = repr(self)
-        # tuple.__new__ directly: a NamedTuple's own constructor costs about 0.3 us more.
+        # tuple.__new__ directly: a NamedTuple's own constructor costs more (decide.py).
         return _new_decision((node, reason, name, self._backend_now, self.soft, self.pin_amount,
-                              fallback, group, next_ticket(), self.where, local_bytes))
+                              fallback, group, next_ticket(), self.where, local_bytes,
+                              self._tracked, self._claim(choice)))
+
+    def _claim(self, choice: Choice) -> tuple[str, int | None] | None:
+        """What the submit layer claims across drivers for this choice (shared ledgers)."""
+        return None
 
     # -- using ------------------------------------------------------------------------------------
 
-    def place(self, fn: Any, *, group: Hashable | None = None, **ray_options: Any) -> Any:
+    def place(self, fn: Any, *, group: Hashable | None = None,
+              **ray_options: Any) -> PlacedHandle:
         """Wrap a Ray remote function, actor class, or plain function/class so that each
         ``.remote()`` is placed by this policy. ``ray_options`` are kept and merged;
-        ``pending_timeout=seconds`` (not a Ray option) ends work not started by then
-        (placement/deadlines.py).
+        ``pending_timeout=seconds`` (not a Ray option) ends work not started by then.
 
         >>> ref = RoundRobin().place(work, num_cpus=1).remote(42)    # doctest: +SKIP
         """
         self.check_group(group)  # before the submit layer loads: a refusal needs no Ray
-        submit_layer = importlib.import_module(_SUBMIT_LAYER)
-        placed: Any = submit_layer.place(self, fn, group, ray_options)
-        return placed
+        return submit_layer().place(self, fn, group, ray_options)
 
     def reserve(self, n: int, demand: DemandLike = None, *,
                 groups: list[Hashable] | None = None, timeout: float = 30.0,
-                **ray_options: Any) -> Reservation:
+                **ray_options: Any) -> Reserved:
         """Plan ``n`` placements with this policy and reserve them all or nothing, as one Ray
         placement group whose bundle i is pinned to planned node i; wait at most ``timeout`` s
         for it. ``demand`` (or ``num_cpus=``, ``num_gpus=``, ``memory=``, ``resources=``,
@@ -351,13 +477,11 @@ class Policy(abc.ABC):
         ...     workers = [gang.place(Worker, num_cpus=1).remote() for _ in range(4)]
         """
         check_reservation(n, timeout, groups)  # before the submit layer loads: no Ray needed
-        submit_layer = importlib.import_module(_RESERVE_LAYER)
-        reservation: Reservation = submit_layer.reserve(
-            self, n, demand, groups=groups, timeout=timeout, options=ray_options)
-        return reservation
+        return submit_layer().reserve(self, n, demand, groups, timeout, ray_options)
 
     def plan(self, snapshot: ClusterSnapshot, n: int, demand: DemandLike = None, *,
-             groups: list[Hashable] | None = None, caller_node_id: str | None = None) -> Plan:
+             groups: Sequence[Hashable] | None = None, caller_node_id: str | None = None,
+             targets: Mapping[int, str] | None = None) -> Plan:
         """Dry run: ``n`` placements of a fresh copy of this policy against ``snapshot``, no Ray.
 
         >>> from placement.policies import AntiAffinity
@@ -366,13 +490,17 @@ class Policy(abc.ABC):
         >>> AntiAffinity().plan(snap, 3).counts()
         {'node0': 1, 'node1': 1}
         """
-        return make_plan(self.clone(), snapshot, n, demand, groups, caller_node_id)
+        twin = self.clone()
+        return make_plan(repr(twin), twin.propose, twin.commit, snapshot, n, demand, groups,
+                         caller_node_id, targets)
 
     def clone(self) -> Policy:
         """A policy with the same configuration and an empty ledger."""
         return type(self)(**self._config())
 
     def __or__(self, other: Policy) -> Fallback:
+        if not isinstance(other, Policy):
+            return NotImplemented
         return Fallback(self, other)
 
     def __repr__(self) -> str:
@@ -384,12 +512,18 @@ class Policy(abc.ABC):
 
 
 _NONE: Any = object()  # "no hold": a hold itself may be None
-_NO_REQUEST = Request()
 _new_decision: Callable[[tuple[Any, ...]], Decision] = functools.partial(tuple.__new__, Decision)
 
 
+def _ticket(decision: Decision) -> int:
+    if decision.__class__ is Decision:
+        return decision.ticket
+    raise TypeError(f"expected a Decision (what propose() or decide() returned), got "
+                    f"{type(decision).__name__}")
+
+
 class Fallback(Policy):
-    """Try each policy in turn; the first that can place decides. ``a | b`` builds one (here,
+    """Try each policy in turn; the first that chooses decides. ``a | b`` builds one (here,
     beside the base, as tenacity keeps ``stop_any`` beside ``stop_base``).
 
     >>> from placement.policies import AntiAffinity, RoundRobin
@@ -399,17 +533,21 @@ class Fallback(Policy):
     [('node0', False), ('node0', True)]
     """
 
-    releases = True
+    keeps = True
     policies: tuple[Policy, ...]
 
     def __init__(self, *policies: Policy) -> None:
         flat: list[Policy] = []
         for policy in policies:
             if not isinstance(policy, Policy):
-                raise TypeError(f"Fallback takes policies, got {type(policy).__name__}")
+                raise TypeError(f"Fallback takes policies, got {type(policy).__name__}: "
+                                "e.g. AntiAffinity() | RoundRobin()")
             flat.extend(policy.policies if isinstance(policy, Fallback) else [policy])
         if len(flat) < 2:
             raise ValueError("Fallback needs at least two policies: first | second")
+        if len({id(p) for p in flat}) < len(flat):
+            raise ValueError("a policy appears twice in this fallback: each member keeps its own "
+                             "ledger, so give each place its own policy object")
         first = flat[0]
         super().__init__(soft=first.soft, backend=first.backend, pin_amount=first.pin_amount,
                          cache=first.cache,
@@ -418,85 +556,90 @@ class Fallback(Policy):
         # Waits when every member refused: as long as the most patient member would.
         self.wait_for_nodes = max((p.wait_for_nodes for p in flat if p.wait_for_nodes),
                                   default=None)
-        self.needs_group = any(p.needs_group for p in flat)
-        self.needs_caller = any(p.needs_caller for p in flat)
-        self.needs_locations = any(p.needs_locations for p in flat)
-        # ticket -> (the member that decided, whether the placement was committed)
-        self._routes: dict[int, tuple[Policy, bool]] = {}
+        self.needs = functools.reduce(lambda a, b: a | b, (p.needs for p in flat))
+        self._routes: dict[int, Policy] = {}  # ticket -> the member that decided (until ended)
+        self._prefixes: dict[tuple[str, int], str] = {}  # the reasons of fallen-back decisions
 
-    def propose(self, snapshot: ClusterSnapshot, request: Request | None = None) -> Decision:
-        if request is None:
-            request = _NO_REQUEST
-        if self.needs_group and request.group is None:
+    def attempt(self, snapshot: ClusterSnapshot, request: Request) -> Decision | Refusal:
+        if not isinstance(snapshot, ClusterSnapshot):
+            return super().attempt(snapshot, request)  # raises the TypeError
+        if self.needs.group and request.group is None:
             raise self._group_error()
-        refusals: list[PlacementError] = []
+        refusals: list[Refusal] = []
         with self._lock:
             # Members see the newest snapshot any of them was given through this fallback: a
             # member that refused on it must not let a later member decide on an older one.
             snapshot = self._newest = self._newest_of(snapshot)
             for index, member in enumerate(self.policies):
-                try:
-                    decision = member.propose(snapshot, request)
-                except PlacementError as refusal:
-                    refusals.append(refusal)
+                outcome = member.attempt(snapshot, request)
+                if outcome.__class__ is Refusal:
+                    refusals.append(outcome)
                     continue
+                decision: Decision = outcome  # type: ignore[assignment]
                 if index:
                     decision = decision._replace(
-                        reason=f"{refusals[-1].rule}: fell back to {member!r}: {decision.reason}",
-                        policy=repr(self), fallback=True)
-                self._routes[decision.ticket] = (member, False)
+                        reason=self._prefix(refusals[-1].rule, index) + decision.reason,
+                        policy=self._repr(), fallback=True)
+                self._routes[decision.ticket] = member
                 return decision
-        last = refusals[-1]
-        raise PlacementError(last.rule, "; then ".join(r.detail for r in refusals), last.fix,
-                             last.nodes)
+        return Refusal(refusals[-1].rule, lambda: _joined([r.error() for r in refusals]))
 
-    def decide(self, snapshot: ClusterSnapshot, demand: DemandLike = None, *,
-               group: Hashable | None = None, caller_node_id: str | None = None,
-               data: Mapping[str, int] | None = None) -> Decision:
-        with self._lock:
-            decision = self.propose(snapshot, make_request(demand, group, caller_node_id, data))
-            self.commit(decision)
-            return decision
+    def _prefix(self, rule: str, index: int) -> str:
+        found = self._prefixes.get((rule, index))
+        if found is None:
+            found = self._prefixes[(rule, index)] = (
+                f"{rule}: fell back to {self.policies[index]!r}: ")
+        return found
+
+    def _repr(self) -> str:
+        name = self._name
+        if name is None:
+            name = self._name = repr(self)
+        return name
 
     def commit(self, decision: Decision) -> None:
         with self._lock:
-            route = self._routes.get(decision.ticket)
-            if route is None or route[1]:
+            member = self._routes.get(_ticket(decision))
+            if member is None:
                 return
-            member = route[0]
             member.commit(decision)
-            if member.releases:
-                self._routes[decision.ticket] = (member, True)
-            else:
+            if not member.keeps:
                 del self._routes[decision.ticket]
 
     def rollback(self, decision: Decision) -> None:
         with self._lock:
-            route = self._routes.get(decision.ticket)
-            if route is None or route[1]:  # committed: only release gives it back
-                return
+            member = self._routes.get(_ticket(decision))
+            if member is None or decision.ticket not in member._open:
+                return  # unknown, or committed: only release gives it back
             del self._routes[decision.ticket]
-            route[0].rollback(decision)
+            member.rollback(decision)
 
     def release(self, decision: Decision) -> None:
         with self._lock:
-            route = self._routes.get(decision.ticket)
-            if route is None or not route[1]:  # not committed (yet): nothing to release
-                return
+            member = self._routes.get(_ticket(decision))
+            if member is None or decision.ticket not in member._kept:
+                return  # not committed (yet): nothing to release
             del self._routes[decision.ticket]
-            route[0].release(decision)
+        member.release(decision)
+        for listener in self._listeners:
+            listener(decision)
 
-    def tracks(self, decision: Decision) -> bool:
-        """Only when the member that made the decision tracks completion: a live member must
-        not make the others live."""
-        route = self._routes.get(decision.ticket)
-        return route is not None and route[0].tracks(decision)
+    def learn_others(self, name: str, counts: Mapping[str, int]) -> None:
+        for member in self.policies:
+            member.learn_others(name, counts)
 
-    def decided_by(self, decision: Decision) -> Policy:
-        route = self._routes.get(decision.ticket)
-        return self if route is None else route[0]
+    def patient(self) -> Policy:
+        return next((p for p in self.policies if p.wait_for_nodes), self.policies[0])
+
+    def members(self) -> tuple[Policy, ...]:
+        return self.policies
+
+    def can_grow(self, request: Request) -> bool:
+        return self.patient().can_grow(request)
 
     def follow(self, snapshot: ClusterSnapshot) -> None:
+        if not isinstance(snapshot, ClusterSnapshot):
+            raise TypeError(f"follow() takes a ClusterSnapshot, got {type(snapshot).__name__}")
         with self._lock:
             if self._newest is not None and snapshot.version <= self._newest.version:
                 return
@@ -504,11 +647,8 @@ class Fallback(Policy):
         for member in self.policies:
             member.follow(snapshot)
 
-    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
-        raise AssertionError("Fallback decides through its members")  # pragma: no cover
-
-    def _undo(self, hold: Hold) -> None:
-        raise AssertionError("Fallback undoes through its members")  # pragma: no cover
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
+        raise AssertionError("Fallback chooses through its members")  # pragma: no cover
 
     def _config(self) -> dict[str, Any]:
         return {}
@@ -518,3 +658,11 @@ class Fallback(Policy):
 
     def __repr__(self) -> str:
         return " | ".join(repr(p) for p in self.policies)
+
+
+def _joined(refusals: list[PlacementError]) -> PlacementError:
+    """Every member's refusal in one: the last member's rule and fix."""
+    last = refusals[-1]
+    return PlacementError(last.rule, "; then ".join(r.detail for r in refusals), last.fix,
+                          last.nodes)
+

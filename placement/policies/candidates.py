@@ -1,7 +1,12 @@
-"""The nodes a backend can target in one snapshot, and the feasibility refusals that name the fix.
+"""The nodes a backend can target in one snapshot, the node sets that fit each demand, and the
+feasibility refusals that name the fix.
 
-Built once per (snapshot, backend) by a policy; every decision on that snapshot reuses it, so a
-decision stays O(1) at 10,000 nodes. Pure: no Ray here.
+Built once per (snapshot, backend, pin, filter) and shared by every policy deciding on that
+snapshot; refreshed by the snapshot's difference. A demand's fitting nodes are a ``NodeSet``:
+demands that fit the same nodes share one object (interned), so every per-set index of the
+policies is built once for all of them, and the demand -> set table is bounded (least recently
+used, ``bounded.DEMANDS_PER_CANDIDATES``). A demand every candidate can hold is answered from the
+smallest total per resource, without looking at the nodes. Pure: no Ray here.
 
 >>> from placement.snapshot import ClusterSnapshot
 >>> snap = ClusterSnapshot.from_dicts([{"id": "b", "label": "node1", "resources": {"CPU": 1}},
@@ -9,23 +14,61 @@ decision stays O(1) at 10,000 nodes. Pure: no Ray here.
 >>> cands = Candidates(snap, RESOURCE)
 >>> [node_name(node) for node in cands.fitting(Demand({"CPU": 2}))]
 ['node0']
+>>> cands.node_set(Demand({"CPU": 1})) is cands.all     # every candidate fits: no scan
+True
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import weakref
+from collections.abc import Iterable, Sequence
 from operator import attrgetter
+from typing import Any
 
 from .. import errors
 from ..errors import PlacementError
 from ..naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
 from ..snapshot import BY_ORDER, ClusterSnapshot, NodeInfo, SnapshotDiff, patch_sorted
+from .bounded import DEMANDS_PER_CANDIDATES, Bounded
 from .decision import AUTO, DEFAULT_PIN_AMOUNT, LABEL, NODE_ID, RESOURCE, node_name
 from .request import Demand
 from .selector import LabelFilter
 
+# How many node names a refusal lists at most: its message is built per refusal, and a refusal
+# (behind a fallback, once per call) must not cost a pass over 100,000 nodes.
+SHOWN_NODES = 64
+
+
+class NodeSet:
+    """Nodes in placement order, as an immutable value: their ids, and each id's position
+    (built on first use). Compared by identity: candidates intern them, so two demands that fit
+    the same nodes get the same object, and a refresh that changes none of its nodes keeps it."""
+
+    __slots__ = ("__weakref__", "_position", "ids", "nodes")
+
+    def __init__(self, nodes: tuple[NodeInfo, ...], ids: tuple[str, ...] | None = None) -> None:
+        self.nodes = nodes
+        self.ids: tuple[str, ...] = tuple(map(_BY_ID, nodes)) if ids is None else ids
+        self._position: dict[str, int] | None = None
+
+    @property
+    def position(self) -> dict[str, int]:
+        """Node id -> index in ``nodes`` (one dict per set, built once)."""
+        found = self._position
+        if found is None:
+            found = self._position = dict(zip(self.ids, range(len(self.ids)), strict=True))
+        return found
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"NodeSet({_names(self.nodes, 8)})"
+
 
 class Candidates:
-    """The live nodes ``backend`` can target, in placement order, with cached fit checks.
+    """The live nodes ``backend`` can target, in placement order, and the node set that fits
+    each demand.
 
     For the resource backend, ``pin_amount`` (None: the placements pin nothing, e.g. soft ones)
     must fit every candidate's label resource: a pin above a node's ``node<i>`` total would wait
@@ -38,7 +81,8 @@ class Candidates:
     "node_id" (any Ray cluster); ``asked`` keeps what was asked for.
 
     ``follow(newer)`` gives the candidates of a refreshed snapshot by its difference: what a new
-    ``Candidates(newer, ...)`` gives, at the cost of the nodes that changed.
+    ``Candidates(newer, ...)`` gives, at the cost of the nodes that changed and the node sets
+    kept.
     """
 
     def __init__(self, snapshot: ClusterSnapshot, backend: str,
@@ -69,12 +113,25 @@ class Candidates:
             nodes.sort(key=BY_ORDER)
         else:
             nodes = sorted(live, key=BY_ORDER)
-        self.nodes: tuple[NodeInfo, ...] = tuple(nodes)
-        self.by_id: dict[str, NodeInfo] = dict(zip(map(_BY_ID, nodes), nodes, strict=True))
-        # demand -> the fitting nodes in order and their ids (the slots of rotations)
-        self._fitting: dict[Demand, tuple[tuple[NodeInfo, ...], tuple[str, ...]]] = {}
-        if not self.nodes:
+        if not nodes:
             raise no_candidates_error(snapshot, backend)
+        self._start(snapshot, NodeSet(tuple(nodes)), {})
+
+    def _start(self, snapshot: ClusterSnapshot, every: NodeSet,
+               minimum: dict[str, float]) -> None:
+        self.snapshot = snapshot
+        self.all = every
+        self.nodes: tuple[NodeInfo, ...] = every.nodes
+        self.by_id: dict[str, NodeInfo] = dict(zip(every.ids, every.nodes, strict=True))
+        # demand -> its fitting node set, or the refusal that no candidate can hold it
+        self._fits: Bounded[Demand, NodeSet | PlacementError] = Bounded(DEMANDS_PER_CANDIDATES)
+        # ids -> the node set with those ids, while some demand holds it (interning)
+        self._sets: weakref.WeakValueDictionary[tuple[str, ...], NodeSet] = (
+            weakref.WeakValueDictionary())
+        self._sets[every.ids] = every
+        self._minimum = minimum  # resource -> the smallest total among the candidates
+        # id of a node set of the candidates this was patched from -> what it is here
+        self._successors: dict[int, NodeSet | None] = {}
 
     @classmethod
     def of(cls, snapshot: ClusterSnapshot, backend: str,
@@ -102,26 +159,57 @@ class Candidates:
             return node.label is not None and node.labels.get(LABEL_KEY) == node.label
         return True
 
-    def fitting(self, demand: Demand) -> tuple[NodeInfo, ...]:
-        """The nodes (in order) whose totals can hold ``demand``; raises when none can."""
-        found = self._fitting.get(demand)
+    def node_set(self, demand: Demand) -> NodeSet:
+        """The candidates whose totals (and labels) can hold ``demand``, in order; raises
+        PlacementError when none can. Repeated refusals of one demand cost nothing more."""
+        found = self._fits.get(demand)
         if found is None:
             found = self._fit(demand)
-        return found[0]
+        if isinstance(found, PlacementError):
+            raise found
+        return found
+
+    def fitting(self, demand: Demand) -> tuple[NodeInfo, ...]:
+        """The nodes (in order) whose totals can hold ``demand``; raises when none can."""
+        return self.node_set(demand).nodes
 
     def fitting_ids(self, demand: Demand) -> tuple[str, ...]:
         """The ids of ``fitting(demand)``, in the same order."""
-        found = self._fitting.get(demand)
-        if found is None:
-            found = self._fit(demand)
-        return found[1]
+        return self.node_set(demand).ids
 
-    def _fit(self, demand: Demand) -> tuple[tuple[NodeInfo, ...], tuple[str, ...]]:
-        nodes = tuple(n for n in self.nodes if holds(n, demand))
-        if not nodes:
-            raise demand_error(demand, self.nodes)
-        found = self._fitting[demand] = (nodes, tuple(map(_BY_ID, nodes)))
+    def _fits_all(self, demand: Demand) -> bool:
+        """Whether every candidate holds ``demand``, from the smallest totals (no scan)."""
+        return demand.where is None and all(amount <= self._smallest(name)
+                                            for name, amount in demand)
+
+    def _fit(self, demand: Demand) -> NodeSet | PlacementError:
+        if self._fits_all(demand):
+            found: NodeSet | PlacementError = self.all  # every candidate holds it: no scan
+        else:
+            nodes = tuple(n for n in self.nodes if holds(n, demand))
+            found = self._intern(nodes) if nodes else demand_error(demand, self.nodes)
+        self._fits[demand] = found
         return found
+
+    def _smallest(self, name: str) -> float:
+        smallest = self._minimum.get(name)
+        if smallest is None:
+            smallest = self._minimum[name] = min(n.total.get(name, 0.0) for n in self.nodes)
+        return smallest
+
+    def _intern(self, nodes: tuple[NodeInfo, ...]) -> NodeSet:
+        ids = tuple(map(_BY_ID, nodes))
+        found = self._sets.get(ids)
+        if found is None:
+            found = self._sets[ids] = NodeSet(nodes, ids)
+        return found
+
+    def successor(self, old: NodeSet) -> NodeSet | None:
+        """What node set ``old`` (of the candidates these were patched from) is here: the same
+        object when none of its nodes changed; None when unknown or none of its nodes is left."""
+        if old is self.all:
+            return old
+        return self._successors.get(id(old))
 
     def get(self, node_id: str) -> NodeInfo | None:
         """The candidate node with this id, or None (dead, gone, or not targetable)."""
@@ -134,11 +222,11 @@ class Candidates:
         node = snapshot.by_label.get(target) or snapshot.by_id.get(target)
         if (node is not None and node.alive and self.where is not None
                 and not self.where.matches(node.labels)):
-            shown = {k: v for k, v in node.labels.items() if k != "ray.io/node-id"}
+            labels = {k: v for k, v in node.labels.items() if k != "ray.io/node-id"}
             return PlacementError(
                 errors.NO_MATCHING_NODES,
                 f"node {node_name(node)} is live but outside where={self.where!r} (its labels: "
-                f"{shown})", "widen where= to keep it, or aim at a node it keeps",
+                f"{labels})", "widen where= to keep it, or aim at a node it keeps",
                 [node_name(node)])
         return unknown_target_error(target, snapshot)
 
@@ -182,29 +270,60 @@ class Candidates:
         if added and self.backend == RESOURCE and self.pin_amount is not None:
             check_pin_fits(self.pin_amount, added, newer.label_prefix)
         twin = object.__new__(Candidates)
-        twin.snapshot, twin.backend, twin.pin_amount = newer, self.backend, self.pin_amount
-        twin.asked, twin._unlabelled, twin.where = self.asked, unlabelled, self.where
-        if not removed and not added:
-            twin.nodes, twin.by_id, twin._fitting = self.nodes, by_id, dict(self._fitting)
+        twin.asked, twin.backend, twin.pin_amount = self.asked, self.backend, self.pin_amount
+        twin.where, twin._unlabelled = self.where, unlabelled
+        if not removed and not added:  # the same nodes: every set and refusal stays
+            twin._start(newer, self.all, self._minimum)
+            twin._fits, twin._sets = self._fits.copy(), self._sets
+            twin._successors = {id(v): v for v in self._fits.values() if isinstance(v, NodeSet)}
             return twin
-        twin.nodes = tuple(patch_sorted(self.nodes, removed, added))
-        if not twin.nodes:  # none left: a fresh build raises, with the reason that applies
+        nodes = tuple(patch_sorted(self.nodes, removed, added))
+        if not nodes:  # none left: a fresh build raises, with the reason that applies
             return Candidates(newer, self.asked, self.pin_amount, self.where)
-        twin.by_id = dict(by_id)
-        for node in removed:
-            del twin.by_id[node.node_id]
-        twin.by_id.update(zip(map(_BY_ID, added), added, strict=True))
-        twin._fitting = {}
-        # A copy: policies sharing these candidates add demands from other threads (dict() copies
-        # in C, under the interpreter lock).
-        for demand, (nodes, _) in dict(self._fitting).items():
-            patched = patch_sorted(nodes, removed, [n for n in added if holds(n, demand)])
-            if patched:  # none left: fitting() raises for it again, naming the largest nodes
-                twin._fitting[demand] = (tuple(patched), tuple(map(_BY_ID, patched)))
+        # The smallest totals stay exact while no removed node had one of them.
+        minimum = {name: min([low, *(n.total.get(name, 0.0) for n in added)])
+                   for name, low in self._minimum.items()
+                   if all(n.total.get(name, 0.0) > low for n in removed)}
+        twin._start(newer, NodeSet(nodes), minimum)
+        # Each set kept by some demand, patched once (sets are shared by demands), and kept as
+        # the same object when none of its nodes changed. Refusals are asked again.
+        # Demands sharing a set may not share the new nodes they fit: a set is patched once per
+        # (set, new nodes that fit), and kept as the same object when none of its nodes changed.
+        patched: dict[tuple[int, tuple[str, ...]], NodeSet | None] = {}
+        successors: dict[int, NodeSet | None] = {}
+        for demand, old in list(self._fits.items()):
+            if isinstance(old, PlacementError):
+                continue
+            if old is self.all and twin._fits_all(demand):
+                new: NodeSet | None = twin.all
+            else:
+                into = [n for n in added if holds(n, demand)]
+                key = (id(old), tuple(n.node_id for n in into))
+                new = patched.get(key, _UNSEEN)
+                if new is _UNSEEN:
+                    new = patched[key] = twin._patch_set(old, removed, into)
+            successors.setdefault(id(old), new)
+            if new is not None:
+                twin._fits[demand] = new
+        successors[id(self.all)] = twin.all
+        twin._successors = successors
         return twin
+
+    def _patch_set(self, old: NodeSet, removed: list[NodeInfo],
+                   into: list[NodeInfo]) -> NodeSet | None:
+        """``old`` (a demand's set before the refresh) without the ``removed`` nodes it had and
+        with the new nodes ``into`` the demand fits, interned; None when none is left."""
+        position = old.position
+        out = [n for n in removed if n.node_id in position]
+        if not out and not into:
+            self._sets[old.ids] = old
+            return old
+        nodes = tuple(patch_sorted(old.nodes, out, into))
+        return self._intern(nodes) if nodes else None
 
 
 _BY_ID = attrgetter("node_id")
+_UNSEEN: Any = object()
 
 
 def holds(node: NodeInfo, demand: Demand) -> bool:
@@ -228,11 +347,16 @@ def demand_error(demand: Demand, nodes: Sequence[NodeInfo]) -> PlacementError:
             f"{where.describe(n.labels for n in nodes)}",
             "change label_selector= to values the nodes have (placement status shows each "
             "node's labels), or start nodes with `ray start --labels key=value`",
-            [node_name(n) for n in nodes],
+            shown(nodes),
         )
     if where is not None:
         nodes = [n for n in nodes if where.matches(n.labels)]
     return resources_error(demand, nodes)
+
+
+def shown(nodes: Iterable[NodeInfo]) -> list[str]:
+    """The names of at most SHOWN_NODES of ``nodes``, for a refusal (no pass over them all)."""
+    return [node_name(n) for n in itertools.islice(nodes, SHOWN_NODES)]
 
 
 def _has_label_resource(node: NodeInfo) -> bool:
@@ -240,8 +364,8 @@ def _has_label_resource(node: NodeInfo) -> bool:
 
 
 def _names(nodes: Sequence[NodeInfo], limit: int = 8) -> str:
-    shown = ", ".join(node_name(n) for n in nodes[:limit])
-    return shown + (f" and {len(nodes) - limit} more" if len(nodes) > limit else "")
+    text = ", ".join(node_name(n) for n in nodes[:limit])
+    return text + (f" and {len(nodes) - limit} more" if len(nodes) > limit else "")
 
 
 def no_match_error(snapshot: ClusterSnapshot, where: LabelFilter) -> PlacementError:
@@ -252,7 +376,7 @@ def no_match_error(snapshot: ClusterSnapshot, where: LabelFilter) -> PlacementEr
         f"{where.describe(n.labels for n in live)}",
         "change where= to values the nodes have (placement status shows each node's labels), "
         "or start nodes with `ray start --labels key=value`",
-        [node_name(n) for n in live],
+        shown(live),
     )
 
 
@@ -273,7 +397,7 @@ def no_candidates_error(snapshot: ClusterSnapshot, backend: str) -> PlacementErr
         "start a labelled cluster with scripts/start_cluster.sh 4, start nodes with "
         f"`ray start --resources '{{\"{prefix}0\": 1000}}' --labels {LABEL_KEY}={prefix}0`, "
         "or use backend='node_id'",
-        [node_name(n) for n in live],
+        shown(live),
     )
 
 
@@ -294,15 +418,15 @@ def check_pin_fits(pin_amount: float, nodes: Sequence[NodeInfo],
     if not short:
         return
     smallest = min(n.total.get(n.label or "", 0.0) for n in nodes)
-    shown = ", ".join(f"{node_name(n)} ({n.total.get(n.label or '', 0.0):g})" for n in short[:8])
+    listed = ", ".join(f"{node_name(n)} ({n.total.get(n.label or '', 0.0):g})" for n in short[:8])
     more = f" and {len(short) - 8} more" if len(short) > 8 else ""
     raise PlacementError(
         errors.PIN_EXCEEDS_LABEL,
-        f"pin_amount={pin_amount:g} is more than the {label_prefix}<i> resource of {shown}{more}: "
+        f"pin_amount={pin_amount:g} is more than the {label_prefix}<i> resource of {listed}{more}: "
         "Ray could never run a placement pinned there",
         f"use pin_amount <= {smallest:g} (the smallest label resource; the default is "
         f"{DEFAULT_PIN_AMOUNT}), or backend='node_id'",
-        [node_name(n) for n in short],
+        shown(short),
     )
 
 
@@ -313,7 +437,7 @@ def resources_error(demand: Demand, nodes: Sequence[NodeInfo]) -> PlacementError
         errors.RESOURCES_EXCEED_NODES,
         f"no candidate node can ever hold {demand.as_dict()}: the largest have {largest}",
         "ask for less (num_cpus=, num_gpus=, memory=, resources=) or add a node that large",
-        [node_name(n) for n in nodes],
+        shown(nodes),
     )
 
 
@@ -327,7 +451,7 @@ def unknown_target_error(target: str, snapshot: ClusterSnapshot) -> PlacementErr
             "place on a live node (placement status lists them), or use soft=True to fall back",
             [node_name(known)],
         )
-    live = [node_name(n) for n in snapshot.placeable] or [node_name(n) for n in snapshot.live]
+    live = shown(snapshot.placeable) or shown(snapshot.live)
     rule = errors.UNKNOWN_NODE if _looks_like_node_id(target) else errors.UNKNOWN_LABEL
     what = "with id" if rule == errors.UNKNOWN_NODE else "labelled"
     return PlacementError(

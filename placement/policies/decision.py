@@ -4,11 +4,11 @@ Pure: no Ray here.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Hashable
 from typing import Any, NamedTuple
 
 from ..snapshot import NodeInfo
+from .request import finite
 
 AUTO = "auto"  # RESOURCE when every live node has its node<i> resource, else NODE_ID
 RESOURCE = "resource"  # {"node3": pin_amount}: hard, needs a labelled node
@@ -77,9 +77,9 @@ def check_soft(soft: bool | str) -> bool | str:
 
 
 def check_pin_amount(amount: float) -> float:
-    if (isinstance(amount, bool) or not isinstance(amount, (int, float))
-            or not math.isfinite(amount)):
-        raise ValueError(f"pin_amount must be a finite number, got {amount!r}")
+    if finite(amount) is None:
+        raise ValueError(f"pin_amount must be a finite number, got {amount!r}: e.g. "
+                         f"pin_amount={DEFAULT_PIN_AMOUNT}")
     if amount < RAY_RESOURCE_RESOLUTION:
         raise ValueError(
             f"pin_amount {amount!r} is below Ray's resource resolution of "
@@ -93,8 +93,11 @@ class Decision(NamedTuple):
     """Where one placement goes, why, and how to tell Ray (backend, soft, pin amount).
 
     ``ticket`` names the placement in its policy's ledger: ``policy.commit``, ``rollback`` and
-    ``release`` take the decision. A NamedTuple, not a dataclass: one is made per placement, and
-    a frozen dataclass costs about 1.4 us to build, most of the decision budget.
+    ``release`` take the decision. ``tracked``: the policy counts this placement only while its
+    work runs (the submit layer releases it when the work ends). ``claim``: (shared ledger name,
+    cap) to claim the node in across drivers, or None. A NamedTuple, not a dataclass: one is
+    made per placement, and a frozen dataclass is slower to build (benchmarks/decide.py).
+    Hashable, like its node.
     """
 
     node: NodeInfo
@@ -108,10 +111,20 @@ class Decision(NamedTuple):
     ticket: int = 0
     where: Any = None  # the policy's LabelFilter, if any: a soft placement's fallback keeps it
     local_bytes: int = 0  # Locality: bytes of the arguments already on the node (not moved)
+    tracked: bool = False
+    claim: tuple[str, int | None] | None = None
 
     @property
     def node_name(self) -> str:
         return node_name(self.node)
+
+
+class Submitted(NamedTuple):
+    """What one placed submission gave: Ray's result (an ObjectRef or an actor handle) and the
+    decision that placed it."""
+
+    result: Any
+    decision: Decision
 
 
 def node_name(node: NodeInfo) -> str:

@@ -25,7 +25,7 @@ from .. import errors
 from ..errors import PlacementError
 from ..naming import natural_key
 from ..snapshot import ClusterSnapshot, NodeInfo
-from .base import Fallback, Policy
+from .base import Policy
 from .request import Request
 from .selector import LabelFilter
 
@@ -56,7 +56,7 @@ def capacity_ask(policy: Policy, snapshot: ClusterSnapshot, request: Request,
                  refusal: PlacementError) -> CapacityAsk | None:
     """What would let ``policy`` place ``request`` after ``refusal`` on ``snapshot``: None when
     no new node can help (a placement bound to a node, a refusal of another kind)."""
-    member = _patient_member(policy)
+    member = policy.patient()
     if refusal.rule not in GROWABLE or not member.can_grow(request):
         return None
     demand = request.demand
@@ -70,7 +70,7 @@ def capacity_ask(policy: Policy, snapshot: ClusterSnapshot, request: Request,
     asked = LabelFilter(selector, "label_selector") if selector else None
     fitting = [n for n in snapshot.live
                if n.fits(unit.items()) and (asked is None or asked.matches(n.labels))]
-    topology: str | None = getattr(member, "topology", None)
+    topology = member.topology
     if topology is not None:
         return _other_value(topology, fitting, unit, selector, asked)
     if not fitting:
@@ -105,10 +105,3 @@ def _other_value(topology: str, fitting: list[NodeInfo], unit: Mapping[str, floa
             selector = {**selector, topology: f"!in({','.join(excluded)})"}
         why = f"a {topology} other than {', '.join(excluded) or 'none'}"
     return CapacityAsk((dict(unit),), (selector,), why)
-
-
-def _patient_member(policy: Policy) -> Policy:
-    """The policy whose shape is asked for: in a fallback, the first member that waits."""
-    if isinstance(policy, Fallback):
-        return next((p for p in policy.policies if p.wait_for_nodes), policy.policies[0])
-    return policy

@@ -26,9 +26,10 @@ from typing import Any
 
 from .. import errors
 from ..errors import PlacementError
-from .base import Hold, Policy
-from .candidates import Candidates, holds
-from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
+from .base import Choice, Outcome, Policy, Refusal
+from .candidates import Candidates, holds, shown
+from .decision import DEFAULT_PIN_AMOUNT
+from .needs import Needs
 from .request import Request
 
 
@@ -37,7 +38,7 @@ class Locality(Policy):
     arguments. Soft by default (``soft=True``: Ray runs the work elsewhere while that node is
     busy, as its own locality does); ``soft=False`` waits for the data's node."""
 
-    needs_locations = True
+    needs = Needs(locations=True)
     default_soft = True
 
     def __init__(self, *, soft: bool | str = True, backend: str | None = None,
@@ -47,7 +48,7 @@ class Locality(Policy):
         super().__init__(soft=soft, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where, wait_for_nodes=wait_for_nodes)
 
-    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
         demand, best, most = request.demand, None, 0
         for node_id, size in request.data:  # most bytes first: the first that fits wins
             node = cands.get(node_id)
@@ -58,10 +59,12 @@ class Locality(Policy):
                 elif size < most:
                     break
         if best is None:
-            cands.fitting(demand)  # nothing can hold it: that refusal, not the one below
-            raise self._no_locations(cands, request)
-        return self._decision(best, "holds the most bytes of its arguments",
-                              local_bytes=most), None
+            try:
+                cands.node_set(demand)  # nothing can hold it: that refusal, not the one below
+            except PlacementError as refusal:
+                return Refusal.of(refusal)
+            return Refusal(errors.NO_DATA_LOCATIONS, lambda: self._no_locations(cands, request))
+        return Choice(best, "holds the most bytes of its arguments", False, None, most)
 
     def _no_locations(self, cands: Candidates, request: Request) -> PlacementError:
         known = [node_id for node_id, size in request.data if size > 0]
@@ -72,7 +75,4 @@ class Locality(Policy):
         return PlacementError(
             errors.NO_DATA_LOCATIONS, detail,
             "combine it with a policy for that case, e.g. Locality() | RoundRobin()",
-            [node_name(n) for n in cands.nodes[:8]])
-
-    def _undo(self, hold: Hold) -> None:
-        """Locality keeps no ledger: nothing to give back."""
+            shown(cands.nodes[:8]))

@@ -20,22 +20,26 @@ members spread over that zone's nodes:
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from .. import errors
 from ..errors import PlacementError
 from ..snapshot import NodeInfo
-from .base import Hold
-from .candidates import Candidates, demand_error, holds
-from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
-from .request import Demand, Request
-from .rotation import Ledger, Rotation
-from .spread import StrictPolicy, Taken, _check_whole, _Domains, all_domains, check_topology, untake
+from .base import Choice, Hold, Outcome, Refusal
+from .candidates import Candidates, demand_error, holds, shown
+from .decision import DEFAULT_PIN_AMOUNT
+from .ledger import Ledger
+from .needs import Needs
+from .request import Request
+from .spread import Domains, StrictPolicy, check_topology, check_whole
 
 _OPENED = "a new group, on a node with no group yet"
 _JOINED = "its group's node"
 _MOVED = "its group (re)placed on the node with the fewest groups"
 _STRAYED = "its group's node cannot hold it: soft packing places it on the node with the fewest"
+
+# What a placement did to its group (the first field of its hold).
+_JOIN, _OPEN, _MOVE = "join", "open", "move"
 
 
 class _Group:
@@ -43,8 +47,8 @@ class _Group:
 
     def __init__(self, slot: Hashable) -> None:
         self.slot = slot  # its node id, or with topology= its label value
-        self.members = 1  # open and committed placements not yet released, the first included
-        self.nodes: dict[Hashable, int] = {}  # with topology: its members per node (release_group)
+        self.members = 0  # reserved placements not given back
+        self.nodes: dict[str, tuple[Hashable, int]] = {}  # topology: node -> (value, members)
 
 
 class Packing(StrictPolicy):
@@ -61,7 +65,7 @@ class Packing(StrictPolicy):
     values, and ``groups_per_node`` counts groups per value.
     """
 
-    needs_group = True
+    needs = Needs(group=True)
 
     def __init__(self, *, strict: bool = True, groups_per_node: int = 1,
                  topology: str | None = None, backend: str | None = None,
@@ -70,12 +74,13 @@ class Packing(StrictPolicy):
                  wait_for_nodes: float | None = None, live: bool = False) -> None:
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where, wait_for_nodes=wait_for_nodes, live=live)
-        self.groups_per_node = _check_whole("groups_per_node", groups_per_node)
+        self.groups_per_node = check_whole("groups_per_node", groups_per_node)
         self.topology = check_topology(topology)
         self._used = Ledger()  # groups per slot (node, or topology value)
-        self._per_node = Ledger()  # with topology: members per node inside a value
         self._groups: dict[Hashable, _Group] = {}
-        self._classes: dict[Demand, _Domains] = {}
+
+    def _ledger(self) -> Ledger:
+        return self._used
 
     def _config(self) -> dict[str, Any]:
         return {"groups_per_node": self.groups_per_node, "topology": self.topology,
@@ -98,105 +103,163 @@ class Packing(StrictPolicy):
         Idempotent."""
         with self._lock:
             found = self._groups.pop(group, None)
-            if found is not None:
-                self._used.give_back(found.slot)
-                for node_id, count in found.nodes.items():
-                    for _ in range(count):
-                        self._per_node.give_back(node_id)
-
-    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
-        group, demand = request.group, request.demand
-        packed = self._groups.get(group)
-        if packed is not None:
-            member: Taken | None = None  # with topology: the count of this member on its node
-            reason = _JOINED
-            try:
-                if self.topology is None:
-                    node = cands.get(cast(str, packed.slot))
-                    if node is not None and demand and not holds(node, demand):
-                        raise demand_error(demand, [node])
-                else:
-                    node, member = self._member_node(cands, demand, packed.slot)
-            except PlacementError:
-                if not self.soft:
-                    raise
-                # Soft: this member goes where it fits; the group stays where it is.
-                node, member = self._least_used_fitting(cands, demand)
-                reason = _STRAYED
-            if node is not None:
-                _count(packed, member)
-                packed.members += 1
-                joined: Hold = (group, packed, None, 0, None, member)
-                return self._decision(node, reason, fallback=reason is _STRAYED,
-                                      group=group), joined
-            if not self.soft:
-                raise self._gone_error(cands, packed.slot)
-        state = self._state(cands, demand)
-        rotation = state.rotation
-        i = rotation.take_next()
-        moved = packed is not None
-        if i is None:
-            if not self.soft:
-                raise self._exhausted(cands, state, group)
-            i = rotation.least_used()
-            rotation.take_at(i)
-            moved = True
-        slot = state.slots[i]
-        if self.topology is None:
-            node, member = state.nodes[i], None
-        else:
-            node, member = state.member(slot)
-        left: Hashable | None = None  # the slot a soft group left, to return to on rollback
-        if packed is None:
-            packed = self._groups[group] = _Group(slot)
-        else:
-            left = packed.slot
-            self._used.give_back(left)  # the soft group leaves its dead node
-            packed.slot = slot
-            packed.members += 1
-        # Constant reasons: the group and the node are in the decision already, and formatting
-        # them here would cost about 0.5 us per placement.
-        reason = _MOVED if moved else _OPENED
-        taken = rotation if packed.members == 1 or left is not None else None
-        _count(packed, member)
-        hold = (group, packed, taken, i, left, member)
-        return self._decision(node, reason, fallback=moved, group=group), hold
+            if found is None:
+                return
+            self._used.change(found.slot, -1)
+            for node_id, (value, count) in found.nodes.items():
+                self._count_member(value, self._in_domain.get(value), node_id, -count)
+            found.nodes.clear()
 
     def can_grow(self, request: Request) -> bool:
         return request.group not in self._groups  # a placed group's members go to its node
 
-    def _state(self, cands: Candidates, demand: Demand) -> _Domains:
-        state = self._classes.get(demand)
-        if state is None or state.cands is not cands:
-            state = self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
-                                                     self.groups_per_node, self._per_node)
-        return state
+    # -- choosing ---------------------------------------------------------------------------------
 
-    def _member_node(self, cands: Candidates, demand: Demand,
-                     slot: Hashable) -> tuple[NodeInfo | None, Taken | None]:
-        """With topology: the node of value ``slot`` a new member goes to (counted), or None
-        when no candidate carries that value any more; raises when some do but none fits
-        ``demand``."""
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
+        group, demand = request.group, request.demand
         try:
-            state: _Domains | None = self._state(cands, demand)
-        except PlacementError:  # no node with the label fits demand: is the value still there?
-            state = None
-        if state is not None and state.members.get(slot):
-            return state.member(slot)
-        if slot in all_domains(cands, self.topology):  # O(nodes): an error path
-            raise demand_error(demand, [n for n in cands.nodes
-                                        if n.labels.get(self.topology or "") == slot])
-        return None, None
+            packed = self._groups.get(group)
+        except TypeError:
+            raise TypeError(f"group must be hashable (a str, int or tuple), got "
+                            f"{type(group).__name__}: e.g. group='partition-3'") from None
+        if packed is not None:
+            joined = self._join(cands, request, packed)
+            if joined is not None:
+                return joined
+        try:
+            nodes = cands.node_set(demand)
+        except PlacementError as refusal:
+            return Refusal.of(refusal)
+        space = self._space(nodes)
+        if space.__class__ is Refusal:
+            return space
+        assert isinstance(space, Domains)
+        found = space.index(self._used).least()
+        assert found is not None  # a node set is never empty
+        pos, count = found
+        moved = packed is not None
+        if count >= self.groups_per_node:
+            if not self.soft:
+                return Refusal(errors.GROUPS_EXHAUSTED,
+                               lambda: self._exhausted(cands, space, group))
+            moved = True
+        slot = space.slots[pos]
+        node, ledger = ((space.nodes.nodes[pos], None) if self.topology is None
+                        else self._member(space, slot))
+        kind = _OPEN if packed is None else _MOVE
+        # Constant reasons: the group and the node are in the decision already.
+        return Choice(node, _MOVED if moved else _OPENED, moved, (kind, slot, ledger))
 
-    def _least_used_fitting(self, cands: Candidates,
-                            demand: Demand) -> tuple[NodeInfo, Taken | None]:
-        """The node (of the value) with the fewest groups that can hold ``demand``: where a soft
-        group's member goes when the group's own node cannot hold it (O(nodes), rare)."""
-        state = self._state(cands, demand)  # raises when no node can
-        i = state.rotation.least_used()
+    def _join(self, cands: Candidates, request: Request, packed: _Group) -> Outcome | None:
+        """A member of a placed group: its group's node (or value), a stray elsewhere (soft, too
+        large for it), a refusal, or None when the group must move (soft, its node is gone)."""
+        demand = request.demand
         if self.topology is None:
-            return state.nodes[i], None
-        return state.member(state.slots[i])
+            node = cands.get(str(packed.slot))
+            if node is not None:
+                if not demand or holds(node, demand):
+                    return Choice(node, _JOINED, False, (_JOIN, packed.slot, None))
+                if not self.soft:
+                    return Refusal.of(demand_error(demand, [node]))
+                return self._stray(cands, request)
+        else:
+            refused: PlacementError | None = None
+            try:
+                nodes = cands.node_set(demand)
+            except PlacementError as refusal:
+                nodes, refused = None, refusal
+            space = self._space(nodes) if nodes is not None else None
+            if isinstance(space, Domains) and packed.slot in space.members:
+                node, ledger = self._member(space, packed.slot)
+                return Choice(node, _JOINED, False, (_JOIN, packed.slot, ledger))
+            everywhere = self._space(cands.all)
+            if isinstance(everywhere, Domains) and packed.slot in everywhere.members:
+                # The value is there, but none of its nodes can hold this member.
+                if not self.soft:
+                    return Refusal.of(demand_error(demand, everywhere.members[packed.slot].nodes))
+                if refused is not None:
+                    return Refusal.of(refused)
+                return self._stray(cands, request)
+        if not self.soft:
+            return Refusal(errors.DEAD_NODE, lambda: self._gone_error(cands, packed.slot))
+        return None
+
+    def _stray(self, cands: Candidates, request: Request) -> Outcome:
+        """A soft group's member its group's node cannot hold: the fitting node (of the value)
+        with the fewest groups; the group stays where it is."""
+        try:
+            nodes = cands.node_set(request.demand)
+        except PlacementError as refusal:
+            return Refusal.of(refusal)
+        space = self._space(nodes)
+        if not isinstance(space, Domains):
+            return space
+        found = space.index(self._used).least()
+        assert found is not None
+        slot = space.slots[found[0]]
+        node, ledger = ((space.nodes.nodes[found[0]], None) if self.topology is None
+                        else self._member(space, slot))
+        return Choice(node, _STRAYED, True, (_JOIN, slot, ledger))
+
+    # -- the ledger -------------------------------------------------------------------------------
+
+    def _reserve(self, request: Request, choice: Choice) -> Hold:
+        kind, slot, ledger = choice[3]
+        node: NodeInfo = choice[0]
+        group = request.group
+        packed = self._groups.get(group)
+        left: Hashable | None = None
+        if kind == _OPEN:
+            packed = self._groups[group] = _Group(slot)
+            self._used.change(slot, +1)
+        elif kind == _MOVE:
+            assert packed is not None  # a move is of a placed group
+            left = packed.slot
+            self._used.change(left, -1)  # the soft group leaves its node
+            self._used.change(slot, +1)
+            packed.slot = slot
+        assert packed is not None
+        packed.members += 1
+        if ledger is not None:
+            self._count_member(slot, ledger, node.node_id, +1)
+            value, count = packed.nodes.get(node.node_id, (slot, 0))
+            packed.nodes[node.node_id] = (value, count + 1)
+        return kind, group, packed, slot, left, ledger, node.node_id
+
+    def _unreserve(self, hold: Hold) -> None:
+        packed: _Group
+        kind, group, packed, slot, left, ledger, node_id = hold
+        self._give_member(group, packed, slot, ledger, node_id)
+        if kind == _MOVE and packed.slot == slot and self._groups.get(group) is packed:
+            # It moved the group: move it back, as if the placement never happened.
+            self._used.change(slot, -1)
+            self._used.change(left, +1)
+            packed.slot = left
+        if packed.members <= 0 and self._groups.get(group) is packed:
+            del self._groups[group]
+            self._used.change(packed.slot, -1)
+
+    def _release(self, hold: Hold) -> None:
+        packed: _Group
+        kind, group, packed, slot, left, ledger, node_id = hold
+        self._give_member(group, packed, slot, ledger, node_id)
+        if packed.members <= 0 and self._groups.get(group) is packed:
+            del self._groups[group]  # a released move keeps the group where it went
+            self._used.change(packed.slot, -1)
+
+    def _give_member(self, group: Hashable, packed: _Group, slot: Hashable,
+                     ledger: Ledger | None, node_id: str) -> None:
+        packed.members -= 1
+        if ledger is None or self._groups.get(group) is not packed:
+            return  # release_group gave the members' counts back already
+        self._count_member(slot, ledger, node_id, -1)
+        value, count = packed.nodes[node_id]
+        if count > 1:
+            packed.nodes[node_id] = (value, count - 1)
+        else:
+            del packed.nodes[node_id]
+
+    # -- refusals ---------------------------------------------------------------------------------
 
     def _gone_error(self, cands: Candidates, slot: Hashable) -> PlacementError:
         if self.topology is None:
@@ -205,76 +268,15 @@ class Packing(StrictPolicy):
             errors.DEAD_NODE,
             f"no live candidate node has {self.topology}={slot} any more, the value its group is "
             "packed on", "release the group (release_group) and place it again, or use "
-            "Packing(strict=False) to move it", [node_name(n) for n in cands.nodes][:64])
+            "Packing(strict=False) to move it", shown(cands.nodes))
 
-    def _follow(self, cands: Candidates) -> None:
-        for demand in list(self._classes):
-            try:
-                self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
-                                                 self.groups_per_node, self._per_node)
-            except PlacementError:
-                del self._classes[demand]  # nothing fits it now: its next decision says so
-
-    def _exhausted(self, cands: Candidates, state: _Domains, group: Hashable) -> PlacementError:
+    def _exhausted(self, cands: Candidates, space: Domains, group: Hashable) -> PlacementError:
         where = "nodes" if self.topology is None else f"values of {self.topology!r}"
         return PlacementError(
             errors.GROUPS_EXHAUSTED,
-            f"group {group!r} is group {len(self._groups) + 1} but only {len(state.slots)} "
+            f"group {group!r} is group {len(self._groups) + 1} but only {len(space.slots)} "
             f"{where} can take {self.groups_per_node} group(s) each",
             f"start more nodes (scripts/start_cluster.sh {len(cands.nodes) + 1}), raise "
             "groups_per_node, release finished groups, or use Packing(strict=False)",
-            [node_name(n) for nodes in state.node_sets() for n in nodes],
+            shown(space.node_lists()),
         )
-
-    def _rollback(self, hold: Hold) -> None:
-        group, packed, taken, i, left, member = hold
-        if left is None or taken is None or packed.slot != taken.slots[i]:
-            self._undo(hold)
-            return
-        # This placement moved a soft group off its dead node: move it back, so the ledger is
-        # as if the placement never happened (a release keeps the group where it went).
-        self._uncount(group, packed, member)
-        packed.members -= 1
-        taken.untake(i)
-        self._used.add(left)
-        packed.slot = left
-        if packed.members <= 0 and self._groups.get(group) is packed:
-            del self._groups[group]
-            self._used.give_back(left)
-
-    def _undo(self, hold: Hold) -> None:
-        group: Hashable
-        packed: _Group
-        taken: Rotation | None  # the rotation that opened or moved the group, and its index
-        i: int
-        left: Hashable | None  # the slot a moved group left
-        member: Taken | None  # with topology: the count of the member on its node
-        group, packed, taken, i, left, member = hold
-        self._uncount(group, packed, member)
-        packed.members -= 1
-        opened = taken if left is None else None
-        if packed.members <= 0 and self._groups.get(group) is packed:
-            del self._groups[group]
-            if opened is not None and opened.slots[i] == packed.slot:
-                opened.untake(i)  # the group never opened: as if never decided
-            else:
-                self._used.give_back(packed.slot)
-
-    def _uncount(self, group: Hashable, packed: _Group, member: Taken | None) -> None:
-        """Give back a member's count on its node, unless release_group gave back the group's."""
-        if member is None or self._groups.get(group) is not packed:
-            return
-        untake(member)
-        node_id = member[0].slots[member[1]]
-        left = packed.nodes[node_id] - 1
-        if left:
-            packed.nodes[node_id] = left
-        else:
-            del packed.nodes[node_id]
-
-
-def _count(packed: _Group, member: Taken | None) -> None:
-    """Note a member's node in its group (topology only), for release_group."""
-    if member is not None:
-        node_id = member[0].slots[member[1]]
-        packed.nodes[node_id] = packed.nodes.get(node_id, 0) + 1

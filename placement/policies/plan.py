@@ -2,19 +2,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
 from ..errors import PlacementError
 from ..snapshot import ClusterSnapshot
 from .decision import Decision
-from .request import DemandLike
-
-if TYPE_CHECKING:  # the policy's type only: base.py imports this module
-    from .base import Policy
+from .request import DemandLike, Request, make_request
 
 
 @dataclass(frozen=True)
@@ -38,19 +34,29 @@ class Plan:
         return text
 
 
-def make_plan(policy: Policy, snapshot: ClusterSnapshot, n: int, demand: DemandLike,
-              groups: list[Hashable] | None, caller_node_id: str | None) -> Plan:
+def make_plan(name: str, propose: Callable[[ClusterSnapshot, Request], Decision],
+              commit: Callable[[Decision], None], snapshot: ClusterSnapshot, n: int,
+              demand: DemandLike, groups: Sequence[Hashable] | None,
+              caller_node_id: str | None, targets: Mapping[int, str] | None = None) -> Plan:
+    """``n`` placements proposed and committed one after another (by a fresh policy: its
+    ``propose`` and ``commit``), stopping at the first refusal."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a whole number of placements >= 0, got {n!r}")
+    if groups is not None and (isinstance(groups, (str, bytes)) or
+                               not isinstance(groups, Sequence)):
+        raise TypeError(f"groups must be a list with one group key per placement, got "
+                        f"{type(groups).__name__}: e.g. groups=['a', 'a', 'b']")
     if groups is not None and len(groups) != n:
         raise ValueError(f"groups has {len(groups)} keys for {n} placements: give one key per "
                          "placement")
+    requests = [make_request(demand, None if groups is None else groups[i], caller_node_id,
+                             None, targets) for i in range(n)]
     decisions = []
     try:
-        for i in range(n):
-            group = groups[i] if groups is not None else None
-            decisions.append(policy.decide(snapshot, demand, group=group,
-                                           caller_node_id=caller_node_id))
+        for request in requests:
+            decision = propose(snapshot, request)
+            commit(decision)
+            decisions.append(decision)
     except PlacementError as refusal:
-        return Plan(repr(policy), tuple(decisions), refusal)
-    return Plan(repr(policy), tuple(decisions))
+        return Plan(name, tuple(decisions), refusal)
+    return Plan(name, tuple(decisions))

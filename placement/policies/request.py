@@ -41,15 +41,19 @@ class Demand(tuple[tuple[str, float], ...]):
     def __new__(cls, resources: Mapping[str, float] | None = None,
                 labels: Mapping[str, str] | LabelFilter | None = None) -> Demand:
         pairs = []
+        if resources is not None and not isinstance(resources, Mapping):
+            raise TypeError(f"a demand is a dict of resource name to amount, got "
+                            f"{type(resources).__name__} {resources!r}: e.g. {{'CPU': 1}}")
         for name, amount in (resources or {}).items():
-            if not isinstance(name, str):
-                raise TypeError(f"resource names must be strings, got {name!r}")
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or \
-                    not math.isfinite(amount) or amount < 0:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"resource names must be non-empty strings, got {name!r}: "
+                                "e.g. {'CPU': 1}")
+            value = finite(amount)
+            if value is None or value < 0:
                 raise ValueError(
                     f"the demand for {name!r} must be a finite number >= 0, got {amount!r}")
-            if amount > 0:
-                pairs.append((name, float(amount)))
+            if value > 0:
+                pairs.append((name, value))
         if labels is not None:
             selector = labels if isinstance(labels, LabelFilter) else LabelFilter(labels)
             pairs += ((f"{_LABEL}{key}={text}", 0.0) for key, text in selector.selector.items())
@@ -76,6 +80,22 @@ class Demand(tuple[tuple[str, float], ...]):
         return f"Demand({self.as_dict()!r}{shown})"
 
 
+def finite(value: object) -> float | None:
+    """``value`` as a float if it is a real, finite number (not a bool), else None; integers
+    too large for a float (10**400) are None, not an OverflowError.
+
+    >>> finite(2), finite(10**400), finite(float("nan")), finite(True), finite("1")
+    (2.0, None, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 # Sorts before any resource name, and no Ray resource is named so.
 _LABEL = "\0label:"
 
@@ -91,7 +111,8 @@ NOTHING = Demand()
 
 class Request(NamedTuple):
     """One placement to decide: what it needs, its group (Packing), the caller's node (Local),
-    and where its arguments' data is (Locality): (node id, bytes) pairs.
+    where its arguments' data is (Locality): (node id, bytes) pairs, and the nodes of the actors
+    it follows (Affinity(actor)): (id of the actor handle, node id) pairs.
 
     >>> Request(Demand({"CPU": 1}), group="p3") == Request(Demand({"CPU": 1.0}), group="p3")
     True
@@ -101,27 +122,63 @@ class Request(NamedTuple):
     group: Hashable | None = None
     caller_node_id: str | None = None
     data: tuple[tuple[str, int], ...] = ()
+    targets: tuple[tuple[int, str], ...] = ()
 
 
 def make_request(demand: DemandLike = None, group: Hashable | None = None,
                  caller_node_id: str | None = None,
-                 data: Mapping[str, int] | None = None) -> Request:
-    """A Request, checking that the group key can be a dict key (policies file placements by it).
-    ``data``: bytes of the arguments per node id (Locality)."""
+                 data: Mapping[str, int] | None = None,
+                 targets: Mapping[int, str] | None = None) -> Request:
+    """A Request, checking every field: the group key must be a dict key (policies file
+    placements by it); ``data``: bytes of the arguments per node id (Locality); ``targets``:
+    node id per followed actor (the id() of its handle)."""
     if not isinstance(demand, Demand):
         demand = Demand(demand)
-    if group is None and caller_node_id is None and not data:
-        return _new_request((demand, None, None, ()))  # the common case, about 0.2 us cheaper
+    if group is None and caller_node_id is None and not data and not targets:
+        return _new_request((demand, None, None, (), ()))  # the common case, 0.2 us cheaper
     if caller_node_id is not None and not isinstance(caller_node_id, str):
         raise TypeError(f"caller_node_id must be a node id string, got {caller_node_id!r}")
-    if group is not None:
-        try:
-            hash(group)
-        except TypeError:
-            raise TypeError(
-                f"group must be hashable (a str, int or tuple), got {type(group).__name__}"
-            ) from None
-    return Request(demand, group, caller_node_id, data_pairs(data or {}))
+    check_group(group)
+    pairs: tuple[tuple[int, str], ...] = ()
+    if targets:
+        if not isinstance(targets, Mapping) or not all(
+                isinstance(k, int) and isinstance(v, str) for k, v in targets.items()):
+            raise TypeError(f"targets must map id(actor) to a node id string, got {targets!r}")
+        pairs = tuple(targets.items())
+    return Request(demand, group, caller_node_id, data_pairs(data or {}), pairs)
+
+
+def check_group(group: object) -> None:
+    """Refuse a group key that cannot be a dict key (policies file placements by it).
+
+    >>> check_group(["p", 3])
+    Traceback (most recent call last):
+    ...
+    TypeError: group must be hashable (a str, int or tuple), got list: e.g. group='partition-3'
+    """
+    if group is None:
+        return
+    try:
+        hash(group)
+    except TypeError:
+        raise TypeError(
+            f"group must be hashable (a str, int or tuple), got {type(group).__name__}: "
+            "e.g. group='partition-3'") from None
+
+
+def check_request(request: object) -> Request:
+    """``request`` if it is a Request of a Demand (None: the empty request); a clear TypeError
+    otherwise. Cheap: it runs on every proposal."""
+    if request is None:
+        return NO_REQUEST
+    if not isinstance(request, Request):
+        raise TypeError(f"propose() takes a Request (or None), got {type(request).__name__}: "
+                        "build one with make_request(demand, group=...), or call "
+                        "decide(snapshot, demand, group=...)")
+    if not isinstance(request.demand, Demand):
+        raise TypeError(f"Request.demand must be a Demand, got {type(request.demand).__name__}:"
+                        " e.g. Request(Demand({'CPU': 1}))")
+    return request
 
 
 def data_pairs(data: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
@@ -138,5 +195,6 @@ def data_pairs(data: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(data.items(), key=lambda pair: (-pair[1], pair[0])))
 
 
-_new_request: Callable[[tuple[Demand, None, None, tuple[()]]], Request] = functools.partial(
-    tuple.__new__, Request)
+_new_request: Callable[[tuple[Demand, None, None, tuple[()], tuple[()]]], Request] = (
+    functools.partial(tuple.__new__, Request))
+NO_REQUEST = Request()

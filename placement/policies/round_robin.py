@@ -1,14 +1,20 @@
 """RoundRobin: balance, per demand, over the nodes that fit it.
 
-Each demand has its own rotation (and, weighted, its own chairman sequence) over the nodes whose
-totals can hold it, so tasks of one demand are balanced whatever other demands the same policy
-served in between. A rotation lives until the set of nodes fitting its demand changes: a new
-snapshot object with the same nodes changes nothing.
+A round robin's ledger is one position per demand: the placement-order key of the node its last
+placement went to (and, weighted, the step of its weighted order). The next placement goes to
+the first fitting node after that key, in natural order, wrapping; while the fitting nodes stay
+the same object (a refresh that changed none of them) that is the next index, O(1), and when they
+change it is found again by bisection, so a rotation carries on after its last node whatever
+joined or left. Rolling back a proposal restores the position it replaced: exact by
+construction, also across a refresh in between.
 
-Where a rotation starts: with ``seed=``, at a node the seed picks; otherwise right after the node
-of the process's last round-robin placement. So ``RoundRobin()`` created anew for every call
-(inline, as ``fn.options(...).remote()`` is written) still spreads, while two long-lived policies
-whose calls interleave each stay balanced on their own (each keeps its own cursor).
+Where a demand's first placement goes: with ``seed=``, at a node the seed picks; otherwise right
+after the node of the process's last round-robin placement of that demand (the process keeps the
+positions of its last ``bounded.PROCESS_DEMANDS`` demands, least recently used first out). So
+``RoundRobin()`` created anew for every call (inline, as ``fn.options(...).remote()`` is
+written), weighted too, still spreads, from any number of threads, while two long-lived policies
+whose calls interleave each stay balanced on their own (each keeps its own positions, at most
+``bounded.DEMANDS_PER_POLICY`` demands; a demand evicted continues from the process's position).
 
 >>> from placement.snapshot import ClusterSnapshot
 >>> snap = ClusterSnapshot.from_dicts([{"id": f"n{i}", "label": f"node{i}"} for i in range(3)])
@@ -19,151 +25,69 @@ whose calls interleave each stay balanced on their own (each keeps its own curso
 from __future__ import annotations
 
 import bisect
-import heapq
-import math
-import random
-from collections.abc import Mapping
+import threading
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from .. import errors
 from ..errors import PlacementError
-from ..snapshot import BY_ORDER, ClusterSnapshot, NodeInfo
-from .base import Hold, Policy
-from .candidates import Candidates
-from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
-from .request import Demand, Request
-from .rotation import Ledger, Rotation
+from ..snapshot import BY_ORDER, ClusterSnapshot
+from .base import Choice, Hold, Outcome, Policy, Refusal
+from .bounded import DEMANDS_PER_POLICY, NODE_SETS_PER_LEDGER, PROCESS_DEMANDS, Bounded
+from .candidates import Candidates, NodeSet, shown
+from .decision import DEFAULT_PIN_AMOUNT
+from .ledger import draw
+from .request import Demand, Request, finite
+from .turns import Turns
 
 Weights = str | Mapping[str, float] | None
+# One demand's position: (order key of the last node, the node set it was on, that node's index
+# in it, the weighted order or None, the next step of it, where its classes start).
+Position = tuple[tuple[Any, ...], NodeSet, int, Turns | None, int, tuple[int, ...]]
+
+# Shared by every RoundRobin of the process: where a demand's first placement goes.
+PROCESS_ROTATION: Bounded[tuple[Demand, Hashable], Position] = Bounded(PROCESS_DEMANDS)
+# Held while a policy decides from the process's positions (a demand it has not placed yet), so
+# that inline policies in several threads never read the same position.
+_PROCESS_LOCK = threading.Lock()
+
+_NEXT = "next in round-robin order"
+_NEXT_WEIGHTED = "next in weighted round-robin order"
 
 
-class RotationMemory:
-    """Per demand, the placement-order key of the node its last round-robin placement went to."""
-
-    __slots__ = ("last",)
-    LIMIT = 1024  # demands remembered; past that the memory starts afresh
-
-    def __init__(self, last: dict[Demand, tuple[object, ...]] | None = None) -> None:
-        self.last: dict[Demand, tuple[object, ...]] = dict(last or {})
-
-
-# Shared by every RoundRobin of the process: only where a new rotation starts depends on it.
-PROCESS_ROTATION = RotationMemory()
+def check_weight(key: str, weight: Any, allow_zero: bool = False) -> float:
+    """One weight of a mapping: a finite number > 0 (>= 0 with ``allow_zero``)."""
+    value = finite(weight)
+    if value is None or value < 0 or (value == 0 and not allow_zero):
+        what = ("a finite number >= 0 (0: used only when no other node fits; nodes left out "
+                "weigh 1)" if allow_zero else "a positive finite number: leave a node out of "
+                "the mapping instead of giving it 0")
+        raise ValueError(f"weight of {key!r} must be {what}, got {weight!r}")
+    return value
 
 
-def _check_weight(key: str, weight: Any) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
-            not math.isfinite(weight) or weight <= 0:
-        raise ValueError(
-            f"weight of {key!r} must be a positive finite number, got {weight!r}: "
-            "leave a node out of the mapping instead of giving it 0"
-        )
-    return float(weight)
+def check_weights(weights: Any, named: tuple[str, ...]) -> str | dict[str, float]:
+    """``weights``: one of the ``named`` modes, or a non-empty mapping of label or node id to
+    weight."""
+    if isinstance(weights, str):
+        if weights not in named:
+            raise ValueError(f"weights={weights!r} is unknown: use "
+                             f"{', '.join(map(repr, named))} or a mapping {{label: weight}}")
+        return weights
+    if not isinstance(weights, Mapping) or not weights:
+        raise TypeError(f"weights must be {', '.join(map(repr, named))}, or a non-empty mapping "
+                        f"{{label: weight}}, got {weights!r}")
+    for key in weights:
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"weights are keyed by node label or node id (a string), got "
+                            f"{key!r}: e.g. {{'node0': 2}}")
+    return {}
 
 
-# Weights whose class totals are whole numbers get their chairman sequence computed once for a
-# whole period, when that period (their sum over their greatest common divisor) is at most this:
-# at the end of a period every count equals its share exactly, so the sequence repeats. A step is
-# then a list read, not four heap operations (about 0.9 us of the 2 us budget). The cost, paid
-# when the node set changes, is about 1 us per step of the period: weights="capacity" over 10,000
-# nodes of 1 to 8 CPUs has a period of 36 (5 ms in all, mostly grouping the nodes); the limit
-# keeps the worst case near 35 ms.
-_PERIOD_LIMIT = 1 << 15
-
-
-class _Weighted:
-    """Smooth weighted round robin: Tijdeman's chairman assignment over the distinct weights,
-    then round robin among the nodes that share a weight. Nodes of equal weight are alike, so a
-    class of k nodes takes k times the share and hands its turns out in order; each node then
-    stays within 1 of its own share (class error below 1/k, plus under (k-1)/k from rounding),
-    and a step costs O(log distinct weights): weights="capacity" at 10,000 nodes of 8 sizes has
-    8 classes, not 10,000 heap entries."""
-
-    __slots__ = ("_chairman", "_classes", "_cycle", "_placed", "_redo", "_slot_of", "_step")
-
-    def __init__(self, weights: tuple[float, ...], start: int) -> None:
-        n = len(weights)
-        members: dict[float, list[int]] = {}
-        largest = max(weights)
-        for i in sorted(range(n), key=lambda i: (i - start) % n):  # from the starting node on
-            if weights[i] / largest > 0:  # 0, or so small against the largest that it is 0
-                members.setdefault(weights[i], []).append(i)
-        self._classes = [Rotation(nodes, Ledger()) for nodes in members.values()]
-        self._slot_of = {i: (c, j) for c, nodes in enumerate(members.values())
-                         for j, i in enumerate(nodes)}
-        self._cycle: list[int] | None = None
-        self._chairman: _ChairmanSequence | None = None  # stepped live only without a cycle
-        if all(float(w).is_integer() for w in members):
-            units = [int(w) * len(m) for w, m in members.items()]
-            common = math.gcd(*units)
-            period = sum(units) // common
-            if period <= _PERIOD_LIMIT:
-                once = _ChairmanSequence(tuple(float(u // common) for u in units))
-                self._cycle = [once.next() for _ in range(period)]
-        if self._cycle is None:
-            # Scaled by the largest weight: 1e308 and 1.5e308 would sum to infinity.
-            self._chairman = _ChairmanSequence(
-                tuple(w / largest * len(m) for w, m in members.items()))
-        self._step = 0
-        self._redo: list[int] = []  # turns given back out of order (concurrent rollbacks)
-        self._placed = 0
-
-    def take_next(self) -> int:
-        cycle = self._cycle
-        if self._redo:
-            c = self._redo.pop()
-        elif cycle is not None:
-            step = self._step
-            c = cycle[step]
-            self._step = step + 1 if step + 1 < len(cycle) else 0
-        else:
-            assert self._chairman is not None  # built whenever there is no cycle
-            c = self._chairman.next()
-        rotation = self._classes[c]
-        j = rotation.take_next()
-        assert j is not None  # an unbounded rotation always has a slot
-        self._placed += 1
-        node: int = rotation.slots[j]  # type: ignore[assignment]  # slots are node positions
-        return node
-
-    def untake(self, i: int) -> None:
-        c, j = self._slot_of[i]
-        self._classes[c].untake(j)
-        self._placed -= 1
-        cycle = self._cycle
-        if cycle is None:
-            assert self._chairman is not None  # built whenever there is no cycle
-            self._chairman.undo(c)
-            return
-        before = (self._step or len(cycle)) - 1
-        if cycle[before] == c and not self._redo:
-            self._step = before  # the last turn handed out: as if it never was
-        else:
-            self._redo.append(c)
-
-    def empty(self) -> bool:
-        return self._placed == 0
-
-
-class _Class:
-    """The rotation of one demand over the nodes that fit it (one epoch of its node set)."""
-
-    __slots__ = ("cands", "last", "nodes", "order", "origin", "seed_draw", "start", "weights")
-
-    def __init__(self, cands: Candidates, nodes: tuple[NodeInfo, ...],
-                 weights: tuple[float, ...] | None, start: int,
-                 origin: _Class | None = None) -> None:
-        self.cands = cands
-        self.nodes = nodes
-        self.weights = weights
-        self.start = start % len(nodes)  # where the rotation starts, as an index
-        self.origin = origin  # the rotation of the previous node set it continues, if any
-        self.last: int | None = None
-        # The seeded random state before and after drawing this rotation's start, if it drew.
-        self.seed_draw: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
-        self.order: Rotation | _Weighted = (
-            Rotation(range(len(nodes)), Ledger(), None, start) if weights is None
-            else _Weighted(weights, start))
+def unknown_names(weights: Mapping[str, float], snapshot: ClusterSnapshot) -> list[str]:
+    """The keys of ``weights`` no node of the snapshot is labelled or has as id."""
+    return sorted(k for k in weights if k not in snapshot.by_id and k not in snapshot.by_label
+                  and not any(n.label == k for n in snapshot.dead))
 
 
 class RoundRobin(Policy):
@@ -189,22 +113,22 @@ class RoundRobin(Policy):
                  wait_for_nodes: float | None = None) -> None:
         super().__init__(soft=soft, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where, wait_for_nodes=wait_for_nodes)
-        if isinstance(weights, str):
-            if weights not in ("capacity", "label"):
-                raise ValueError(f"weights={weights!r} is unknown: use 'capacity', 'label' or a "
-                                 "mapping {label: weight}")
+        if weights is not None and not isinstance(weights, str):
+            check_weights(weights, ("capacity", "label"))
+            weights = {k: check_weight(k, v) for k, v in weights.items()}
         elif weights is not None:
-            if not isinstance(weights, Mapping) or not weights:
-                raise TypeError("weights must be 'capacity', 'label', or a non-empty mapping "
-                                "{label: weight}")
-            weights = {str(k): _check_weight(str(k), v) for k, v in weights.items()}
+            check_weights(weights, ("capacity", "label"))
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.weights = weights
         self.seed = seed
-        self._random = random.Random(seed)
-        self.memory = PROCESS_ROTATION
-        self._classes: dict[Demand, _Class] = {}
+        # The process's positions are keyed by the weighting too: a weighted order and a plain
+        # one are different rotations.
+        self._mode: Hashable = (None if weights is None else weights if isinstance(weights, str)
+                                else tuple(sorted(weights.items())))
+        self._memory = PROCESS_ROTATION
+        self._at: Bounded[Demand, Position] = Bounded(DEMANDS_PER_POLICY)
+        self._turns: Bounded[NodeSet, Turns] = Bounded(NODE_SETS_PER_LEDGER)
         self._weights_checked = False
 
     def _config(self) -> dict[str, Any]:
@@ -214,200 +138,132 @@ class RoundRobin(Policy):
         """Same configuration, empty ledger; its rotations start where the process's would now,
         but its placements do not move the process's (dry runs stay dry)."""
         twin = RoundRobin(**self._config())
-        twin.memory = RotationMemory(self.memory.last)
+        with _PROCESS_LOCK:
+            twin._memory = self._memory.copy()
         return twin
 
     # -- deciding ---------------------------------------------------------------------------------
 
-    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
+    def attempt(self, snapshot: ClusterSnapshot, request: Request) -> Any:
+        if self.seed is None and request.demand not in self._at:
+            with _PROCESS_LOCK:  # decided from the process's position: read and move it as one
+                return super().attempt(snapshot, request)
+        return super().attempt(snapshot, request)
+
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
         demand = request.demand
-        state = old = self._classes.get(demand)
-        if state is None or state.cands is not cands:
-            state = self._classes[demand] = self._class_for(cands, demand, state)
-        i = state.order.take_next()
-        assert i is not None  # round robin has no cap: there is always a next node
-        memory = self.memory
-        # What to roll back: a plain tuple, cheaper to build than a NamedTuple on this path.
-        last = memory.last
-        before = last.get(demand)
-        undo = (demand, state, i, state.last, before, state is not old)
-        state.last = i
-        if before is None and len(last) >= memory.LIMIT:
-            last.clear()  # bounded: a process placing ever new demands does not grow it forever
-        last[demand] = state.nodes[i].order_key
-        reason = "next in round-robin order" if state.weights is None else \
-            "next in weighted round-robin order"
-        return self._decision(state.nodes[i], reason), undo
+        try:
+            nodes = cands.node_set(demand)
+        except PlacementError as refusal:
+            return Refusal.of(refusal)
+        at = self._at.get(demand)
+        if at is None and self.seed is None:
+            at = self._memory.get((demand, self._mode))
+        if self.weights is None:
+            n = len(nodes.nodes)
+            if at is None:
+                i = 0 if self.seed is None else draw(self.seed, 0) % n
+            elif at[1] is nodes:
+                i = at[2] + 1
+                if i == n:
+                    i = 0
+            else:
+                i = bisect.bisect_right(nodes.nodes, at[0], key=BY_ORDER)
+                if i == n:
+                    i = 0
+            node = nodes.nodes[i]
+            return Choice(node, _NEXT, False, (demand, (node.order_key, nodes, i, None, 0, ())))
+        if at is not None and at[1] is nodes and at[3] is not None:
+            turns, step, offsets = at[3], at[4], at[5]
+        else:  # the first placement, or another node set (or the same nodes, read anew)
+            found = self._turns_of(cands, nodes)
+            if not isinstance(found, Turns):
+                return found
+            turns = found
+            if (at is not None and at[3] is not None and at[1].ids == nodes.ids
+                    and at[3].weights == turns.weights):
+                turns, step, offsets = at[3], at[4], at[5]  # the same order carries on
+            elif at is not None:
+                start = bisect.bisect_right(nodes.nodes, at[0], key=BY_ORDER) % len(nodes)
+                step, offsets = 0, turns.offsets(start)
+            else:
+                start = 0 if self.seed is None else draw(self.seed, 0) % len(nodes)
+                step, offsets = 0, turns.offsets(start)
+        i = turns.node(step, offsets)
+        node = nodes.nodes[i]
+        position = (node.order_key, nodes, i, turns, step + 1, offsets)
+        return Choice(node, _NEXT_WEIGHTED, False, (demand, position))
+
+    def _reserve(self, request: Request, choice: Choice) -> Hold:
+        demand, position = choice[3]
+        at, memory, key = self._at, self._memory, (demand, self._mode)
+        before, remembered = at.get(demand), memory.get(key)
+        at[demand] = position
+        memory[key] = position
+        return demand, before, remembered, position
+
+    def _unreserve(self, hold: Hold) -> None:
+        demand, before, remembered, position = hold
+        at, memory, key = self._at, self._memory, (demand, self._mode)
+        if at.get(demand) is position:  # nothing placed since: back to where it was
+            if before is None:
+                del at[demand]
+            else:
+                at[demand] = before
+        if memory.get(key) is position:
+            if remembered is None:
+                del memory[key]
+            else:
+                memory[key] = remembered
+
+    def _release(self, hold: Hold) -> None:
+        """A round robin's ledger is history: a placement that ended changes nothing."""
 
     def _follow(self, cands: Candidates) -> None:
-        for demand, state in list(self._classes.items()):
-            try:
-                self._classes[demand] = self._class_for(cands, demand, state)
-            except PlacementError:
-                pass  # no node fits it now: its next decision says so
-
-    def _undo(self, hold: Hold) -> None:
-        demand: Demand
-        state: _Class
-        demand, state, i, state_last, memory_last, created = hold
-        last = self.memory.last
-        if last.get(demand) == state.nodes[i].order_key:  # nothing placed since: back to before
-            if memory_last is None:
-                del last[demand]
-            else:
-                last[demand] = memory_last
-        current = self._classes.get(demand)
-        # A rotation for a newer node set that started after this placement's node, and placed
-        # nothing since (the refresher followed a snapshot between propose and rollback):
-        # restart it as if this placement never happened.
-        restart = (current is not state and current is not None and current.origin is state
-                   and current.order.empty())
-        if current is not state and not restart:  # its node set changed: counts restarted
+        """Build the weighted orders of the node sets used last as the new candidates have
+        them, off the submit path."""
+        if self.weights is None:
             return
-        state.order.untake(i)
-        if state.last == i:
-            state.last = state_last
-        if created and state.order.empty():  # as if never decided: the next starts it afresh
-            del self._classes[demand]
-            if state.seed_draw is not None and self._random.getstate() == state.seed_draw[1]:
-                self._random.setstate(state.seed_draw[0])  # and the seed's draw is undone too
-        elif restart:
-            assert current is not None  # restart implies a current rotation
-            self._classes[demand] = self._class_for(current.cands, demand, state)
+        for old in list(self._turns):
+            nodes = cands.successor(old)
+            if nodes is not None:
+                self._turns_of(cands, nodes)
 
-    def _class_for(self, cands: Candidates, demand: Demand, old: _Class | None) -> _Class:
-        nodes = cands.fitting(demand)
-        weights = None if self.weights is None else self._weights_of(cands.snapshot, nodes)
-        if old is not None and _same_ids(old.nodes, nodes) and old.weights == weights:
-            old.cands, old.nodes = cands, nodes  # same nodes in a newer snapshot: carry on
-            return old
-        if old is not None and old.last is not None:  # the node set changed: continue after ours
-            start = bisect.bisect_right(nodes, old.nodes[old.last].order_key, key=BY_ORDER)
-        elif old is not None:  # it placed nothing yet: start where it would have started
-            start = bisect.bisect_left(nodes, old.nodes[old.start].order_key, key=BY_ORDER)
-        elif self.seed is not None:
-            before = self._random.getstate()
-            start = self._random.randrange(len(nodes))
-            fresh = _Class(cands, nodes, weights, start)
-            fresh.seed_draw = (before, self._random.getstate())
-            return fresh
-        elif demand in self.memory.last:  # continue after the process's last placement
-            start = bisect.bisect_right(nodes, self.memory.last[demand], key=BY_ORDER)
-        else:
-            start = 0
-        if old is not None:
-            old.origin = None  # keep one step of history, not a chain of every node set
-        return _Class(cands, nodes, weights, start, old)
+    def _turns_of(self, cands: Candidates, nodes: NodeSet) -> Turns | Refusal:
+        found = self._turns.get(nodes)
+        if found is not None:
+            return found
+        weights = self._weights_of(cands, nodes)
+        if isinstance(weights, Refusal):
+            return weights
+        found = self._turns[nodes] = Turns(weights)
+        return found
 
-    def _weights_of(self, snapshot: ClusterSnapshot,
-                    nodes: tuple[NodeInfo, ...]) -> tuple[float, ...]:
+    def _weights_of(self, cands: Candidates, nodes: NodeSet) -> tuple[float, ...] | Refusal:
         if self.weights == "capacity":
-            found = tuple(n.cpus for n in nodes)
+            found = tuple(n.cpus for n in nodes.nodes)
         elif self.weights == "label":
-            found = tuple(float(n.total.get(n.label or "", 0.0)) for n in nodes)
+            found = tuple(float(n.total.get(n.label or "", 0.0)) for n in nodes.nodes)
         else:
             assert isinstance(self.weights, Mapping)
             named = self.weights
-            known = {n.label for n in snapshot.nodes} | {n.node_id for n in snapshot.nodes}
-            unknown = sorted(set(named) - known)
             # Checked on the first snapshot only: a typo shows at once, while a node that later
             # leaves the cluster's records must not stop the others.
-            if unknown and not self._weights_checked:
-                raise PlacementError(
+            unknown = [] if self._weights_checked else unknown_names(named, cands.snapshot)
+            if unknown:
+                return Refusal(errors.UNKNOWN_LABEL, lambda: PlacementError(
                     errors.UNKNOWN_LABEL,
                     f"weights name {', '.join(map(repr, unknown))}, which no node of the cluster "
                     "is labelled or has as id",
                     "fix the names in weights= (placement status lists the nodes)",
-                    [node_name(n) for n in nodes],
-                )
+                    shown(nodes.nodes)))
             self._weights_checked = True
-            found = tuple(named.get(n.label or "", named.get(n.node_id, 0.0)) for n in nodes)
+            found = tuple(named.get(n.label or "", named.get(n.node_id, 0.0))
+                          for n in nodes.nodes)
         if not any(w > 0 for w in found):
-            raise PlacementError(
+            return Refusal(errors.UNKNOWN_LABEL, lambda: PlacementError(
                 errors.UNKNOWN_LABEL,
                 f"no candidate node has a positive weight under weights={self.weights!r}",
                 "name live nodes in the weights (placement status lists them) or give nodes CPUs",
-                [node_name(n) for n in nodes],
-            )
+                shown(nodes.nodes)))
         return found
-
-
-def _same_ids(before: tuple[NodeInfo, ...], now: tuple[NodeInfo, ...]) -> bool:
-    """Whether two node sequences name the same nodes in the same order. A refresh keeps the
-    objects of unchanged nodes, so the tuples usually compare equal by identity, in C."""
-    if before is now:
-        return True
-    if len(before) != len(now):
-        return False
-    return all(a is b or a.node_id == b.node_id for a, b in zip(before, now, strict=True))
-
-
-class _ChairmanSequence:
-    """Tijdeman's solution of the chairman assignment problem: with shares s_i, after every step
-    t each node's count x_i stays within 1 - 1/(2n-2) of s_i * t.
-
-    Node i is released once s_i * t - x_i >= C and is due by (x_i + 1 - C) / s_i; each step takes
-    the released node due first. Two heaps make a step O(log n). Entries carry the count they were
-    made for, so ``undo`` (a rolled-back placement) only has to push a fresh entry: stale ones are
-    skipped when they surface. Nodes of weight 0 never come up. Ties go to the first in order.
-    """
-
-    _EPS = 1e-9
-
-    def __init__(self, weights: tuple[float, ...]) -> None:
-        used = [i for i, w in enumerate(weights) if w > 0]
-        total = sum(weights[i] for i in used)
-        n = len(weights)
-        self._c = 1.0 / (2 * len(used) - 2) if len(used) > 1 else 0.0
-        self._share = [w / total for w in weights]
-        self._tie = list(range(n))
-        self._t = 0
-        self._count = [0] * n
-        # (release time, tie, node, count) and (deadline, tie, node, count)
-        self._pending: list[tuple[float, int, int, int]] = [self._release(i) for i in used]
-        heapq.heapify(self._pending)
-        self._ready: list[tuple[float, int, int, int]] = []
-
-    def _release(self, i: int) -> tuple[float, int, int, int]:
-        return ((self._count[i] + self._c) / self._share[i], self._tie[i], i, self._count[i])
-
-    def next(self) -> int:
-        t = self._t = self._t + 1
-        limit = t + self._EPS
-        count, share, c = self._count, self._share, self._c
-        pending, ready = self._pending, self._ready
-        pop, push = heapq.heappop, heapq.heappush
-        while pending and pending[0][0] <= limit:
-            _, tie, i, made_for = pop(pending)
-            if made_for == count[i]:
-                push(ready, ((made_for + 1 - c) / share[i], tie, i, made_for))
-        while True:
-            if ready:
-                _, tie, i, made_for = pop(ready)
-                if made_for != count[i]:
-                    continue  # stale: the node's count changed by an undo
-                release = (made_for + c) / share[i]
-                if release > limit:  # released for a later step (after an undo)
-                    push(pending, (release, tie, i, made_for))
-                    continue
-                break
-            # Nothing released: Tijdeman's theorem rules this out unless undos came out of
-            # order (concurrent rollbacks). Take the node released soonest.
-            _, tie, i, made_for = pop(pending)
-            if made_for == count[i]:
-                break
-        made_for = count[i] = made_for + 1
-        push(pending, ((made_for + c) / share[i], tie, i, made_for))
-        return i
-
-    @property
-    def placed(self) -> int:
-        return self._t
-
-    def undo(self, i: int) -> None:
-        """Take back one placement on node ``i``."""
-        if self._count[i] == 0:
-            return
-        self._t -= 1
-        self._count[i] -= 1
-        heapq.heappush(self._pending, self._release(i))

@@ -1,6 +1,12 @@
 """AntiAffinity (spread over nodes or topology values) and the ``strict=`` base it shares with
 Packing.
 
+The ledger counts placements per slot (a node id, or a value of the topology label); a
+placement goes to the first slot in order holding the fewest, found by a least-used index
+(ledger.py), never by a pass over the nodes; with a topology, to the node of that value holding
+the fewest (a ledger per value). The skew floor of ``max_skew`` is the same index over every
+candidate domain, with the number of domains at each count.
+
 >>> from placement.snapshot import ClusterSnapshot
 >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
 ...                                    {"id": "b", "label": "node1"}])
@@ -18,25 +24,28 @@ placement.errors.PlacementError: 3 placements asked, 2 nodes with room for 1 eac
 """
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .. import errors
 from ..errors import PlacementError
-from ..naming import natural_key
+from ..naming import RAY_LABEL_NAME, natural_key
 from ..snapshot import NodeInfo
-from .base import Hold, Policy
-from .candidates import Candidates
-from .decision import DEFAULT_PIN_AMOUNT, Decision, node_name
-from .request import NOTHING, Demand, Request
-from .rotation import Floor, Ledger, Rotation
+from .base import Choice, Hold, Outcome, Policy, Refusal
+from .bounded import NODE_SETS_PER_LEDGER, Bounded
+from .candidates import SHOWN_NODES, Candidates, NodeSet, shown
+from .decision import DEFAULT_PIN_AMOUNT
+from .ledger import LeastIndex, Ledger
+from .needs import Needs
+from .request import Demand, Request
 
 
 class StrictPolicy(Policy):
     """A policy configured with ``strict=`` (soft is its opposite): AntiAffinity and Packing."""
 
-    releases = True
+    keeps = True
 
     def __init__(self, *, strict: bool, backend: str | None, pin_amount: float,
                  cache: Any, where: Mapping[str, str] | None = None,
@@ -48,11 +57,11 @@ class StrictPolicy(Policy):
         super().__init__(soft=not strict, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where, wait_for_nodes=wait_for_nodes)
         # live: work that ended (a task done, an actor dead) stops counting with no release()
-        self.tracks_completion = live
-
-    @property
-    def live(self) -> bool:
-        return self.tracks_completion
+        self.live = live
+        self._tracked = live
+        self.needs = self.needs | Needs(completion=live)
+        self._spaces: Bounded[NodeSet, Domains] = Bounded(NODE_SETS_PER_LEDGER)
+        self._in_domain: dict[Hashable, Ledger] = {}  # with topology: placements per node
 
     @property
     def strict(self) -> bool:
@@ -65,21 +74,74 @@ class StrictPolicy(Policy):
         return config
 
     def _repr(self, own: list[str]) -> str:
-        shown = own + (["strict=False"] if self.soft else [])
-        shown += [f"backend={self.backend!r}"] if self.backend != self.default_backend else []
-        shown += [f"where={self.where!r}"] if self.where is not None else []
-        shown += [f"wait_for_nodes={self.wait_for_nodes:g}"] if self.wait_for_nodes else []
-        shown += ["live=True"] if self.live else []
-        return f"{type(self).__name__}({', '.join(shown)})"
+        parts = own + (["strict=False"] if self.soft else [])
+        parts += [f"backend={self.backend!r}"] if self.backend != self.default_backend else []
+        parts += [f"where={self.where!r}"] if self.where is not None else []
+        parts += [f"wait_for_nodes={self.wait_for_nodes:g}"] if self.wait_for_nodes else []
+        parts += ["live=True"] if self.live else []
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    # -- the slots of a node set ------------------------------------------------------------------
+
+    def _space(self, nodes: NodeSet) -> Domains | Refusal:
+        """The slots of ``nodes`` (built once per node set, kept for the last few)."""
+        found = self._spaces.get(nodes)
+        if found is None:
+            if self.topology is not None and not any(
+                    self.topology in n.labels for n in nodes.nodes):
+                return Refusal.of(PlacementError(
+                    errors.UNKNOWN_LABEL,
+                    f"no live candidate node has the Ray label {self.topology!r}",
+                    f"start nodes with `ray start --labels {self.topology}=<value>`, or drop "
+                    "topology=", shown(nodes.nodes)))
+            found = self._spaces[nodes] = Domains(nodes, self.topology)
+        return found
+
+    def _member(self, space: Domains, slot: Hashable) -> tuple[NodeInfo, Ledger]:
+        """With a topology: the node of value ``slot`` holding the fewest of this policy's
+        placements, and the ledger of that value."""
+        members = space.members[slot]
+        ledger = self._in_domain.get(slot)
+        if ledger is None:
+            ledger = self._in_domain[slot] = Ledger()
+        found = ledger.index(members, members.ids, members.position).least()
+        assert found is not None  # a domain has at least one node
+        return members.nodes[found[0]], ledger
+
+    def _count_member(self, slot: Hashable, ledger: Ledger | None, node_id: str,
+                      by: int) -> None:
+        if ledger is None:
+            return
+        ledger.change(node_id, by)
+        if not ledger.counts and self._in_domain.get(slot) is ledger:
+            del self._in_domain[slot]  # no placement left on the value: drop its ledger
+
+    def _follow(self, cands: Candidates) -> None:
+        """Build the slots and indexes of the node sets used last as the new candidates have
+        them, off the submit path."""
+        for old in [cands.all, *self._spaces]:
+            nodes = cands.successor(old)
+            space = self._space(nodes) if nodes is not None else None
+            if not isinstance(space, Domains):
+                continue
+            space.index(self._ledger())
+            for slot, ledger in self._in_domain.items():
+                members = space.members.get(slot)
+                if members is not None:
+                    ledger.index(members, members.ids, members.position)
+
+    def _ledger(self) -> Ledger:
+        raise NotImplementedError  # pragma: no cover
 
 
-def _check_whole(name: str, value: Any) -> int:
+def check_whole(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     return value
 
 
 _SHARED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_TOPOLOGY = re.compile(rf"(?:{RAY_LABEL_NAME}(?:\.{RAY_LABEL_NAME})*/)?{RAY_LABEL_NAME}")
 
 
 def check_shared(shared: Any, topology: str | None, max_skew: int | None) -> str | None:
@@ -95,83 +157,54 @@ def check_shared(shared: Any, topology: str | None, max_skew: int | None) -> str
 
 
 def check_topology(topology: Any) -> str | None:
-    if topology is not None and (not isinstance(topology, str) or not topology):
+    """``topology``: None or a Ray node label key (checked as Ray checks it)."""
+    if topology is None:
+        return None
+    if (not isinstance(topology, str) or not _TOPOLOGY.fullmatch(topology)
+            or len(topology.rpartition("/")[0]) > 253):
         raise ValueError(f"topology must be a Ray node label key such as 'zone' or "
-                         f"'ray.io/availability-zone', got {topology!r}")
+                         f"'ray.io/availability-zone' (letters, digits, - _ . and one prefix/), "
+                         f"got {topology!r}")
     return topology
 
 
-def all_domains(cands: Candidates, topology: str | None) -> Sequence[Hashable]:
-    """Every slot of the candidates whatever the demand: their node ids, or the values of
-    ``topology`` they carry (nodes without that label belong to no domain, as in Kubernetes)."""
-    if topology is None:
-        return cands.fitting_ids(NOTHING)
-    values = {node.labels.get(topology) for node in cands.nodes}
-    values.discard(None)
-    return sorted(values, key=lambda d: natural_key(str(d)))
+class Domains:
+    """The slots of one node set: its node ids, or the values of the topology label its nodes
+    carry (nodes without that label belong to no value, as in Kubernetes), in order, with each
+    value's nodes."""
 
+    __slots__ = ("members", "nodes", "position", "slots")
 
-# A take of a rotation: undone by ``rotation.untake(index)``, which restores its cursor too when
-# nothing was taken since (a rollback then leaves the next choice as if it never happened).
-Taken = tuple[Rotation, int]
-
-
-def untake(taken: Taken) -> None:
-    rotation, index = taken
-    rotation.untake(index)
-
-
-class _Domains:
-    """The slots (nodes, or topology values) fitting one demand in one snapshot, in order.
-
-    Spread over nodes, the slots are the candidates' own tuple of node ids: nothing is built per
-    snapshot. Over a topology label, the nodes are grouped by value (O(nodes), once per snapshot).
-    """
-
-    __slots__ = ("cands", "inner", "members", "nodes", "per_node", "rotation", "slots")
-
-    def __init__(self, cands: Candidates, demand: Demand, topology: str | None, ledger: Ledger,
-                 cap: int | None, per_node: Ledger | None = None) -> None:
-        self.cands = cands
-        self.per_node = per_node if per_node is not None else Ledger()
-        self.inner: dict[Hashable, Rotation] = {}  # per domain, over its nodes (built on use)
-        fitting = self.nodes = cands.fitting(demand)
-        self.members: dict[Hashable, list[NodeInfo]] = {}
+    def __init__(self, nodes: NodeSet, topology: str | None) -> None:
+        self.nodes = nodes
+        self.members: dict[Hashable, NodeSet] = {}
         if topology is None:
-            self.slots: Sequence[Hashable] = cands.fitting_ids(demand)
-        else:
-            for node in fitting:
-                domain = node.labels.get(topology)
-                if domain is not None:
-                    self.members.setdefault(domain, []).append(node)
-            if not self.members:
-                raise PlacementError(
-                    errors.UNKNOWN_LABEL,
-                    f"no live candidate node has the Ray label {topology!r}",
-                    f"start nodes with `ray start --labels {topology}=<value>`, or drop topology=",
-                    [node_name(n) for n in fitting],
-                )
-            self.slots = sorted(self.members, key=lambda d: natural_key(str(d)))
-        self.rotation = Rotation(self.slots, ledger, cap)
+            self.slots: Sequence[Any] = nodes.ids
+            self.position: Mapping[Any, int] = nodes.position
+            return
+        grouped: dict[Hashable, list[NodeInfo]] = {}
+        for node in nodes.nodes:
+            value = node.labels.get(topology)
+            if value is not None:
+                grouped.setdefault(value, []).append(node)
+        self.slots = tuple(sorted(grouped, key=lambda d: natural_key(str(d))))
+        self.position = {slot: i for i, slot in enumerate(self.slots)}
+        self.members = {slot: NodeSet(tuple(grouped[slot])) for slot in self.slots}
 
-    def member(self, slot: Hashable) -> tuple[NodeInfo, Taken]:
-        """Count and return the node of domain ``slot`` holding the fewest placements (counted
-        in ``per_node``), with what undoes the count (``untake``): a rotation over the domain's
-        nodes, amortised O(1), not a scan."""
-        rotation = self.inner.get(slot)
-        if rotation is None:
-            ids = tuple(n.node_id for n in self.members[slot])
-            rotation = self.inner[slot] = Rotation(ids, self.per_node)
-        i = rotation.take_next()
-        if i is None:  # pragma: no cover
-            raise AssertionError("unreachable: a rotation without a cap always takes")
-        return self.members[slot][i], (rotation, i)
+    def index(self, ledger: Ledger) -> LeastIndex:
+        return ledger.index(self, self.slots, self.position)
 
-    def node_sets(self) -> list[list[NodeInfo]]:
-        """The nodes of each slot, in slot order."""
+    def node_lists(self) -> Iterator[NodeInfo]:
+        """The nodes of every slot, slot by slot (for a refusal: read lazily)."""
         if not self.members:
-            return [[n] for n in self.nodes]
-        return [self.members[slot] for slot in self.slots]
+            yield from self.nodes.nodes
+            return
+        for slot in self.slots:
+            yield from self.members[slot].nodes
+
+
+_FEWEST = "holds the fewest from this policy"
+_REUSED = "every node is full or skewed: soft spread reuses the least-used"
 
 
 class AntiAffinity(StrictPolicy):
@@ -209,7 +242,7 @@ class AntiAffinity(StrictPolicy):
     the other drivers reach this ledger.
 
     >>> web = AntiAffinity(shared="frontend")
-    >>> web.learn_others({"a": 1})  # another driver's replica runs on node0
+    >>> web.learn_others("frontend", {"a": 1})  # another driver's replica runs on node0
     >>> web.decide(snap).node_name
     'node1'
     """
@@ -222,20 +255,21 @@ class AntiAffinity(StrictPolicy):
                  shared: str | None = None) -> None:
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where, wait_for_nodes=wait_for_nodes, live=live)
-        self.max_skew = None if max_skew is None else _check_whole("max_skew", max_skew)
-        self.shared = check_shared(shared, topology, max_skew)
+        self.max_skew = None if max_skew is None else check_whole("max_skew", max_skew)
+        self.topology = check_topology(topology)
+        self.shared = check_shared(shared, self.topology, max_skew)
+        if self.shared is not None:
+            self.needs = self.needs | Needs(shared=(self.shared,))
         self._others: dict[str, int] = {}  # shared: other drivers' placements per node id
         # None: no cap. The default is one per node, unless max_skew bounds the spread instead.
         self.max_per_node: int | None = (
-            _check_whole("max_per_node", max_per_node) if max_per_node is not None
+            check_whole("max_per_node", max_per_node) if max_per_node is not None
             else None if self.max_skew is not None else 1)
-        self.topology = check_topology(topology)
         self._used = Ledger()  # placements per slot, shared by every demand
-        self._per_node = Ledger()  # with topology: placements per node inside a domain
-        self._classes: dict[Demand, _Domains] = {}
-        self._floor: Floor | None = None  # with max_skew: the least-used of every domain
-        self._floor_of: Candidates | None = None  # the candidates that floor was built on
-        self._placed = 0
+        self._placed = 0  # reserved and not given back
+
+    def _ledger(self) -> Ledger:
+        return self._used
 
     def _config(self) -> dict[str, Any]:
         return {"max_per_node": self.max_per_node, "topology": self.topology,
@@ -250,113 +284,127 @@ class AntiAffinity(StrictPolicy):
         own += [f"shared={self.shared!r}"] if self.shared is not None else []
         return self._repr(own)
 
-    def learn_others(self, counts: Mapping[str, int]) -> None:
-        """Set the placements per node id of the other drivers sharing this ledger (what the
-        shared holder last reported): they count against ``max_per_node`` like this policy's
-        own, and a count that went down frees its slot."""
+    def learn_others(self, name: str, counts: Mapping[str, int]) -> None:
+        """Set the placements per node id of the other drivers sharing the ledger ``name`` (what
+        the shared holder last reported): they count against ``max_per_node`` like this
+        policy's own, and a count that went down frees its slot."""
+        if name != self.shared:
+            return
+        if not isinstance(counts, Mapping):
+            raise TypeError(f"counts must map node ids to placements, got {counts!r}")
         with self._lock:
             before = self._others
             for node in before.keys() | counts.keys():
-                self._used.adjust(node, counts.get(node, 0) - before.get(node, 0))
+                self._used.change(node, counts.get(node, 0) - before.get(node, 0))
             self._others = {node: n for node, n in counts.items() if n > 0}
 
-    def _choose(self, cands: Candidates, request: Request) -> tuple[Decision, Hold]:
-        demand = request.demand
-        state = self._classes.get(demand)
-        if state is None or state.cands is not cands:
-            state = self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
-                                                     self.max_per_node, self._per_node)
-        rotation = state.rotation
-        i = rotation.take_next()
-        fallback = i is None
-        if i is None:
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
+        try:
+            nodes = cands.node_set(request.demand)
+        except PlacementError as refusal:
+            return Refusal.of(refusal)
+        space = self._space(nodes)
+        if space.__class__ is Refusal:
+            return space
+        assert isinstance(space, Domains)
+        found = space.index(self._used).least()
+        assert found is not None  # a node set is never empty
+        pos, count = found
+        fallback = False
+        cap = self.max_per_node
+        if cap is not None and count >= cap:
             if not self.soft:
-                raise self._exhausted(cands, state)
-            i = rotation.least_used()
-            rotation.take_at(i)
-        skew = self.max_skew
-        if skew is not None and self._over_skew(cands, rotation, i, skew):
-            if not self.soft:
-                rotation.untake(i)
-                raise self._skew_error(cands, demand, state, i, skew)
+                return Refusal(errors.SPREAD_EXHAUSTED, lambda: self._exhausted(cands, space))
             fallback = True
-        inner: Taken | None = None  # with topology: the take of a node inside the domain
+        skew = self.max_skew
+        if skew is not None and self._over_skew(cands, space.slots[pos], count, skew):
+            if not self.soft:
+                return Refusal(errors.SKEW_EXCEEDED,
+                               lambda: self._skew_error(cands, request.demand, space, pos, skew))
+            fallback = True
         if self.topology is None:
-            node = state.nodes[i]
-        else:  # the least-used node of the domain
-            node, inner = state.member(state.slots[i])
-        self._placed += 1
-        reason = ("every node is full or skewed: soft spread reuses the least-used" if fallback
-                  else "holds the fewest from this policy")
-        return self._decision(node, reason, fallback=fallback), (rotation, i, inner)
-
-    def _over_skew(self, cands: Candidates, rotation: Rotation, i: int, skew: int) -> bool:
-        """Whether the placement just taken at slot ``i`` leaves it more than max_skew above the
-        least-used domain (its count is already raised: if it was the only least-used one, the
-        skew is 1, never over the bound)."""
-        floor = self._floor
-        if floor is None or self._floor_of is not cands:  # once per snapshot
-            floor = self._floor = Floor(all_domains(cands, self.topology), self._used)
-            self._floor_of = cands
-        over = rotation.counts.get(rotation.slots[i], 0) - skew
-        return over > floor.bound() and over > floor.exact()
-
-    def _skew_error(self, cands: Candidates, demand: Demand, state: _Domains, i: int,
-                    skew: int) -> PlacementError:
-        every = Floor(all_domains(cands, self.topology), self._used)
-        floor, lagging = every.exact(), every.lowest()
-        counts = self._used.counts
-        taken = counts.get(state.slots[i], 0) + 1
-        if self.topology is None:
-            nodes = [n for n in (cands.get(str(slot)) for slot in lagging) if n is not None]
-            chosen, behind = node_name(state.nodes[i]), node_name(nodes[0])
-            names = [node_name(n) for n in nodes]
+            node, ledger = space.nodes.nodes[pos], None
         else:
-            chosen, behind = f"{self.topology}={state.slots[i]}", f"{self.topology}={lagging[0]}"
-            names = [node_name(n) for n in cands.nodes if n.labels.get(self.topology) in lagging]
-        more = f" (and {len(lagging) - 1} more)" if len(lagging) > 1 else ""
-        needs = f"{demand!r} fits" if demand else "the candidates are"
-        return PlacementError(
-            errors.SKEW_EXCEEDED,
-            f"placing on {chosen} would give it {taken} placements while {behind}{more} holds "
-            f"{floor} (max_skew={skew}); {needs} only {len(state.slots)} of "
-            f"{len(every.slots)} domains",
-            "add nodes that hold this demand to the domains behind, release ended placements, "
-            "raise max_skew, or use strict=False to place anyway",
-            names[:64],
-        )
+            node, ledger = self._member(space, space.slots[pos])
+        return Choice(node, _REUSED if fallback else _FEWEST, fallback,
+                      (space.slots[pos], ledger))
 
-    def _follow(self, cands: Candidates) -> None:
-        for demand in list(self._classes):
-            try:
-                self._classes[demand] = _Domains(cands, demand, self.topology, self._used,
-                                                 self.max_per_node, self._per_node)
-            except PlacementError:
-                del self._classes[demand]  # nothing fits it now: its next decision says so
-        if self._floor is not None:
-            self._floor = Floor(all_domains(cands, self.topology), self._used)
-            self._floor_of = cands
+    def _floor_index(self, cands: Candidates) -> LeastIndex:
+        """The least-used index over every candidate domain (the skew floor)."""
+        space = self._space(cands.all)
+        assert isinstance(space, Domains)  # some node fits: the floor's node set has the label
+        return space.index(self._used)
 
-    def _exhausted(self, cands: Candidates, state: _Domains) -> PlacementError:
+    def _over_skew(self, cands: Candidates, slot: Hashable, count: int, skew: int) -> bool:
+        """Whether placing on ``slot`` (now at ``count``) leaves it more than max_skew above the
+        least-used domain, as the floor will be after the placement."""
+        every = self._floor_index(cands)
+        floor = every.floor()
+        if count == floor and every.hist.get(floor, 0) == 1:
+            floor += 1  # it was the only domain at the floor: the floor rises with it
+        return count + 1 - floor > skew
+
+    def _claim(self, choice: Choice) -> tuple[str, int | None] | None:
+        if self.shared is None:
+            return None
+        # Only a soft spread's own reuse past the cap claims without the cap.
+        return self.shared, None if choice[2] and self.soft else self.max_per_node
+
+    def _reserve(self, request: Request, choice: Choice) -> Hold:
+        slot, ledger = choice[3]
+        node_id = choice[0].node_id
+        self._used.change(slot, +1)
+        self._count_member(slot, ledger, node_id, +1)
+        self._placed += 1
+        return slot, ledger, node_id
+
+    def _unreserve(self, hold: Hold) -> None:
+        slot, ledger, node_id = hold
+        self._used.change(slot, -1)
+        self._count_member(slot, ledger, node_id, -1)
+        self._placed -= 1
+
+    def _exhausted(self, cands: Candidates, space: Domains) -> PlacementError:
         where = "nodes" if self.topology is None else f"values of {self.topology!r}"
         others = sum(self._others.values())
         by_others = (f" ({others} placed by other drivers sharing {self.shared!r})" if others
                      else "")
         return PlacementError(
             errors.SPREAD_EXHAUSTED,
-            f"{self._placed + others + 1} placements asked{by_others}, {len(state.slots)} "
+            f"{self._placed + others + 1} placements asked{by_others}, {len(space.slots)} "
             f"{where} with room for {self.max_per_node} each",
             f"start more nodes (scripts/start_cluster.sh {len(cands.nodes) + 1}), raise "
             "max_per_node, or use AntiAffinity(strict=False)",
-            [node_name(n) for nodes in state.node_sets() for n in nodes],
+            shown(space.node_lists()),
         )
 
-    def _undo(self, hold: Hold) -> None:
-        rotation: Rotation
-        i: int
-        inner: Taken | None
-        rotation, i, inner = hold
-        if inner is not None:
-            untake(inner)
-        rotation.untake(i)  # counts are shared: right even if a newer snapshot has its own
-        self._placed -= 1
+    def _skew_error(self, cands: Candidates, demand: Demand, space: Domains, pos: int,
+                    skew: int) -> PlacementError:
+        every = self._space(cands.all)
+        assert isinstance(every, Domains)
+        index = every.index(self._used)
+        floor = index.floor()
+        counts = self._used.counts
+        lagging = list(itertools.islice(
+            (slot for slot in every.slots if counts.get(slot, 0) == floor), SHOWN_NODES))
+        slot = space.slots[pos]
+        taken = counts.get(slot, 0) + 1
+        if self.topology is None:
+            chosen = shown([space.nodes.nodes[pos]])[0]
+            nodes = [n for n in (cands.get(str(s)) for s in lagging) if n is not None]
+            behind, names = shown(nodes[:1])[0], shown(nodes)
+        else:
+            chosen, behind = f"{self.topology}={slot}", f"{self.topology}={lagging[0]}"
+            names = shown(n for s in lagging for n in every.members[s].nodes)
+        more = f" (and {index.hist.get(floor, 1) - 1} more)" if index.hist.get(floor, 1) > 1 \
+            else ""
+        needs = f"{demand!r} fits" if demand else "the candidates are"
+        return PlacementError(
+            errors.SKEW_EXCEEDED,
+            f"placing on {chosen} would give it {taken} placements while {behind}{more} holds "
+            f"{floor} (max_skew={skew}); {needs} only {len(space.slots)} of "
+            f"{len(every.slots)} domains",
+            "add nodes that hold this demand to the domains behind, release ended placements, "
+            "raise max_skew, or use strict=False to place anyway",
+            names,
+        )
