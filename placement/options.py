@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,7 +29,7 @@ from . import _ray, errors
 from .errors import PlacementError
 from .naming import LABEL_KEY
 from .policies.decision import NODE_ID, RESOURCE, Decision
-from .policies.request import Demand
+from .policies.request import Demand, finite
 from .policies.selector import LabelFilter
 
 # The label Ray 2.60 gives every node: its id.
@@ -93,8 +92,9 @@ def check_user_options(options: Mapping[str, Any], kind: str | None = None) -> N
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
             raise TypeError(f"resources[{name!r}] must be a number (int or float), got "
                             f"{type(amount).__name__} {amount!r}: e.g. resources={{{name!r}: 1}}")
-        if not math.isfinite(amount) or amount < 0:
-            raise ValueError(f"resources[{name!r}] must be a finite number >= 0, got {amount!r}")
+        if finite(amount) is None or amount < 0:
+            raise ValueError(f"resources[{name!r}] must be a finite number >= 0, got "
+                             f"{amount!r:.40}")
         if 0 < amount < 1e-4:
             raise ValueError(
                 f"resources[{name!r}]={amount} is below Ray's resolution of 0.0001 "
@@ -107,8 +107,8 @@ def check_user_options(options: Mapping[str, Any], kind: str | None = None) -> N
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a number (int or float), got "
                             f"{type(value).__name__} {value!r}: e.g. {name}=1")
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if finite(value) is None or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r:.40}")
     for name in ("max_retries", "max_restarts", "max_task_retries"):
         value = options.get(name)
         if value is None:

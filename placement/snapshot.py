@@ -418,7 +418,7 @@ class ClusterSnapshot:
         if "taken_at" in data:
             taken_at = data["taken_at"]
             if (isinstance(taken_at, bool) or not isinstance(taken_at, (int, float))
-                    or not math.isfinite(taken_at)):
+                    or not math.isfinite(float(taken_at) if abs(taken_at) < 1e300 else math.inf)):
                 raise ValueError(f"'taken_at' in {what} is {taken_at!r}: give seconds since the "
                                  "epoch (a number, as time.time() returns), or leave it out")
             snap = replace(snap, taken_at=float(taken_at))
@@ -630,8 +630,13 @@ def _amounts(where: str, key: str, value: Any) -> dict[str, float]:
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
             raise ValueError(f"{where} {key}[{name!r}] is {amount!r} ({type(amount).__name__}): "
                              "give a number such as 2, not a string")
-        if not math.isfinite(amount) or amount < 0:
-            raise ValueError(f"{where} {key}[{name!r}] is {amount!r}: give a finite number >= 0 "
-                             "(no resource total or free amount is negative, NaN or infinite)")
-        amounts[name] = float(amount)
+        try:
+            value = float(amount)
+        except OverflowError:  # an integer too large for a float
+            value = math.inf
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{where} {key}[{name!r}] is {amount!r:.40}: give a finite number "
+                             ">= 0 (no resource total or free amount is negative, NaN or "
+                             "infinite)")
+        amounts[name] = value
     return amounts

@@ -1,6 +1,6 @@
 """Bad input: every case raises an error that names the fix, and nothing is submitted to Ray.
 
-"Nothing submitted" is checked where it is decided: PlacedRemote._bound_for is the only path to
+"Nothing submitted" is checked where it is decided: PlacedRemote._send_* are the only paths to
 Ray's submit, and no case may reach it.
 """
 from __future__ import annotations
@@ -320,13 +320,14 @@ def submissions(monkeypatch):
     from placement import handle
 
     seen = []
-    real = handle.PlacedRemote._bound_for
+    for name in ("_send_plain", "_send_gated"):
+        real = getattr(handle.PlacedRemote, name)
 
-    def spy(self, decision):
-        seen.append(decision)
-        return real(self, decision)
+        def spy(self, decision, args, kwargs, real=real):
+            seen.append(decision)
+            return real(self, decision, args, kwargs)
 
-    monkeypatch.setattr(handle.PlacedRemote, "_bound_for", spy)
+        monkeypatch.setattr(handle.PlacedRemote, name, spy)
     return seen
 
 

@@ -26,6 +26,7 @@ DEMANDS_PER_CANDIDATES = 1024  # fitting node sets remembered per candidate set
 DEMANDS_PER_POLICY = 1024  # per-demand positions or indexes a policy keeps
 NODE_SETS_PER_LEDGER = 16  # least-used indexes kept per ledger (distinct fitting node sets)
 PROCESS_DEMANDS = 4096  # round-robin positions the process remembers for inline policies
+PROCESS_WEIGHTINGS = 64  # round-robin weightings whose last position the process remembers
 
 
 class Bounded(OrderedDict[_K, _V]):

@@ -78,7 +78,7 @@ def check_soft(soft: bool | str) -> bool | str:
 
 def check_pin_amount(amount: float) -> float:
     if finite(amount) is None:
-        raise ValueError(f"pin_amount must be a finite number, got {amount!r}: e.g. "
+        raise ValueError(f"pin_amount must be a finite number, got {amount!r:.40}: e.g. "
                          f"pin_amount={DEFAULT_PIN_AMOUNT}")
     if amount < RAY_RESOURCE_RESOLUTION:
         raise ValueError(

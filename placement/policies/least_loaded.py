@@ -74,7 +74,7 @@ class LeastLoaded(Policy):
         else:
             check_weights(weights, ("capacity", "equal"))
             self.weights = {k: check_weight(k, v, allow_zero=True) for k, v in weights.items()}
-        if choices not in _CHOICES or isinstance(choices, bool):
+        if choices is not None and type(choices) is not int or choices not in _CHOICES:
             raise ValueError(f"choices must be None (compare every fitting node) or 2 (power "
                              f"of two choices), got {choices!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):

@@ -51,7 +51,7 @@ class Demand(tuple[tuple[str, float], ...]):
             value = finite(amount)
             if value is None or value < 0:
                 raise ValueError(
-                    f"the demand for {name!r} must be a finite number >= 0, got {amount!r}")
+                    f"the demand for {name!r} must be a finite number >= 0, got {amount!r:.40}")
             if value > 0:
                 pairs.append((name, value))
         if labels is not None:

@@ -33,7 +33,13 @@ from .. import errors
 from ..errors import PlacementError
 from ..snapshot import BY_ORDER, ClusterSnapshot
 from .base import Choice, Hold, Outcome, Policy, Refusal
-from .bounded import DEMANDS_PER_POLICY, NODE_SETS_PER_LEDGER, PROCESS_DEMANDS, Bounded
+from .bounded import (
+    DEMANDS_PER_POLICY,
+    NODE_SETS_PER_LEDGER,
+    PROCESS_DEMANDS,
+    PROCESS_WEIGHTINGS,
+    Bounded,
+)
 from .candidates import Candidates, NodeSet, shown
 from .decision import DEFAULT_PIN_AMOUNT
 from .ledger import draw
@@ -45,14 +51,43 @@ Weights = str | Mapping[str, float] | None
 # in it, the weighted order or None, the next step of it, where its classes start).
 Position = tuple[tuple[Any, ...], NodeSet, int, Turns | None, int, tuple[int, ...]]
 
-# Shared by every RoundRobin of the process: where a demand's first placement goes.
-PROCESS_ROTATION: Bounded[tuple[Demand, Hashable], Position] = Bounded(PROCESS_DEMANDS)
+
+
+class RotationMemory:
+    """Where a demand's first placement goes, for every RoundRobin of the process: the last
+    position of each (demand, weighting), at most ``bounded.PROCESS_DEMANDS`` of them, and the
+    last position of each weighting whatever the demand (a demand never seen, or forgotten,
+    carries on from there, so inline policies asking ever new demands still spread)."""
+
+    __slots__ = ("last", "positions")
+
+    def __init__(self) -> None:
+        self.positions: Bounded[tuple[Demand, Hashable], Position] = Bounded(PROCESS_DEMANDS)
+        self.last: Bounded[Hashable, Position] = Bounded(PROCESS_WEIGHTINGS)
+
+    def copy(self) -> RotationMemory:
+        twin = RotationMemory()
+        twin.positions, twin.last = self.positions.copy(), self.last.copy()
+        return twin
+
+
+PROCESS_ROTATION = RotationMemory()
 # Held while a policy decides from the process's positions (a demand it has not placed yet), so
 # that inline policies in several threads never read the same position.
 _PROCESS_LOCK = threading.Lock()
 
 _NEXT = "next in round-robin order"
 _NEXT_WEIGHTED = "next in weighted round-robin order"
+
+
+def _restore(table: Any, key: Hashable, placed: Position, before: Position | None) -> None:
+    """Put ``before`` back under ``key`` if ``table`` still holds what a placement put there."""
+    if table.get(key) is not placed:
+        return
+    if before is None:
+        del table[key]
+    else:
+        table[key] = before
 
 
 def check_weight(key: str, weight: Any, allow_zero: bool = False) -> float:
@@ -62,7 +97,7 @@ def check_weight(key: str, weight: Any, allow_zero: bool = False) -> float:
         what = ("a finite number >= 0 (0: used only when no other node fits; nodes left out "
                 "weigh 1)" if allow_zero else "a positive finite number: leave a node out of "
                 "the mapping instead of giving it 0")
-        raise ValueError(f"weight of {key!r} must be {what}, got {weight!r}")
+        raise ValueError(f"weight of {key!r} must be {what}, got {weight!r:.40}")
     return value
 
 
@@ -158,7 +193,8 @@ class RoundRobin(Policy):
             return Refusal.of(refusal)
         at = self._at.get(demand)
         if at is None and self.seed is None:
-            at = self._memory.get((demand, self._mode))
+            memory = self._memory
+            at = memory.positions.get((demand, self._mode)) or memory.last.get(self._mode)
         if self.weights is None:
             n = len(nodes.nodes)
             if at is None:
@@ -197,24 +233,19 @@ class RoundRobin(Policy):
     def _reserve(self, request: Request, choice: Choice) -> Hold:
         demand, position = choice[3]
         at, memory, key = self._at, self._memory, (demand, self._mode)
-        before, remembered = at.get(demand), memory.get(key)
+        before, remembered = at.get(demand), memory.positions.get(key)
+        last = memory.last.get(self._mode)
         at[demand] = position
-        memory[key] = position
-        return demand, before, remembered, position
+        memory.positions[key] = position
+        memory.last[self._mode] = position
+        return demand, before, remembered, last, position
 
     def _unreserve(self, hold: Hold) -> None:
-        demand, before, remembered, position = hold
-        at, memory, key = self._at, self._memory, (demand, self._mode)
-        if at.get(demand) is position:  # nothing placed since: back to where it was
-            if before is None:
-                del at[demand]
-            else:
-                at[demand] = before
-        if memory.get(key) is position:
-            if remembered is None:
-                del memory[key]
-            else:
-                memory[key] = remembered
+        demand, before, remembered, last, position = hold
+        mode, memory = self._mode, self._memory
+        _restore(self._at, demand, position, before)  # unless placed since: back to before
+        _restore(memory.positions, (demand, mode), position, remembered)
+        _restore(memory.last, mode, position, last)
 
     def _release(self, hold: Hold) -> None:
         """A round robin's ledger is history: a placement that ended changes nothing."""
