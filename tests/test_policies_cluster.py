@@ -271,7 +271,7 @@ def test_audit_reads_actor_nodes_from_ray_not_from_decisions(labels):
         assert labels[ray.get(actor.where.remote())] == "node1"
         # The same actor recorded with a decision that named node2: only Ray's own record can
         # tell that it is not there.
-        audit._record("actor", actor, decision._replace(node=snapshot.by_id[by_label["node2"]]))
+        audit._record(actor, decision._replace(node=snapshot.by_id[by_label["node2"]]))
         gone, _ = handle.submit()
         ray.get(gone.where.remote())
         ray.kill(gone)

@@ -26,6 +26,7 @@ from .request import Demand, Request
 _NOT_A_TARGET = (bool, int, float, bytes, Mapping, list, tuple, set, frozenset)
 _FOLLOWS = "follows its node"
 _FIRST = "first placement: node with the most free CPUs; later ones follow"
+_CALLER = "the calling process's node"
 
 
 def _fitting(node: NodeInfo, demand: Demand) -> Outcome | None:
@@ -102,7 +103,7 @@ class Affinity(Policy):
             found = snapshot.by_label.get(bound) or snapshot.by_id.get(bound)
             node = cands.get(found.node_id) if found is not None else None
             if node is not None:
-                return _fitting(node, demand) or Choice(node, _FOLLOWS)
+                return _fitting(node, demand) or (node, _FOLLOWS, False, None, 0)
             if not self.soft or self.needs.follows:
                 return self._gone(cands, bound)
         try:
@@ -111,9 +112,9 @@ class Affinity(Policy):
             return Refusal.of(refusal)
         node = most_free_cpus(cands, nodes)
         if bound is None:
-            return Choice(node, _FIRST, False, node.node_id)
-        return Choice(node, f"{bound} is gone: soft affinity moved to {node_name(node)}", True,
-                      node.node_id)
+            return (node, _FIRST, False, node.node_id, 0)
+        moved = f"{bound} is gone: soft affinity moved to {node_name(node)}"
+        return (node, moved, True, node.node_id, 0)
 
     def _gone(self, cands: Candidates, bound: str) -> Refusal:
         """Why the bound node is no candidate, worked out once per candidates and node."""
@@ -175,7 +176,7 @@ class Local(Policy):
         node = cands.get(caller)
         if node is None:
             return Refusal.of(self._not_here(cands, caller))
-        return _fitting(node, request.demand) or Choice(node, "the calling process's node")
+        return _fitting(node, request.demand) or (node, _CALLER, False, None, 0)
 
     def _not_here(self, cands: Candidates, caller: str) -> PlacementError:
         known = cands.snapshot.by_id.get(caller)

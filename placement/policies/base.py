@@ -46,23 +46,18 @@ from .decision import (
 )
 from .needs import NOTHING_NEEDED, Needs
 from .plan import Plan, make_plan
-from .request import DemandLike, Request, check_group, check_request, make_request
+from .request import Demand, DemandLike, Request, check_group, check_request, make_request
 from .selector import LabelFilter
 
 # What a policy's ledger records for one placement, to undo it (the policy's own business).
 Hold = Any
 
 
-class Choice(tuple[Any, ...]):
-    """What ``_choose`` picked: the node, why, whether a rule fell back, the bytes of the
-    arguments already there (Locality), and ``detail``, what ``_reserve`` records. A tuple:
-    one is made per placement."""
-
-    __slots__ = ()
-
-    def __new__(cls, node: NodeInfo, reason: str, fallback: bool = False, detail: Any = None,
-                local_bytes: int = 0) -> Choice:
-        return tuple.__new__(cls, (node, reason, fallback, detail, local_bytes))
+# What ``_choose`` picked: (the node, why, whether a rule fell back, ``detail``: what
+# ``_reserve`` records, the bytes of the arguments already there (Locality)). A plain tuple
+# written out where it is made: one is made per placement, and a class's own constructor
+# would cost a Python call (benchmarks/decide.py).
+Choice = tuple[NodeInfo, str, bool, Any, int]
 
 
 class Refusal:
@@ -199,6 +194,8 @@ class Policy(abc.ABC):
         self._listeners: tuple[Callable[[Decision], None], ...] = ()
         self._name: str | None = None
         self._tracked = False  # decisions released when their work ends (needs.completion)
+        # What the submit layer claims across drivers for a choice (shared ledgers), or None.
+        self._claims: Callable[[Choice], tuple[str, int | None]] | None = None
 
     # -- what subclasses provide ----------------------------------------------------------------
 
@@ -256,7 +253,13 @@ class Policy(abc.ABC):
         Raises PlacementError (rule, nodes, fix) when the placement cannot happen; nothing is
         held then.
         """
-        outcome = self.attempt(snapshot, check_request(request))
+        if request.__class__ is not Request or request.demand.__class__ is not Demand:
+            request = check_request(request)
+        if snapshot.__class__ is not ClusterSnapshot or (
+                self.needs.group and request.group is None):
+            outcome = self.attempt(snapshot, request)  # raises the error that names the fix
+        else:
+            outcome = self._attempt(snapshot, request)
         if outcome.__class__ is Refusal:
             raise outcome.error()
         return outcome  # type: ignore[return-value]
@@ -271,27 +274,40 @@ class Policy(abc.ABC):
                             "ClusterSnapshot.from_dicts([...])")
         if self.needs.group and request.group is None:
             raise self._group_error()
-        with self._lock:
-            try:
-                cands = self._candidates_for(snapshot)
-            except PlacementError as refusal:
-                return Refusal.of(refusal)
-            outcome = self._choose(cands, request)
-            if outcome.__class__ is Refusal:
-                return outcome
-            return self._take(request, outcome)  # type: ignore[arg-type]
+        return self._attempt(snapshot, request)
 
-    def _take(self, request: Request, choice: Choice) -> Decision:
-        hold = self._reserve(request, choice)
-        decision = self._decision(choice, request.group)
-        self._open[decision.ticket] = hold
-        return decision
+    def _attempt(self, snapshot: ClusterSnapshot, request: Request) -> Decision | Refusal:
+        """``attempt`` on arguments already checked (a fallback's members)."""
+        with self._lock:
+            cands = self._candidates
+            if cands is None or cands.snapshot is not snapshot:
+                try:
+                    cands = self._candidates_for(snapshot)
+                except PlacementError as refusal:
+                    return Refusal.of(refusal)
+            choice = self._choose(cands, request)
+            if isinstance(choice, Refusal):
+                return choice
+            hold = self._reserve(request, choice)
+            node, reason, fallback, _, local_bytes = choice
+            name = self._name
+            if name is None:  # repr once: decisions are on the submit path
+                name = self._name = repr(self)
+            # tuple.__new__ directly: a NamedTuple's own constructor costs more (decide.py).
+            decision = _new_decision((
+                node, reason, name, self._backend_now, self.soft, self.pin_amount, fallback,
+                request.group, next_ticket(), self.where, local_bytes, self._tracked,
+                None if self._claims is None else self._claims(choice)))
+            self._open[decision.ticket] = hold
+            return decision
 
     def commit(self, decision: Decision) -> None:
         """Ray accepted the work: the placement stays in the ledger (until ``release``)."""
         # No lock: the ledger does not change, the hold only moves between two dicts, and a
         # dict's pop and store are atomic.
-        hold = self._open.pop(_ticket(decision), _NONE)
+        if decision.__class__ is not Decision:
+            raise _not_a_decision(decision)
+        hold = self._open.pop(decision.ticket, _NONE)
         if hold is not _NONE and self.keeps:
             self._kept[decision.ticket] = hold
 
@@ -436,19 +452,6 @@ class Policy(abc.ABC):
             return newest
         return snapshot
 
-    def _decision(self, choice: Choice, group: Hashable | None) -> Decision:
-        node, reason, fallback, detail, local_bytes = choice
-        name = self._name
-        if name is None:  # repr once: decisions are on the submit path
-            name = self._name = repr(self)
-        # tuple.__new__ directly: a NamedTuple's own constructor costs more (decide.py).
-        return _new_decision((node, reason, name, self._backend_now, self.soft, self.pin_amount,
-                              fallback, group, next_ticket(), self.where, local_bytes,
-                              self._tracked, self._claim(choice)))
-
-    def _claim(self, choice: Choice) -> tuple[str, int | None] | None:
-        """What the submit layer claims across drivers for this choice (shared ledgers)."""
-        return None
 
     # -- using ------------------------------------------------------------------------------------
 
@@ -518,8 +521,12 @@ _new_decision: Callable[[tuple[Any, ...]], Decision] = functools.partial(tuple._
 def _ticket(decision: Decision) -> int:
     if decision.__class__ is Decision:
         return decision.ticket
-    raise TypeError(f"expected a Decision (what propose() or decide() returned), got "
-                    f"{type(decision).__name__}")
+    raise _not_a_decision(decision)
+
+
+def _not_a_decision(thing: object) -> TypeError:
+    return TypeError(f"expected a Decision (what propose() or decide() returned), got "
+                     f"{type(thing).__name__}")
 
 
 class Fallback(Policy):
@@ -560,26 +567,22 @@ class Fallback(Policy):
         self._routes: dict[int, Policy] = {}  # ticket -> the member that decided (until ended)
         self._prefixes: dict[tuple[str, int], str] = {}  # the reasons of fallen-back decisions
 
-    def attempt(self, snapshot: ClusterSnapshot, request: Request) -> Decision | Refusal:
-        if not isinstance(snapshot, ClusterSnapshot):
-            return super().attempt(snapshot, request)  # raises the TypeError
-        if self.needs.group and request.group is None:
-            raise self._group_error()
+    def _attempt(self, snapshot: ClusterSnapshot, request: Request) -> Decision | Refusal:
         refusals: list[Refusal] = []
         with self._lock:
             # Members see the newest snapshot any of them was given through this fallback: a
             # member that refused on it must not let a later member decide on an older one.
             snapshot = self._newest = self._newest_of(snapshot)
             for index, member in enumerate(self.policies):
-                outcome = member.attempt(snapshot, request)
+                outcome = member._attempt(snapshot, request)
                 if outcome.__class__ is Refusal:
                     refusals.append(outcome)
                     continue
                 decision: Decision = outcome  # type: ignore[assignment]
-                if index:
-                    decision = decision._replace(
-                        reason=self._prefix(refusals[-1].rule, index) + decision.reason,
-                        policy=self._repr(), fallback=True)
+                if index:  # fields 1, 2 and 6: reason, policy, fallback (_replace is slower)
+                    decision = _new_decision((
+                        decision[0], self._prefix(refusals[-1].rule, index) + decision[1],
+                        self._repr(), *decision[3:6], True, *decision[7:]))
                 self._routes[decision.ticket] = member
                 return decision
         return Refusal(refusals[-1].rule, lambda: _joined([r.error() for r in refusals]))
@@ -598,13 +601,13 @@ class Fallback(Policy):
         return name
 
     def commit(self, decision: Decision) -> None:
-        with self._lock:
-            member = self._routes.get(_ticket(decision))
-            if member is None:
-                return
-            member.commit(decision)
-            if not member.keeps:
-                del self._routes[decision.ticket]
+        # No lock, as the base's: the route is read and dropped by atomic dict steps.
+        member = self._routes.get(_ticket(decision))
+        if member is None:
+            return
+        member.commit(decision)
+        if not member.keeps:
+            self._routes.pop(decision.ticket, None)
 
     def rollback(self, decision: Decision) -> None:
         with self._lock:

@@ -5,10 +5,9 @@ least-used indexes) is one of these, so a driver that asks ever new demands (``m
 chunk) holds a bounded amount, and a refresh patches only what is kept.
 
 >>> kept = Bounded(2)
->>> kept["a"], kept["b"] = 1, 2
->>> kept.get("a")          # a use: "a" is now the most recent
-1
->>> kept["c"] = 3          # over the cap: "b", the least recently used, goes
+>>> kept.put("a", 1); kept.put("b", 2)
+>>> kept.move_to_end("a")  # a use: "a" is now the most recent
+>>> kept.put("c", 3)       # over the cap: "b", the least recently used, goes
 >>> sorted(kept)
 ['a', 'c']
 """
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
@@ -30,8 +29,13 @@ PROCESS_WEIGHTINGS = 64  # round-robin weightings whose last position the proces
 
 
 class Bounded(OrderedDict[_K, _V]):
-    """An ordered dict of at most ``cap`` keys: ``get`` and a store make a key the most
-    recent; a store past the cap drops the least recent (``evicted`` counts them)."""
+    """An ordered dict kept to at most ``cap`` keys, least recently used first out.
+
+    Reads are the dict's own (C calls, as the submit path wants them) and do not move a key:
+    a reader that uses a key marks it with ``move_to_end(key)``; ``put`` stores a key as the most
+    recent and drops the least recent past the cap (``evicted`` counts them). Every writer goes
+    through ``put``, or does the same three C calls itself on the submit path.
+    """
 
     def __init__(self, cap: int) -> None:
         super().__init__()
@@ -40,27 +44,16 @@ class Bounded(OrderedDict[_K, _V]):
         self.cap = cap
         self.evicted = 0
 
-    def get(self, key: _K, default: None = None) -> _V | None:  # type: ignore[override]
-        """The value of ``key`` (now the most recent), or None."""
-        found = super().get(key, _MISSING)
-        if found is _MISSING:
-            return None
+    def put(self, key: _K, value: _V) -> None:
+        """Store ``value`` under ``key`` as the most recent; drop the least recent past the cap."""
+        self[key] = value
         self.move_to_end(key)
-        return found  # type: ignore[no-any-return]
-
-    def __setitem__(self, key: _K, value: _V) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.cap:
+        if len(self) > self.cap:
             self.popitem(last=False)
             self.evicted += 1
-
 
     def copy(self) -> Bounded[_K, _V]:
         """The same keys in the same order, under the same cap."""
         twin: Bounded[_K, _V] = Bounded(self.cap)
         twin.update(self)
         return twin
-
-
-_MISSING: Any = object()

@@ -123,8 +123,9 @@ class Candidates:
         self.all = every
         self.nodes: tuple[NodeInfo, ...] = every.nodes
         self.by_id: dict[str, NodeInfo] = dict(zip(every.ids, every.nodes, strict=True))
-        # demand -> its fitting node set, or the refusal that no candidate can hold it
-        self._fits: Bounded[Demand, NodeSet | PlacementError] = Bounded(DEMANDS_PER_CANDIDATES)
+        # demand -> its fitting node set, or the refusal that no candidate can hold it (read
+        # directly on the submit path; ``node_set`` fills it)
+        self.fits: Bounded[Demand, NodeSet | PlacementError] = Bounded(DEMANDS_PER_CANDIDATES)
         # ids -> the node set with those ids, while some demand holds it (interning)
         self._sets: weakref.WeakValueDictionary[tuple[str, ...], NodeSet] = (
             weakref.WeakValueDictionary())
@@ -162,11 +163,14 @@ class Candidates:
     def node_set(self, demand: Demand) -> NodeSet:
         """The candidates whose totals (and labels) can hold ``demand``, in order; raises
         PlacementError when none can. Repeated refusals of one demand cost nothing more."""
-        found = self._fits.get(demand)
+        fits = self.fits
+        found = fits.get(demand)
         if found is None:
             found = self._fit(demand)
-        if isinstance(found, PlacementError):
-            raise found
+        else:
+            fits.move_to_end(demand)  # a use: the least recently used demand goes first
+        if found.__class__ is not NodeSet:
+            raise found  # type: ignore[misc]
         return found
 
     def fitting(self, demand: Demand) -> tuple[NodeInfo, ...]:
@@ -188,7 +192,7 @@ class Candidates:
         else:
             nodes = tuple(n for n in self.nodes if holds(n, demand))
             found = self._intern(nodes) if nodes else demand_error(demand, self.nodes)
-        self._fits[demand] = found
+        self.fits.put(demand, found)
         return found
 
     def _smallest(self, name: str) -> float:
@@ -274,8 +278,8 @@ class Candidates:
         twin.where, twin._unlabelled = self.where, unlabelled
         if not removed and not added:  # the same nodes: every set and refusal stays
             twin._start(newer, self.all, self._minimum)
-            twin._fits, twin._sets = self._fits.copy(), self._sets
-            twin._successors = {id(v): v for v in self._fits.values() if isinstance(v, NodeSet)}
+            twin.fits, twin._sets = self.fits.copy(), self._sets
+            twin._successors = {id(v): v for v in self.fits.values() if isinstance(v, NodeSet)}
             return twin
         nodes = tuple(patch_sorted(self.nodes, removed, added))
         if not nodes:  # none left: a fresh build raises, with the reason that applies
@@ -291,7 +295,7 @@ class Candidates:
         # (set, new nodes that fit), and kept as the same object when none of its nodes changed.
         patched: dict[tuple[int, tuple[str, ...]], NodeSet | None] = {}
         successors: dict[int, NodeSet | None] = {}
-        for demand, old in list(self._fits.items()):
+        for demand, old in list(self.fits.items()):
             if isinstance(old, PlacementError):
                 continue
             if old is self.all and twin._fits_all(demand):
@@ -304,7 +308,7 @@ class Candidates:
                     new = patched[key] = twin._patch_set(old, removed, into)
             successors.setdefault(id(old), new)
             if new is not None:
-                twin._fits[demand] = new
+                twin.fits.put(demand, new)
         successors[id(self.all)] = twin.all
         twin._successors = successors
         return twin

@@ -108,7 +108,10 @@ class LeastLoaded(Policy):
     def _weights_of(self, nodes: NodeSet) -> list[float]:
         found = self._weights.get(nodes)
         if found is None:
-            found = self._weights[nodes] = [float(self._weigh(n)) for n in nodes.nodes]
+            found = [float(self._weigh(n)) for n in nodes.nodes]
+            self._weights.put(nodes, found)
+        else:
+            self._weights.move_to_end(nodes)
         return found
 
     def _index(self, nodes: NodeSet) -> LeastIndex:
@@ -140,14 +143,14 @@ class LeastLoaded(Policy):
         if self.choices is None:
             found = self._index(nodes).least()
             assert found is not None  # a node set is never empty
-            return Choice(nodes.nodes[found[0]], _LEAST)
+            return (nodes.nodes[found[0]], _LEAST, False, None, 0)
         n = len(nodes.nodes)
         drawn = draw(self._seed, self._draws)
         a, b = drawn % n, (drawn >> 32) % n
         weights, counts = self._weights_of(nodes), self._inflight.counts
         loads = [_load(counts.get(nodes.ids[i], 0), weights[i]) for i in (a, b)]
         i = a if (loads[0], a) <= (loads[1], b) else b
-        return Choice(nodes.nodes[i], _OF_TWO, False, True)
+        return (nodes.nodes[i], _OF_TWO, False, True, 0)
 
     def _reserve(self, request: Request, choice: Choice) -> Hold:
         node_id = choice[0].node_id

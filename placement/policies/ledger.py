@@ -176,7 +176,11 @@ class Ledger:
     def index(self, key: Hashable, slots: Sequence[Any], position: Mapping[Any, int],
               weights: Sequence[float] | None = None) -> LeastIndex:
         """The index registered under ``key`` (a node set, a domain set), built on first use."""
-        found: LeastIndex | None = self.indexes.get(key)
+        indexes = self.indexes
+        found: LeastIndex | None = indexes.get(key)
         if found is None:
-            found = self.indexes[key] = LeastIndex(slots, position, self.counts, weights)
+            found = LeastIndex(slots, position, self.counts, weights)
+            indexes.put(key, found)
+        else:
+            indexes.move_to_end(key)
         return found

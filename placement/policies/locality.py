@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import errors
 from ..errors import PlacementError
-from .base import Choice, Outcome, Policy, Refusal
+from .base import Outcome, Policy, Refusal
 from .candidates import Candidates, holds, shown
 from .decision import DEFAULT_PIN_AMOUNT
 from .needs import Needs
@@ -64,7 +64,7 @@ class Locality(Policy):
             except PlacementError as refusal:
                 return Refusal.of(refusal)
             return Refusal(errors.NO_DATA_LOCATIONS, lambda: self._no_locations(cands, request))
-        return Choice(best, "holds the most bytes of its arguments", False, None, most)
+        return (best, "holds the most bytes of its arguments", False, None, most)
 
     def _no_locations(self, cands: Candidates, request: Request) -> PlacementError:
         known = [node_id for node_id, size in request.data if size > 0]

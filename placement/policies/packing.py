@@ -148,7 +148,7 @@ class Packing(StrictPolicy):
                         else self._member(space, slot))
         kind = _OPEN if packed is None else _MOVE
         # Constant reasons: the group and the node are in the decision already.
-        return Choice(node, _MOVED if moved else _OPENED, moved, (kind, slot, ledger))
+        return (node, _MOVED if moved else _OPENED, moved, (kind, slot, ledger), 0)
 
     def _join(self, cands: Candidates, request: Request, packed: _Group) -> Outcome | None:
         """A member of a placed group: its group's node (or value), a stray elsewhere (soft, too
@@ -158,7 +158,7 @@ class Packing(StrictPolicy):
             node = cands.get(str(packed.slot))
             if node is not None:
                 if not demand or holds(node, demand):
-                    return Choice(node, _JOINED, False, (_JOIN, packed.slot, None))
+                    return (node, _JOINED, False, (_JOIN, packed.slot, None), 0)
                 if not self.soft:
                     return Refusal.of(demand_error(demand, [node]))
                 return self._stray(cands, request)
@@ -171,7 +171,7 @@ class Packing(StrictPolicy):
             space = self._space(nodes) if nodes is not None else None
             if isinstance(space, Domains) and packed.slot in space.members:
                 node, ledger = self._member(space, packed.slot)
-                return Choice(node, _JOINED, False, (_JOIN, packed.slot, ledger))
+                return (node, _JOINED, False, (_JOIN, packed.slot, ledger), 0)
             everywhere = self._space(cands.all)
             if isinstance(everywhere, Domains) and packed.slot in everywhere.members:
                 # The value is there, but none of its nodes can hold this member.
@@ -199,7 +199,7 @@ class Packing(StrictPolicy):
         slot = space.slots[found[0]]
         node, ledger = ((space.nodes.nodes[found[0]], None) if self.topology is None
                         else self._member(space, slot))
-        return Choice(node, _STRAYED, True, (_JOIN, slot, ledger))
+        return (node, _STRAYED, True, (_JOIN, slot, ledger), 0)
 
     # -- the ledger -------------------------------------------------------------------------------
 

@@ -72,9 +72,9 @@ class RotationMemory:
 
 
 PROCESS_ROTATION = RotationMemory()
-# Held while a policy decides from the process's positions (a demand it has not placed yet), so
-# that inline policies in several threads never read the same position.
-_PROCESS_LOCK = threading.Lock()
+# Every round robin's lock: a decision may read and move the process's positions (a demand the
+# policy has not placed yet), so inline policies in several threads never read the same one.
+_PROCESS_LOCK = threading.RLock()
 
 _NEXT = "next in round-robin order"
 _NEXT_WEIGHTED = "next in weighted round-robin order"
@@ -87,7 +87,7 @@ def _restore(table: Any, key: Hashable, placed: Position, before: Position | Non
     if before is None:
         del table[key]
     else:
-        table[key] = before
+        table.put(key, before)
 
 
 def check_weight(key: str, weight: Any, allow_zero: bool = False) -> float:
@@ -162,6 +162,7 @@ class RoundRobin(Policy):
         self._mode: Hashable = (None if weights is None else weights if isinstance(weights, str)
                                 else tuple(sorted(weights.items())))
         self._memory = PROCESS_ROTATION
+        self._lock = _PROCESS_LOCK
         self._at: Bounded[Demand, Position] = Bounded(DEMANDS_PER_POLICY)
         self._turns: Bounded[NodeSet, Turns] = Bounded(NODE_SETS_PER_LEDGER)
         self._weights_checked = False
@@ -179,18 +180,17 @@ class RoundRobin(Policy):
 
     # -- deciding ---------------------------------------------------------------------------------
 
-    def attempt(self, snapshot: ClusterSnapshot, request: Request) -> Any:
-        if self.seed is None and request.demand not in self._at:
-            with _PROCESS_LOCK:  # decided from the process's position: read and move it as one
-                return super().attempt(snapshot, request)
-        return super().attempt(snapshot, request)
-
     def _choose(self, cands: Candidates, request: Request) -> Outcome:
         demand = request.demand
-        try:
-            nodes = cands.node_set(demand)
-        except PlacementError as refusal:
-            return Refusal.of(refusal)
+        fits = cands.fits
+        nodes = fits.get(demand)  # node_set(demand), inline: this runs on every placement
+        if nodes.__class__ is NodeSet:
+            fits.move_to_end(demand)
+        else:
+            try:
+                nodes = cands.node_set(demand)
+            except PlacementError as refusal:
+                return Refusal.of(refusal)
         at = self._at.get(demand)
         if at is None and self.seed is None:
             memory = self._memory
@@ -208,7 +208,7 @@ class RoundRobin(Policy):
                 if i == n:
                     i = 0
             node = nodes.nodes[i]
-            return Choice(node, _NEXT, False, (demand, (node.order_key, nodes, i, None, 0, ())))
+            return (node, _NEXT, False, (demand, (node.order_key, nodes, i, None, 0, ())), 0)
         if at is not None and at[1] is nodes and at[3] is not None:
             turns, step, offsets = at[3], at[4], at[5]
         else:  # the first placement, or another node set (or the same nodes, read anew)
@@ -228,16 +228,27 @@ class RoundRobin(Policy):
         i = turns.node(step, offsets)
         node = nodes.nodes[i]
         position = (node.order_key, nodes, i, turns, step + 1, offsets)
-        return Choice(node, _NEXT_WEIGHTED, False, (demand, position))
+        return (node, _NEXT_WEIGHTED, False, (demand, position), 0)
 
     def _reserve(self, request: Request, choice: Choice) -> Hold:
         demand, position = choice[3]
-        at, memory, key = self._at, self._memory, (demand, self._mode)
-        before, remembered = at.get(demand), memory.positions.get(key)
-        last = memory.last.get(self._mode)
+        at, memory, mode = self._at, self._memory, self._mode
+        key = (demand, mode)
+        positions, lasts = memory.positions, memory.last
+        before, remembered, last = at.get(demand), positions.get(key), lasts.get(mode)
+        # Bounded.put's three C calls, inline: this runs on every placement.
         at[demand] = position
-        memory.positions[key] = position
-        memory.last[self._mode] = position
+        at.move_to_end(demand)
+        if len(at) > at.cap:
+            at.popitem(last=False)
+        positions[key] = position
+        positions.move_to_end(key)
+        if len(positions) > positions.cap:
+            positions.popitem(last=False)
+        lasts[mode] = position
+        lasts.move_to_end(mode)
+        if len(lasts) > lasts.cap:
+            lasts.popitem(last=False)
         return demand, before, remembered, last, position
 
     def _unreserve(self, hold: Hold) -> None:
@@ -263,11 +274,13 @@ class RoundRobin(Policy):
     def _turns_of(self, cands: Candidates, nodes: NodeSet) -> Turns | Refusal:
         found = self._turns.get(nodes)
         if found is not None:
+            self._turns.move_to_end(nodes)
             return found
         weights = self._weights_of(cands, nodes)
         if isinstance(weights, Refusal):
             return weights
-        found = self._turns[nodes] = Turns(weights)
+        found = Turns(weights)
+        self._turns.put(nodes, found)
         return found
 
     def _weights_of(self, cands: Candidates, nodes: NodeSet) -> tuple[float, ...] | Refusal:

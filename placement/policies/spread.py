@@ -86,7 +86,9 @@ class StrictPolicy(Policy):
     def _space(self, nodes: NodeSet) -> Domains | Refusal:
         """The slots of ``nodes`` (built once per node set, kept for the last few)."""
         found = self._spaces.get(nodes)
-        if found is None:
+        if found is not None:
+            self._spaces.move_to_end(nodes)
+        else:
             if self.topology is not None and not any(
                     self.topology in n.labels for n in nodes.nodes):
                 return Refusal.of(PlacementError(
@@ -94,7 +96,8 @@ class StrictPolicy(Policy):
                     f"no live candidate node has the Ray label {self.topology!r}",
                     f"start nodes with `ray start --labels {self.topology}=<value>`, or drop "
                     "topology=", shown(nodes.nodes)))
-            found = self._spaces[nodes] = Domains(nodes, self.topology)
+            found = Domains(nodes, self.topology)
+            self._spaces.put(nodes, found)
         return found
 
     def _member(self, space: Domains, slot: Hashable) -> tuple[NodeInfo, Ledger]:
@@ -260,6 +263,7 @@ class AntiAffinity(StrictPolicy):
         self.shared = check_shared(shared, self.topology, max_skew)
         if self.shared is not None:
             self.needs = self.needs | Needs(shared=(self.shared,))
+            self._claims = self._claim
         self._others: dict[str, int] = {}  # shared: other drivers' placements per node id
         # None: no cap. The default is one per node, unless max_skew bounds the spread instead.
         self.max_per_node: int | None = (
@@ -307,7 +311,8 @@ class AntiAffinity(StrictPolicy):
         if space.__class__ is Refusal:
             return space
         assert isinstance(space, Domains)
-        found = space.index(self._used).least()
+        index = space.index(self._used)
+        found = index.least()
         assert found is not None  # a node set is never empty
         pos, count = found
         fallback = False
@@ -317,7 +322,7 @@ class AntiAffinity(StrictPolicy):
                 return Refusal(errors.SPREAD_EXHAUSTED, lambda: self._exhausted(cands, space))
             fallback = True
         skew = self.max_skew
-        if skew is not None and self._over_skew(cands, space.slots[pos], count, skew):
+        if skew is not None and self._over_skew(cands, space, index, count, skew):
             if not self.soft:
                 return Refusal(errors.SKEW_EXCEEDED,
                                lambda: self._skew_error(cands, request.demand, space, pos, skew))
@@ -326,8 +331,7 @@ class AntiAffinity(StrictPolicy):
             node, ledger = space.nodes.nodes[pos], None
         else:
             node, ledger = self._member(space, space.slots[pos])
-        return Choice(node, _REUSED if fallback else _FEWEST, fallback,
-                      (space.slots[pos], ledger))
+        return (node, _REUSED if fallback else _FEWEST, fallback, (space.slots[pos], ledger), 0)
 
     def _floor_index(self, cands: Candidates) -> LeastIndex:
         """The least-used index over every candidate domain (the skew floor)."""
@@ -335,18 +339,21 @@ class AntiAffinity(StrictPolicy):
         assert isinstance(space, Domains)  # some node fits: the floor's node set has the label
         return space.index(self._used)
 
-    def _over_skew(self, cands: Candidates, slot: Hashable, count: int, skew: int) -> bool:
-        """Whether placing on ``slot`` (now at ``count``) leaves it more than max_skew above the
-        least-used domain, as the floor will be after the placement."""
-        every = self._floor_index(cands)
-        floor = every.floor()
+    def _over_skew(self, cands: Candidates, space: Domains, index: LeastIndex, count: int,
+                   skew: int) -> bool:
+        """Whether placing on the least-used slot of ``space`` (now at ``count``) leaves it more
+        than max_skew above the least-used domain, as the floor will be after the placement."""
+        if space.nodes is cands.all:  # the demand fits every candidate: its floor is the floor
+            every, floor = index, count
+        else:
+            every = self._floor_index(cands)
+            floor = every.floor()
         if count == floor and every.hist.get(floor, 0) == 1:
             floor += 1  # it was the only domain at the floor: the floor rises with it
         return count + 1 - floor > skew
 
-    def _claim(self, choice: Choice) -> tuple[str, int | None] | None:
-        if self.shared is None:
-            return None
+    def _claim(self, choice: Choice) -> tuple[str, int | None]:
+        assert self.shared is not None  # set as the claim of shared policies only
         # Only a soft spread's own reuse past the cap claims without the cap.
         return self.shared, None if choice[2] and self.soft else self.max_per_node
 
