@@ -92,7 +92,7 @@ def test_the_tables_a_refresh_patches_stay_under_their_caps():
     for policy in policies:
         policy.follow(newer)
     cands = policies[0]._candidates
-    assert cands.snapshot is newer and len(cands._fits) <= DEMANDS_PER_CANDIDATES
+    assert cands.snapshot is newer and len(cands.fits) <= DEMANDS_PER_CANDIDATES
     assert len(rr.PROCESS_ROTATION.positions) <= PROCESS_DEMANDS
     assert len(policies[0]._at) <= DEMANDS_PER_POLICY
 
@@ -113,9 +113,9 @@ def test_a_demand_evicted_and_asked_again_continues_its_rotation():
 def test_a_bounded_table_drops_the_least_recently_used_key():
     table = Bounded(3)
     for key in "abc":
-        table[key] = key
-    assert table.get("a") == "a"
-    table["d"] = "d"
+        table.put(key, key)
+    table.move_to_end("a")  # a use
+    table.put("d", "d")
     assert list(table) == ["c", "a", "d"] and table.evicted == 1
     with pytest.raises(ValueError, match="whole number >= 1"):
         Bounded(0)
