@@ -25,6 +25,7 @@ import gc
 import random
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -33,7 +34,15 @@ from typing import Any
 from decide import reference_row, report  # benchmarks/ is on the path (script or run.py)
 
 from placement.cluster import SnapshotCache
-from placement.policies import AntiAffinity, Candidates, Demand, Packing, Request, RoundRobin
+from placement.policies import (
+    AntiAffinity,
+    Candidates,
+    Demand,
+    LeastLoaded,
+    Packing,
+    Request,
+    RoundRobin,
+)
 from placement.policies.decision import AUTO
 from placement.snapshot import ClusterSnapshot
 
@@ -57,7 +66,7 @@ class FakeCluster:
             "NodeID": f"{i:056x}",
             "Alive": True,
             "NodeManagerAddress": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
-            "Resources": {"CPU": float(1 + i % 8), f"node{i}": 1000.0,
+            "Resources": {"CPU": float(1 + i % 8), f"node{i}": 1000.0, "memory": 8e9,
                           f"node:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}": 1.0},
             "Labels": {"ray.io/node-id": f"{i:056x}", "placement.node": f"node{i}",
                        "zone": f"z{i % 4}"},
@@ -240,6 +249,56 @@ def bench_submit_path(n: int, refreshes: int) -> dict[str, Any]:
     }
 
 
+MANY = {"RoundRobin()": RoundRobin, "RoundRobin(weights='capacity')":
+        lambda: RoundRobin(weights="capacity"), "LeastLoaded()": LeastLoaded,
+        "AntiAffinity(strict=False)": lambda: AntiAffinity(strict=False),
+        "Packing(strict=False)": lambda: Packing(strict=False)}
+
+
+def many_demand(j: int) -> Demand:
+    """The j-th of ever new demands (memory= per chunk): a third only zone z1's nodes fit."""
+    labels = {"zone": "z1"} if j % 3 == 0 else None
+    return Demand({"CPU": 1, "memory": 1000 + j}, labels=labels)
+
+
+def bench_many_demands(n: int, demands: int) -> list[tuple[str, float, str, str]]:
+    """Per policy: the memory a driver holds after ``demands`` distinct demands on ``n`` nodes
+    (tracemalloc, from before the policy was made), the refresher's ``follow`` of a refreshed
+    snapshot, and the first decision after it (a demand asked before the refresh)."""
+    rows = []
+    for name, make in MANY.items():
+        fake = FakeCluster(n)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            snap = ClusterSnapshot.from_ray(fake.read())
+            policy = make()
+            for j in range(demands):
+                decision = policy.propose(snap, Request(many_demand(j), j))
+                policy.commit(decision)
+                policy.release(decision)
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        fake.churn()
+        newer = ClusterSnapshot.from_ray(fake.read(), previous=snap)
+        follow, _ = timed(partial(policy.follow, newer))
+        request = Request(many_demand(demands - 1), 0)
+        first, decision = timed(partial(policy.propose, newer, request))
+        policy.commit(decision)
+        steady, decision = timed(partial(policy.propose, newer, request))
+        policy.commit(decision)
+        rows += [(f"{name}: memory held after {demands:,} demands @ {n:,}",
+                  round(held / 1e6, 2), "MB", "tracemalloc; bounded per-demand tables"),
+                 (f"{name}: follow of a refreshed snapshot @ {n:,}", ms(follow), "ms",
+                  f"after {demands:,} demands; the refresher's work, off the submit path"),
+                 (f"{name}: first decision after the refresh @ {n:,}",
+                  round(first * 1e6, 1), "us", f"the next one: {steady * 1e6:.1f} us")]
+    return rows
+
+
 def run(quick: bool = False, rounds: int = 9) -> list[dict[str, Any]]:
     """Every measurement as rows for benchmarks/run.py (benchmark, contender, value, unit, note)."""
     sizes = (1_000,) if quick else SIZES
@@ -275,6 +334,8 @@ def run(quick: bool = False, rounds: int = 9) -> list[dict[str, Any]]:
         add(f"decision beside the refresher, 99.9th percentile @ {n:,}",
             t["99.9th percentile (us)"], "us", note)
         add(f"decision beside the refresher, slowest @ {n:,}", t["slowest (ms)"], "ms", note)
+    for contender, value, unit, note in bench_many_demands(1_000, 2_000 if quick else 20_000):
+        add(contender, value, unit, note)
     rows.append(reference_row("refresh"))
     return rows
 

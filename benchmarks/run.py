@@ -132,7 +132,33 @@ def bench_submit(labels: list[str], n: int, rounds: int) -> list[Row]:
         paired = [mine / theirs for mine, theirs in zip(rates[name], rates[base], strict=True)]
         rows.append(row("submit", f"{name} / {base}", round(statistics.median(paired), 2),
                         "ratio", f"target {target}; rounds {min(paired):.2f}-{max(paired):.2f}"))
+    refs: list[Any] = []
+    entered = modules_entered(lambda: refs.append(handle.remote()))  # a handle used above
+    ray.get(refs)
+    rows.append(row("submit", "modules of the package a reused handle's .remote() enters",
+                    len(entered), "modules", f"target <= 6: {', '.join(entered)}"))
     return rows
+
+
+def modules_entered(call: Callable[[], Any]) -> list[str]:
+    """The modules of the package whose Python functions ``call`` runs, in this thread (counted
+    with sys.setprofile: a function entered is a 'call' event with its code's file; C calls
+    and Ray's own modules are not the package's)."""
+    package = Path(placement.__file__).resolve().parent
+    seen: set[str] = set()
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            path = Path(frame.f_code.co_filename)
+            if path.is_relative_to(package):
+                seen.add(".".join(("placement", *path.relative_to(package).with_suffix("").parts)))
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return sorted(seen)
 
 
 # -- 2. decide cost vs cluster size: benchmarks/decide.py (no Ray) --------------------------------

@@ -420,7 +420,9 @@ class Policy(abc.ABC):
             except PlacementError:  # no candidate now: the next decision refuses, on newest
                 self._candidates = None
                 return
-            self._candidates, self._backend_now, self._name = newer, newer.backend, None
+            if newer.backend != self._backend_now:  # decisions name the backend: repr anew
+                self._name = None
+            self._candidates, self._backend_now = newer, newer.backend
             self._follow(newer)
 
     def _candidates_for(self, snapshot: ClusterSnapshot) -> Candidates:
