@@ -4,6 +4,7 @@ No Ray: the decisions are what ``.remote()`` would submit."""
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections import Counter
 
@@ -52,10 +53,15 @@ def test_inline_round_robin_spreads_from_8_threads(weights):
                 counts[name] += 1
 
     threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
     assert sum(counts.values()) == calls
     assert_even(counts, weights, calls)
 

@@ -149,7 +149,10 @@ class TwinMachine(RuleBasedStateMachine):
 
     def _request(self, data: st.DataObject) -> Request:
         demand = data.draw(st.sampled_from(DEMANDS))
-        group = data.draw(st.integers(0, 4))
+        placed = [d.group for d, _ in self.committed]
+        # Half the time a group already placed: where joins, moves and strays happen.
+        group = (data.draw(st.sampled_from(placed)) if placed and data.draw(st.booleans())
+                 else data.draw(st.integers(0, 4)))
         live = [n for n in self.nodes if n.alive]
         caller = f"{data.draw(st.sampled_from(live)).ident:056x}"
         holders = data.draw(st.lists(st.sampled_from(self.nodes), max_size=3,
@@ -163,7 +166,9 @@ class TwinMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     @precondition(lambda self: self.real is not None and not self.open)
     def decide(self, data: st.DataObject) -> None:
-        request = self._request(data)
+        self._both_decide(self._request(data))
+
+    def _both_decide(self, request: Request) -> None:
         seen, decision = outcome(self.real, self.snapshot, request)
         expected, twin_decision = outcome(self.twin, self.snapshot, request)
         assert seen == expected, (request, seen, expected)
@@ -198,18 +203,33 @@ class TwinMachine(RuleBasedStateMachine):
             node.labelled = not node.labelled or node.ident == 0
         self._refresh(busy if kind == "busy" else 0.0)
 
+    @rule(pick=st.integers(0, 10**6), incremental=st.booleans())
+    @precondition(lambda self: self.committed)
+    def kill_a_placed_node(self, pick: int, incremental: bool) -> None:
+        """The node of a committed placement dies: bindings move, groups move, spreads refill."""
+        node_id = self.committed[pick % len(self.committed)][0].node.node_id
+        alive = [n for n in self.nodes if n.alive]
+        for node in alive:
+            if f"{node.ident:056x}" == node_id and len(alive) > 1:
+                node.alive = False
+        self.incremental = incremental
+        self._refresh(0.0)
+
     # -- what only the real one sees ------------------------------------------------------------
 
     @rule(data=st.data(), at_once=st.booleans())
     @precondition(lambda self: self.real is not None)
     def refused(self, data: st.DataObject, at_once: bool) -> None:
         """A proposal Ray refused: rolled back now, or after later steps (churn between)."""
-        _, decision = outcome(self.real, self.snapshot, self._request(data))
+        request = self._request(data)
+        _, decision = outcome(self.real, self.snapshot, request)
         if decision is None:
             return
         if at_once:
             self.real.rollback(decision)
             self.real.rollback(decision)  # idempotent
+            if not self.open:  # the same request again, at once: the sharpest comparison
+                self._both_decide(request)
         else:
             self.open.append(decision)
 

@@ -311,8 +311,7 @@ class AntiAffinity(StrictPolicy):
         if space.__class__ is Refusal:
             return space
         assert isinstance(space, Domains)
-        index = space.index(self._used)
-        found = index.least()
+        found = space.index(self._used).least()
         assert found is not None  # a node set is never empty
         pos, count = found
         fallback = False
@@ -322,7 +321,7 @@ class AntiAffinity(StrictPolicy):
                 return Refusal(errors.SPREAD_EXHAUSTED, lambda: self._exhausted(cands, space))
             fallback = True
         skew = self.max_skew
-        if skew is not None and self._over_skew(cands, space, index, count, skew):
+        if skew is not None and self._over_skew(cands, space, count, skew):
             if not self.soft:
                 return Refusal(errors.SKEW_EXCEEDED,
                                lambda: self._skew_error(cands, request.demand, space, pos, skew))
@@ -339,18 +338,13 @@ class AntiAffinity(StrictPolicy):
         assert isinstance(space, Domains)  # some node fits: the floor's node set has the label
         return space.index(self._used)
 
-    def _over_skew(self, cands: Candidates, space: Domains, index: LeastIndex, count: int,
-                   skew: int) -> bool:
+    def _over_skew(self, cands: Candidates, space: Domains, count: int, skew: int) -> bool:
         """Whether placing on the least-used slot of ``space`` (now at ``count``) leaves it more
-        than max_skew above the least-used domain, as the floor will be after the placement."""
+        than max_skew above the least-used domain of every candidate. (When that slot is at the
+        floor itself, the placement is at most 1 above it: never over.)"""
         if space.nodes is cands.all:  # the demand fits every candidate: its floor is the floor
-            every, floor = index, count
-        else:
-            every = self._floor_index(cands)
-            floor = every.floor()
-        if count == floor and every.hist.get(floor, 0) == 1:
-            floor += 1  # it was the only domain at the floor: the floor rises with it
-        return count + 1 - floor > skew
+            return False
+        return count + 1 - self._floor_index(cands).floor() > skew
 
     def _claim(self, choice: Choice) -> tuple[str, int | None]:
         assert self.shared is not None  # set as the claim of shared policies only
