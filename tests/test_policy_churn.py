@@ -50,7 +50,7 @@ class Node:
     labelled: bool = True
 
     def as_dict(self, busy: float) -> dict[str, object]:
-        total = {"CPU": self.cpus, **({"accel": 1} if self.accel else {})}
+        total = {"CPU": self.cpus, "memory": 4e6, **({"accel": 1} if self.accel else {})}
         return {
             "id": f"{self.ident:056x}",
             "address": f"127.0.{self.ident // 250}.{self.ident % 250 + 2}",

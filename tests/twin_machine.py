@@ -13,8 +13,6 @@ least 500 per configuration family).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
@@ -32,6 +30,8 @@ from placement.policies import (
     RoundRobin,
 )
 from placement.snapshot import ClusterSnapshot
+
+from .test_policy_churn import Node
 
 # The demands decisions ask for: CPU, CPU with an accelerator few nodes have, a large CPU ask,
 # nothing, a label demand (zones z0 or z1), and memory asks that make ever new demands.
@@ -79,25 +79,6 @@ FAMILIES: dict[str, list] = {
         lambda: LeastLoaded(choices=2, seed=1) | RoundRobin(weights="capacity"),
     ],
 }
-
-
-@dataclass
-class Node:
-    ident: int
-    cpus: int
-    accel: bool
-    zone: int
-    alive: bool = True
-    labelled: bool = True
-
-    def as_dict(self, busy: float) -> dict[str, object]:
-        total: dict[str, float] = {"CPU": self.cpus, "memory": 4e6}
-        if self.accel:
-            total["accel"] = 1
-        return {"id": f"{self.ident:056x}", "address": f"127.0.1.{self.ident + 2}",
-                "label": f"node{self.ident}" if self.labelled else None, "alive": self.alive,
-                "labels": {"zone": f"z{self.zone}"}, "resources": total,
-                "available": {k: v * (1 - busy) for k, v in total.items()}}
 
 
 def outcome(policy: Policy, snapshot: ClusterSnapshot, request: Request) -> tuple:

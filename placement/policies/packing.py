@@ -126,17 +126,10 @@ class Packing(StrictPolicy):
             joined = self._join(cands, request, packed)
             if joined is not None:
                 return joined
-        try:
-            nodes = cands.node_set(demand)
-        except PlacementError as refusal:
-            return Refusal.of(refusal)
-        space = self._space(nodes)
-        if space.__class__ is Refusal:
-            return space
-        assert isinstance(space, Domains)
-        found = space.index(self._used).least()
-        assert found is not None  # a node set is never empty
-        pos, count = found
+        least = self._least(cands, demand)
+        if isinstance(least, Refusal):
+            return least
+        space, pos, count = least
         moved = packed is not None
         if count >= self.groups_per_node:
             if not self.soft:
@@ -187,17 +180,12 @@ class Packing(StrictPolicy):
     def _stray(self, cands: Candidates, request: Request) -> Outcome:
         """A soft group's member its group's node cannot hold: the fitting node (of the value)
         with the fewest groups; the group stays where it is."""
-        try:
-            nodes = cands.node_set(request.demand)
-        except PlacementError as refusal:
-            return Refusal.of(refusal)
-        space = self._space(nodes)
-        if not isinstance(space, Domains):
-            return space
-        found = space.index(self._used).least()
-        assert found is not None
-        slot = space.slots[found[0]]
-        node, ledger = ((space.nodes.nodes[found[0]], None) if self.topology is None
+        least = self._least(cands, request.demand)
+        if isinstance(least, Refusal):
+            return least
+        space, pos, _ = least
+        slot = space.slots[pos]
+        node, ledger = ((space.nodes.nodes[pos], None) if self.topology is None
                         else self._member(space, slot))
         return (node, _STRAYED, True, (_JOIN, slot, ledger), 0)
 

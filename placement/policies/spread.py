@@ -24,6 +24,7 @@ placement.errors.PlacementError: 3 placements asked, 2 nodes with room for 1 eac
 """
 from __future__ import annotations
 
+import abc
 import itertools
 import re
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -100,6 +101,20 @@ class StrictPolicy(Policy):
             self._spaces.put(nodes, found)
         return found
 
+    def _least(self, cands: Candidates, demand: Demand) -> tuple[Domains, int, int] | Refusal:
+        """The slots of the nodes that fit ``demand``, and the position and count of the first
+        of them holding the fewest (a refusal when nothing fits)."""
+        try:
+            nodes = cands.node_set(demand)
+        except PlacementError as refusal:
+            return Refusal.of(refusal)
+        space = self._space(nodes)
+        if isinstance(space, Refusal):
+            return space
+        found = space.index(self._ledger()).least()
+        assert found is not None  # a node set is never empty
+        return space, found[0], found[1]
+
     def _member(self, space: Domains, slot: Hashable) -> tuple[NodeInfo, Ledger]:
         """With a topology: the node of value ``slot`` holding the fewest of this policy's
         placements, and the ledger of that value."""
@@ -133,8 +148,9 @@ class StrictPolicy(Policy):
                 if members is not None:
                     ledger.index(members, members.ids, members.position)
 
+    @abc.abstractmethod
     def _ledger(self) -> Ledger:
-        raise NotImplementedError  # pragma: no cover
+        """The ledger whose slots the policy spreads or packs over."""
 
 
 def check_whole(name: str, value: Any) -> int:
@@ -303,17 +319,10 @@ class AntiAffinity(StrictPolicy):
             self._others = {node: n for node, n in counts.items() if n > 0}
 
     def _choose(self, cands: Candidates, request: Request) -> Outcome:
-        try:
-            nodes = cands.node_set(request.demand)
-        except PlacementError as refusal:
-            return Refusal.of(refusal)
-        space = self._space(nodes)
-        if space.__class__ is Refusal:
-            return space
-        assert isinstance(space, Domains)
-        found = space.index(self._used).least()
-        assert found is not None  # a node set is never empty
-        pos, count = found
+        least = self._least(cands, request.demand)
+        if isinstance(least, Refusal):
+            return least
+        space, pos, count = least
         fallback = False
         cap = self.max_per_node
         if cap is not None and count >= cap:
