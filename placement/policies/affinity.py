@@ -27,6 +27,7 @@ _NOT_A_TARGET = (bool, int, float, bytes, Mapping, list, tuple, set, frozenset)
 _FOLLOWS = "follows its node"
 _FIRST = "first placement: node with the most free CPUs; later ones follow"
 _CALLER = "the calling process's node"
+_BINDINGS = 64
 
 
 def _fitting(node: NodeInfo, demand: Demand) -> Outcome | None:
@@ -75,12 +76,12 @@ class Affinity(Policy):
         self.target = target
         if target is not None and not isinstance(target, str):
             self.needs = Needs(follows=(target,))
-        # The node placements follow: (label or node id, whether this policy chose it), the
-        # placements reserved on it, and how many times it was bound (to know a rollback's).
-        self._binding: str | None = target if isinstance(target, str) else None
-        self._chosen = False
-        self._on_binding = 0
-        self._generation = 0
+        # The bindings, the current one last: [label or node id, whether this policy chose it,
+        # placements reserved on it and not rolled back]. A binding the policy chose that is
+        # left with no placement goes, and the one before it is current again: exact in any
+        # order of rollbacks. At most _BINDINGS are kept (the oldest chosen ones go first).
+        self._bindings: list[list[Any]] = [[target if isinstance(target, str) else None,
+                                            False, 0]]
         self._refused: tuple[Candidates, str, Refusal] | None = None
 
     def _config(self) -> dict[str, Any]:
@@ -98,7 +99,7 @@ class Affinity(Policy):
                     "not carry", "use policy.place(fn), which looks the node up, or give "
                     "Affinity the node's label or id to plan"))
         else:
-            bound = self._binding
+            bound = self._bindings[-1][0]
         if bound is not None:
             found = snapshot.by_label.get(bound) or snapshot.by_id.get(bound)
             node = cands.get(found.node_id) if found is not None else None
@@ -124,36 +125,26 @@ class Affinity(Policy):
         return memo[2]
 
     def _reserve(self, request: Request, choice: Choice) -> Hold:
-        rebind = choice[3]
-        if rebind is None:  # follows the bound node
-            self._on_binding += 1
-            return (self._generation,)
-        before = (self._binding, self._chosen, self._on_binding, self._generation)
-        self._generation += 1
-        self._binding, self._chosen, self._on_binding = rebind, True, 1
-        return before, self._generation
+        rebind, bindings = choice[3], self._bindings
+        if rebind is None:  # follows the current binding
+            binding = bindings[-1]
+            binding[2] += 1
+            return binding
+        binding = [rebind, True, 1]
+        bindings.append(binding)
+        if len(bindings) > _BINDINGS:
+            del bindings[1]
+        return binding
 
     def _unreserve(self, hold: Hold) -> None:
-        if len(hold) == 1:  # a placement that followed
-            if hold[0] == self._generation:
-                self._on_binding -= 1
-                if self._on_binding == 0 and self._chosen:
-                    # None is left on the node this policy chose itself: back to its target
-                    # (or to choosing afresh), as if none had been decided.
-                    self._binding = self.target if isinstance(self.target, str) else None
-                    self._chosen = False
-                    self._generation += 1
-            return
-        before, generation = hold
-        if generation != self._generation:
-            return  # bound again since: that binding stays
-        if self._on_binding > 1:  # others followed this binding since: it stays theirs
-            self._on_binding -= 1
-            return
-        self._binding, self._chosen, self._on_binding, self._generation = before
+        hold[2] -= 1
+        bindings = self._bindings
+        while len(bindings) > 1 and bindings[-1][1] and not bindings[-1][2]:
+            bindings.pop()  # chosen, and nothing left on it: as if never chosen
 
     def can_grow(self, request: Request) -> bool:
-        return self.target is None and self._binding is None  # bound: only that node will do
+        # bound: only that node will do
+        return self.target is None and self._bindings[-1][0] is None
 
 
 class Local(Policy):

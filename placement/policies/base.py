@@ -306,7 +306,7 @@ class Policy(abc.ABC):
         # No lock: the ledger does not change, the hold only moves between two dicts, and a
         # dict's pop and store are atomic.
         if decision.__class__ is not Decision:
-            raise _not_a_decision(decision)
+            raise not_a_decision(decision)
         hold = self._open.pop(decision.ticket, _NONE)
         if hold is not _NONE and self.keeps:
             self._kept[decision.ticket] = hold
@@ -523,10 +523,10 @@ _new_decision: Callable[[tuple[Any, ...]], Decision] = functools.partial(tuple._
 def _ticket(decision: Decision) -> int:
     if decision.__class__ is Decision:
         return decision.ticket
-    raise _not_a_decision(decision)
+    raise not_a_decision(decision)
 
 
-def _not_a_decision(thing: object) -> TypeError:
+def not_a_decision(thing: object) -> TypeError:
     return TypeError(f"expected a Decision (what propose() or decide() returned), got "
                      f"{type(thing).__name__}")
 

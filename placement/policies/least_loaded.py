@@ -24,6 +24,7 @@ draw depends only on the seed and k, so a rolled-back proposal gives its draw ba
 """
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,7 @@ from .request import Request
 from .round_robin import check_weight, check_weights, unknown_names
 
 _CHOICES = (None, 2)
+MIN_WEIGHT = 1e-9  # of the largest: a smaller positive weight counts as this much
 _LEAST = "the least loaded"
 _OF_TWO = "the less loaded of two drawn at random"
 
@@ -85,8 +87,9 @@ class LeastLoaded(Policy):
         self._inflight = Ledger()  # node id -> placements not yet released
         self._weights: Bounded[NodeSet, list[float]] = Bounded(NODE_SETS_PER_LEDGER)
         self._seed = seed if seed is not None else random.getrandbits(64)
-        self._draws = 0  # draws reserved and not given back
-        self._names_checked = False
+        self._draws = 0  # the next new draw
+        self._given_back: list[int] = []  # draws below it rolled back: drawn again first
+        self._made = 0  # placements reserved and not rolled back: names are checked while 0
 
     def _config(self) -> dict[str, Any]:
         return {"weights": self.weights, "choices": self.choices, "seed": self.seed,
@@ -108,7 +111,11 @@ class LeastLoaded(Policy):
     def _weights_of(self, nodes: NodeSet) -> list[float]:
         found = self._weights.get(nodes)
         if found is None:
-            found = [float(self._weigh(n)) for n in nodes.nodes]
+            raw = [float(self._weigh(n)) for n in nodes.nodes]
+            # Relative to the largest, and at least MIN_WEIGHT of it: loads stay finite numbers
+            # that order as the weights do (a weight of 1e-320 would make every load infinite).
+            largest = max(raw) or 1.0
+            found = [max(w / largest, MIN_WEIGHT) if w > 0 else 0.0 for w in raw]
             self._weights.put(nodes, found)
         else:
             self._weights.move_to_end(nodes)
@@ -118,9 +125,9 @@ class LeastLoaded(Policy):
         return self._inflight.index(nodes, nodes.ids, nodes.position, self._weights_of(nodes))
 
     def _check_names(self, cands: Candidates) -> Refusal | None:
-        """Refuse weights naming no node of the cluster (a typo), on the first snapshot only: a
-        node that later leaves must not stop the others."""
-        if not isinstance(self.weights, dict) or self._names_checked:
+        """Refuse weights naming no node of the cluster (a typo), until a placement was made
+        (reserve marks it): a node that later leaves must not stop the others."""
+        if not isinstance(self.weights, dict) or self._made:
             return None
         unknown = unknown_names(self.weights, cands.snapshot)
         if unknown:
@@ -129,7 +136,6 @@ class LeastLoaded(Policy):
                 f"weights name {', '.join(map(repr, unknown))}, which no node of the cluster is "
                 "labelled or has as id", "fix the names in weights= (placement status lists the "
                 "nodes; nodes left out weigh 1)", shown(cands.nodes)))
-        self._names_checked = True
         return None
 
     def _choose(self, cands: Candidates, request: Request) -> Outcome:
@@ -145,7 +151,7 @@ class LeastLoaded(Policy):
             assert found is not None  # a node set is never empty
             return (nodes.nodes[found[0]], _LEAST, False, None, 0)
         n = len(nodes.nodes)
-        drawn = draw(self._seed, self._draws)
+        drawn = draw(self._seed, self._given_back[0] if self._given_back else self._draws)
         a, b = drawn % n, (drawn >> 32) % n
         weights, counts = self._weights_of(nodes), self._inflight.counts
         loads = [_load(counts.get(nodes.ids[i], 0), weights[i]) for i in (a, b)]
@@ -155,15 +161,27 @@ class LeastLoaded(Policy):
     def _reserve(self, request: Request, choice: Choice) -> Hold:
         node_id = choice[0].node_id
         self._inflight.change(node_id, +1)
-        drew = choice[3] is True
-        if drew:
-            self._draws += 1
-        return node_id, self._draws if drew else None
+        self._made += 1
+        if choice[3] is not True:
+            return node_id, None
+        if self._given_back:
+            return node_id, heapq.heappop(self._given_back)
+        self._draws += 1
+        return node_id, self._draws - 1
 
     def _unreserve(self, hold: Hold) -> None:
         node_id, drawn = hold
         self._inflight.change(node_id, -1)
-        if drawn is not None and self._draws == drawn:  # the last draw: give it back
+        self._made -= 1
+        if drawn is None:
+            return
+        # Give the draw back, as if never drawn: the lowest given back is drawn next, and the
+        # last ones shrink the count, so any order of rollbacks ends where no draw was made.
+        heapq.heappush(self._given_back, drawn)
+        given = self._given_back
+        while given and max(given) == self._draws - 1:
+            given.remove(self._draws - 1)
+            heapq.heapify(given)
             self._draws -= 1
 
     def _release(self, hold: Hold) -> None:

@@ -130,7 +130,10 @@ class LeastIndex:
         weights = self.weights
         if new == 0 and (weights is None or weights[pos] > 0):
             if pos < self._cursor:
-                heapq.heappush(self._returned, pos)
+                returned = self._returned
+                heapq.heappush(returned, pos)
+                if len(returned) > self.n + 64:  # a slot back at 0 again and again: afresh
+                    self._build()
             return  # ahead of the cursor: the cursor finds it
         heap = self._heap
         heapq.heappush(heap, (self._key(pos, new), pos, new))
@@ -138,9 +141,10 @@ class LeastIndex:
             self._build()
 
 
-# The key of a weightless slot with nothing on it: above any weighted slot's, so such slots are
-# used only when no other fits, and still balanced among themselves.
-_WEIGHTLESS = 1e12
+# The key of a weightless slot with nothing on it: above any weighted slot's (weights are at
+# least MIN_WEIGHT of the largest: see least_loaded.py), so such slots are used only when no
+# other fits, and still balanced among themselves.
+_WEIGHTLESS = 1e30
 
 
 class Ledger:

@@ -48,7 +48,7 @@ class _Group:
     def __init__(self, slot: Hashable) -> None:
         self.slot = slot  # its node id, or with topology= its label value
         self.members = 0  # reserved placements not given back
-        self.nodes: dict[str, tuple[Hashable, int]] = {}  # topology: node -> (value, members)
+        self.nodes: dict[str, int] = {}  # with topology: members per node (release_group)
 
 
 class Packing(StrictPolicy):
@@ -106,8 +106,8 @@ class Packing(StrictPolicy):
             if found is None:
                 return
             self._used.change(found.slot, -1)
-            for node_id, (value, count) in found.nodes.items():
-                self._count_member(value, self._in_domain.get(value), node_id, -count)
+            for node_id, count in found.nodes.items():
+                self._count_member(self._per_node, node_id, -count)
             found.nodes.clear()
 
     def can_grow(self, request: Request) -> bool:
@@ -209,9 +209,8 @@ class Packing(StrictPolicy):
         assert packed is not None
         packed.members += 1
         if ledger is not None:
-            self._count_member(slot, ledger, node.node_id, +1)
-            value, count = packed.nodes.get(node.node_id, (slot, 0))
-            packed.nodes[node.node_id] = (value, count + 1)
+            self._count_member(ledger, node.node_id, +1)
+            packed.nodes[node.node_id] = packed.nodes.get(node.node_id, 0) + 1
         return kind, group, packed, slot, left, ledger, node.node_id
 
     def _unreserve(self, hold: Hold) -> None:
@@ -240,10 +239,9 @@ class Packing(StrictPolicy):
         packed.members -= 1
         if ledger is None or self._groups.get(group) is not packed:
             return  # release_group gave the members' counts back already
-        self._count_member(slot, ledger, node_id, -1)
-        value, count = packed.nodes[node_id]
-        if count > 1:
-            packed.nodes[node_id] = (value, count - 1)
+        self._count_member(ledger, node_id, -1)
+        if packed.nodes[node_id] > 1:
+            packed.nodes[node_id] -= 1
         else:
             del packed.nodes[node_id]
 

@@ -49,11 +49,12 @@ def make_plan(name: str, propose: Callable[[ClusterSnapshot, Request], Decision]
     if groups is not None and len(groups) != n:
         raise ValueError(f"groups has {len(groups)} keys for {n} placements: give one key per "
                          "placement")
-    requests = [make_request(demand, None if groups is None else groups[i], caller_node_id,
-                             None, targets) for i in range(n)]
+    make_request(demand, None if not groups else groups[0], caller_node_id, None, targets)
     decisions = []
     try:
-        for request in requests:
+        for i in range(n):  # a request at a time: a plan of 10**8 stops at its first refusal
+            request = make_request(demand, None if groups is None else groups[i],
+                                   caller_node_id, None, targets)
             decision = propose(snapshot, request)
             commit(decision)
             decisions.append(decision)

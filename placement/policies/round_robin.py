@@ -32,7 +32,7 @@ from typing import Any
 from .. import errors
 from ..errors import PlacementError
 from ..snapshot import BY_ORDER, ClusterSnapshot
-from .base import Choice, Hold, Outcome, Policy, Refusal
+from .base import Choice, Hold, Outcome, Policy, Refusal, not_a_decision
 from .bounded import (
     DEMANDS_PER_POLICY,
     NODE_SETS_PER_LEDGER,
@@ -41,15 +41,19 @@ from .bounded import (
     Bounded,
 )
 from .candidates import Candidates, NodeSet, shown
-from .decision import DEFAULT_PIN_AMOUNT
+from .decision import DEFAULT_PIN_AMOUNT, Decision
 from .ledger import draw
 from .request import Demand, Request, finite
 from .turns import Turns
 
 Weights = str | Mapping[str, float] | None
-# One demand's position: (order key of the last node, the node set it was on, that node's index
-# in it, the weighted order or None, the next step of it, where its classes start).
-Position = tuple[tuple[Any, ...], NodeSet, int, Turns | None, int, tuple[int, ...]]
+# One demand's position, a list (made on every placement, it costs a tenth of an object):
+# [0] the order key of the node of the placement, [1] the node set it was on, [2] that node's
+# index in it, [3] the weighted order or None, [4] its next step, [5] where its classes start,
+# [6] what the three tables (the policy's, the process's per demand and per weighting) held
+# before it, until it is committed, [7] whether it was rolled back. A rollback puts back the
+# latest position before it that was not rolled back too: exact in any order of rollbacks.
+Position = list[Any]
 
 
 
@@ -80,10 +84,14 @@ _NEXT = "next in round-robin order"
 _NEXT_WEIGHTED = "next in weighted round-robin order"
 
 
-def _restore(table: Any, key: Hashable, placed: Position, before: Position | None) -> None:
-    """Put ``before`` back under ``key`` if ``table`` still holds what a placement put there."""
+def _restore(table: Bounded[Any, Position], key: Hashable, placed: Position, which: int) -> None:
+    """``placed`` was rolled back: if ``table`` still holds it under ``key``, put back the
+    latest position before it (in that table) that was not rolled back too."""
     if table.get(key) is not placed:
-        return
+        return  # placed since: the newer position stays
+    before = placed[6][which]
+    while before is not None and before[7]:
+        before = before[6][which]  # rolled back too (never committed: its history is there)
     if before is None:
         del table[key]
     else:
@@ -165,7 +173,7 @@ class RoundRobin(Policy):
         self._lock = _PROCESS_LOCK
         self._at: Bounded[Demand, Position] = Bounded(DEMANDS_PER_POLICY)
         self._turns: Bounded[NodeSet, Turns] = Bounded(NODE_SETS_PER_LEDGER)
-        self._weights_checked = False
+        self._made = 0  # placements reserved and not rolled back: names are checked while 0
 
     def _config(self) -> dict[str, Any]:
         return {"weights": self.weights, "seed": self.seed, **super()._config()}
@@ -208,7 +216,8 @@ class RoundRobin(Policy):
                 if i == n:
                     i = 0
             node = nodes.nodes[i]
-            return (node, _NEXT, False, (demand, (node.order_key, nodes, i, None, 0, ())), 0)
+            return (node, _NEXT, False,
+                    (demand, [node.order_key, nodes, i, None, 0, (), None, False]), 0)
         if at is not None and at[1] is nodes and at[3] is not None:
             turns, step, offsets = at[3], at[4], at[5]
         else:  # the first placement, or another node set (or the same nodes, read anew)
@@ -227,7 +236,7 @@ class RoundRobin(Policy):
                 step, offsets = 0, turns.offsets(start)
         i = turns.node(step, offsets)
         node = nodes.nodes[i]
-        position = (node.order_key, nodes, i, turns, step + 1, offsets)
+        position = [node.order_key, nodes, i, turns, step + 1, offsets, None, False]
         return (node, _NEXT_WEIGHTED, False, (demand, position), 0)
 
     def _reserve(self, request: Request, choice: Choice) -> Hold:
@@ -235,7 +244,7 @@ class RoundRobin(Policy):
         at, memory, mode = self._at, self._memory, self._mode
         key = (demand, mode)
         positions, lasts = memory.positions, memory.last
-        before, remembered, last = at.get(demand), positions.get(key), lasts.get(mode)
+        position[6] = (at.get(demand), positions.get(key), lasts.get(mode))
         # Bounded.put's three C calls, inline: this runs on every placement.
         at[demand] = position
         at.move_to_end(demand)
@@ -249,14 +258,27 @@ class RoundRobin(Policy):
         lasts.move_to_end(mode)
         if len(lasts) > lasts.cap:
             lasts.popitem(last=False)
-        return demand, before, remembered, last, position
+        self._made += 1
+        return demand, position
+
+    def commit(self, decision: Decision) -> None:
+        """Ray accepted the work. A committed position is never rolled back: what it replaced
+        is history, and is dropped (the chain of what came before stays as short as the
+        proposals open at once)."""
+        if decision.__class__ is not Decision:
+            raise not_a_decision(decision)
+        hold = self._open.pop(decision.ticket, None)
+        if hold is not None:
+            hold[1][6] = None
 
     def _unreserve(self, hold: Hold) -> None:
-        demand, before, remembered, last, position = hold
+        demand, position = hold
+        self._made -= 1
+        position[7] = True
         mode, memory = self._mode, self._memory
-        _restore(self._at, demand, position, before)  # unless placed since: back to before
-        _restore(memory.positions, (demand, mode), position, remembered)
-        _restore(memory.last, mode, position, last)
+        _restore(self._at, demand, position, 0)  # unless placed since: back to before
+        _restore(memory.positions, (demand, mode), position, 1)
+        _restore(memory.last, mode, position, 2)
 
     def _release(self, hold: Hold) -> None:
         """A round robin's ledger is history: a placement that ended changes nothing."""
@@ -291,9 +313,9 @@ class RoundRobin(Policy):
         else:
             assert isinstance(self.weights, Mapping)
             named = self.weights
-            # Checked on the first snapshot only: a typo shows at once, while a node that later
-            # leaves the cluster's records must not stop the others.
-            unknown = [] if self._weights_checked else unknown_names(named, cands.snapshot)
+            # Checked until a placement was made (reserve marks it): a typo shows at once, while
+            # a node that later leaves the cluster's records must not stop the others.
+            unknown = [] if self._made else unknown_names(named, cands.snapshot)
             if unknown:
                 return Refusal(errors.UNKNOWN_LABEL, lambda: PlacementError(
                     errors.UNKNOWN_LABEL,
@@ -301,7 +323,6 @@ class RoundRobin(Policy):
                     "is labelled or has as id",
                     "fix the names in weights= (placement status lists the nodes)",
                     shown(nodes.nodes)))
-            self._weights_checked = True
             found = tuple(named.get(n.label or "", named.get(n.node_id, 0.0))
                           for n in nodes.nodes)
         if not any(w > 0 for w in found):

@@ -25,7 +25,6 @@ placement.errors.PlacementError: 3 placements asked, 2 nodes with room for 1 eac
 from __future__ import annotations
 
 import abc
-import itertools
 import re
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
@@ -35,8 +34,8 @@ from ..errors import PlacementError
 from ..naming import RAY_LABEL_NAME, natural_key
 from ..snapshot import NodeInfo
 from .base import Choice, Hold, Outcome, Policy, Refusal
-from .bounded import NODE_SETS_PER_LEDGER, Bounded
-from .candidates import SHOWN_NODES, Candidates, NodeSet, shown
+from .bounded import NODE_SETS_PER_LEDGER, PER_NODE_INDEXES, Bounded
+from .candidates import Candidates, NodeSet, shown
 from .decision import DEFAULT_PIN_AMOUNT
 from .ledger import LeastIndex, Ledger
 from .needs import Needs
@@ -62,7 +61,9 @@ class StrictPolicy(Policy):
         self._tracked = live
         self.needs = self.needs | Needs(completion=live)
         self._spaces: Bounded[NodeSet, Domains] = Bounded(NODE_SETS_PER_LEDGER)
-        self._in_domain: dict[Hashable, Ledger] = {}  # with topology: placements per node
+        # With a topology: placements per node, and an index per value's nodes (a value holds a
+        # few nodes of many: more indexes are kept than per node set).
+        self._per_node = Ledger(cap=PER_NODE_INDEXES)
 
     @property
     def strict(self) -> bool:
@@ -117,22 +118,16 @@ class StrictPolicy(Policy):
 
     def _member(self, space: Domains, slot: Hashable) -> tuple[NodeInfo, Ledger]:
         """With a topology: the node of value ``slot`` holding the fewest of this policy's
-        placements, and the ledger of that value."""
+        placements, and the ledger of placements per node (one for every value: a node whose
+        label changed keeps its count)."""
         members = space.members[slot]
-        ledger = self._in_domain.get(slot)
-        if ledger is None:
-            ledger = self._in_domain[slot] = Ledger()
-        found = ledger.index(members, members.ids, members.position).least()
+        found = self._per_node.index(members, members.ids, members.position).least()
         assert found is not None  # a domain has at least one node
-        return members.nodes[found[0]], ledger
+        return members.nodes[found[0]], self._per_node
 
-    def _count_member(self, slot: Hashable, ledger: Ledger | None, node_id: str,
-                      by: int) -> None:
-        if ledger is None:
-            return
-        ledger.change(node_id, by)
-        if not ledger.counts and self._in_domain.get(slot) is ledger:
-            del self._in_domain[slot]  # no placement left on the value: drop its ledger
+    def _count_member(self, ledger: Ledger | None, node_id: str, by: int) -> None:
+        if ledger is not None:
+            ledger.change(node_id, by)
 
     def _follow(self, cands: Candidates) -> None:
         """Build the slots and indexes of the node sets used last as the new candidates have
@@ -143,10 +138,8 @@ class StrictPolicy(Policy):
             if not isinstance(space, Domains):
                 continue
             space.index(self._ledger())
-            for slot, ledger in self._in_domain.items():
-                members = space.members.get(slot)
-                if members is not None:
-                    ledger.index(members, members.ids, members.position)
+            for members in space.members.values():
+                self._per_node.index(members, members.ids, members.position)
 
     @abc.abstractmethod
     def _ledger(self) -> Ledger:
@@ -364,14 +357,14 @@ class AntiAffinity(StrictPolicy):
         slot, ledger = choice[3]
         node_id = choice[0].node_id
         self._used.change(slot, +1)
-        self._count_member(slot, ledger, node_id, +1)
+        self._count_member(ledger, node_id, +1)
         self._placed += 1
         return slot, ledger, node_id
 
     def _unreserve(self, hold: Hold) -> None:
         slot, ledger, node_id = hold
         self._used.change(slot, -1)
-        self._count_member(slot, ledger, node_id, -1)
+        self._count_member(ledger, node_id, -1)
         self._placed -= 1
 
     def _exhausted(self, cands: Candidates, space: Domains) -> PlacementError:
@@ -393,25 +386,25 @@ class AntiAffinity(StrictPolicy):
         every = self._space(cands.all)
         assert isinstance(every, Domains)
         index = every.index(self._used)
-        floor = index.floor()
+        least = index.least()
+        assert least is not None  # the candidates are never empty
+        floor, first = least[1], every.slots[least[0]]  # the first domain behind: no scan
         counts = self._used.counts
-        lagging = list(itertools.islice(
-            (slot for slot in every.slots if counts.get(slot, 0) == floor), SHOWN_NODES))
         slot = space.slots[pos]
         taken = counts.get(slot, 0) + 1
         if self.topology is None:
             chosen = shown([space.nodes.nodes[pos]])[0]
-            nodes = [n for n in (cands.get(str(s)) for s in lagging) if n is not None]
-            behind, names = shown(nodes[:1])[0], shown(nodes)
+            behind = names = shown([every.nodes.nodes[least[0]]])
+            behind_name = behind[0]
         else:
-            chosen, behind = f"{self.topology}={slot}", f"{self.topology}={lagging[0]}"
-            names = shown(n for s in lagging for n in every.members[s].nodes)
+            chosen, behind_name = f"{self.topology}={slot}", f"{self.topology}={first}"
+            names = shown(every.members[first].nodes)
         more = f" (and {index.hist.get(floor, 1) - 1} more)" if index.hist.get(floor, 1) > 1 \
             else ""
         needs = f"{demand!r} fits" if demand else "the candidates are"
         return PlacementError(
             errors.SKEW_EXCEEDED,
-            f"placing on {chosen} would give it {taken} placements while {behind}{more} holds "
+            f"placing on {chosen} would give it {taken} placements while {behind_name}{more} holds "
             f"{floor} (max_skew={skew}); {needs} only {len(space.slots)} of "
             f"{len(every.slots)} domains",
             "add nodes that hold this demand to the domains behind, release ended placements, "
