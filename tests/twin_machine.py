@@ -214,8 +214,10 @@ class TwinMachine(RuleBasedStateMachine):
         else:
             self.open.append(decision)
 
-    @rule()
+    @rule(data=st.data())
     @precondition(lambda self: self.open)
-    def roll_back(self) -> None:
-        while self.open:
-            self.real.rollback(self.open.pop())  # the latest first, as the submit layer would
+    def roll_back(self, data: st.DataObject) -> None:
+        """In any order: several threads' submissions fail in the order they fail."""
+        for decision in data.draw(st.permutations(self.open)):
+            self.real.rollback(decision)
+        self.open.clear()
