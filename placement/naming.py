@@ -12,7 +12,7 @@ LABEL_KEY = "placement.node"
 # alphanumeric at both ends, with - _ . inside. One pattern for every module that checks labels.
 RAY_LABEL_NAME = r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
 
-_DIGITS = re.compile(r"(\d+)")
+_DIGITS = re.compile(r"([0-9]+)")  # ASCII digits only: "²" is a digit to \d, not to int()
 
 
 def natural_key(text: str) -> tuple[int | str, ...]:
@@ -21,9 +21,9 @@ def natural_key(text: str) -> tuple[int | str, ...]:
     >>> sorted(["node10", "node2", "node1"], key=natural_key)
     ['node1', 'node2', 'node10']
     """
-    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(text))
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(text)))
 
 
 def label_pattern(prefix: str) -> re.Pattern[str]:
     """The custom-resource names that are node labels for ``prefix``: the prefix and a number."""
-    return re.compile(rf"^{re.escape(prefix)}\d+$")
+    return re.compile(rf"^{re.escape(prefix)}[0-9]+$")
