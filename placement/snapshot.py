@@ -290,6 +290,11 @@ class ClusterSnapshot:
         ``label_prefix`` and ``label_key``), a node whose liveness, address, labels and totals are
         unchanged keeps its ``NodeInfo``, and the result records the difference.
         """
+        _check_previous(previous)
+        if taken_at is not None and (isinstance(taken_at, bool)
+                                     or not isinstance(taken_at, (int, float))):
+            raise ValueError(f"taken_at must be seconds since the epoch (a number), got "
+                             f"{taken_at!r:.40}")
         pattern = label_pattern(label_prefix)
         same_naming = (previous is not None and previous.label_prefix == label_prefix
                        and previous.label_key == label_key)
@@ -356,6 +361,7 @@ class ClusterSnapshot:
             raise ValueError(
                 f"label_prefix must be a non-empty string such as 'node', got {label_prefix!r}"
             )
+        _check_previous(previous)
         built = []
         available: dict[str, Mapping[str, float]] = {}
         known = previous.by_id if previous is not None else _NO_NODES
@@ -435,11 +441,20 @@ class ClusterSnapshot:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 
 
+def _check_previous(previous: object) -> None:
+    if previous is not None and not isinstance(previous, ClusterSnapshot):
+        raise TypeError(f"previous must be the ClusterSnapshot this one refreshes, or None, got "
+                        f"{type(previous).__name__}")
+
+
 def _record_of(raw: Mapping[str, Any]) -> tuple[Any, ...]:
     """The fields of a ``ray.nodes()`` record a node is built from and compared by."""
     try:  # one C call
         return _RAY_FIELDS(raw)  # type: ignore[no-any-return]
-    except KeyError:  # an older record shape: read it field by field
+    except (KeyError, TypeError):  # an older record shape: read it field by field
+        if not isinstance(raw, Mapping) or "NodeID" not in raw:
+            raise ValueError(f"a ray.nodes() record needs a 'NodeID', got {raw!r:.80}: pass "
+                             "the records ray.nodes() returns") from None
         return (raw["NodeID"], raw.get("Alive", raw.get("alive", False)), raw.get("Resources"),
                 raw.get("Labels"), raw.get("NodeManagerAddress"))
 
@@ -465,9 +480,12 @@ def _patched_records(before: list[tuple[Any, ...] | None], nodes: list[NodeInfo]
 def _node_from_ray(record: tuple[Any, ...], pattern: re.Pattern[str],
                    label_key: str) -> NodeInfo:
     node_id, alive, raw_total, raw_labels, address = record
+    if not isinstance(node_id, str) or not node_id:
+        raise ValueError(f"a ray.nodes() record has the NodeID {node_id!r:.60}: a hex string")
     # Copies: the caller's dicts may change later; the record keeps the copies (or the None a
     # field was), so the next refresh compares against exactly what was read.
-    total, labels = dict(raw_total or {}), dict(raw_labels or {})
+    total = _amounts(f"node {node_id[:12]}", "Resources", raw_total)
+    labels = dict(raw_labels or {})
     label = labels.get(label_key)
     if not (label and pattern.match(label)):
         matching = sorted((r for r in total if pattern.match(r)), key=natural_key)
@@ -544,9 +562,9 @@ _NODE_KEYS = ("id", "address", "label", "alive", "is_head", "labels", "resources
 
 
 def _read_json_file(path: Path) -> str:
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory: expected {_EXPECTED_JSON}")
     try:
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory: expected {_EXPECTED_JSON}")
         return path.read_text()
     except FileNotFoundError:
         raise ValueError(f"no file {path}: expected {_EXPECTED_JSON}") from None
@@ -582,8 +600,10 @@ def _node_from_dict(index: int, raw: Any) -> tuple[NodeInfo, dict[str, float] | 
     total = _amounts(where, "resources", raw.get("resources"))
     if label and label not in total:
         total[label] = 1000.0
-    available = _amounts(where, "available", raw["available"]) if raw.get("available") else None
-    labels = raw.get("labels") or {}
+    available = (_amounts(where, "available", raw["available"])
+                 if raw.get("available") is not None else None) or None
+    labels = raw.get("labels")
+    labels = {} if labels is None else labels
     if not isinstance(labels, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise ValueError(f"{where} 'labels' is {labels!r}: give a dict of strings to strings, "

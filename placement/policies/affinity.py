@@ -18,12 +18,11 @@ from .. import errors
 from ..errors import PlacementError
 from ..snapshot import NodeInfo
 from .base import Choice, Hold, Outcome, Policy, Refusal
-from .candidates import Candidates, NodeSet, demand_error, holds
+from .candidates import Candidates, NodeSet, demand_error, holds, looks_like_node_id
 from .decision import DEFAULT_PIN_AMOUNT, NODE_ID, node_name
 from .needs import Needs
 from .request import Demand, Request
 
-_NOT_A_TARGET = (bool, int, float, bytes, Mapping, list, tuple, set, frozenset)
 _FOLLOWS = "follows its node"
 _FIRST = "first placement: node with the most free CPUs; later ones follow"
 _CALLER = "the calling process's node"
@@ -67,8 +66,7 @@ class Affinity(Policy):
             if not target:
                 raise ValueError("target must not be empty: give a label such as 'node1', a node "
                                  "id, an actor or None")
-        elif isinstance(target, _NOT_A_TARGET) or callable(target) and not hasattr(
-                target, "_actor_id"):
+        elif target is not None and not hasattr(target, "_actor_id"):  # not an actor handle
             raise TypeError(
                 "Affinity target must be a node label such as 'node1', a node id, an actor handle "
                 f"or None, got {type(target).__name__}"
@@ -165,8 +163,17 @@ class Local(Policy):
         if not isinstance(caller, str):
             raise TypeError(f"caller_node_id must be a node id string, got {caller!r}")
         node = cands.get(caller)
-        if node is None:
-            return Refusal.of(self._not_here(cands, caller))
+        if node is None:  # the message is built when read: a fallback goes on without it
+            known = cands.snapshot.by_id.get(caller)
+            if known is None:
+                rule = errors.UNKNOWN_NODE if looks_like_node_id(caller) else errors.UNKNOWN_LABEL
+            elif not known.alive:
+                rule = errors.DEAD_NODE
+            elif cands.where is None or cands.where.matches(known.labels):
+                rule = errors.NO_LABELLED_NODES
+            else:
+                rule = errors.NO_MATCHING_NODES
+            return Refusal(rule, lambda: self._not_here(cands, caller))
         return _fitting(node, request.demand) or (node, _CALLER, False, None, 0)
 
     def _not_here(self, cands: Candidates, caller: str) -> PlacementError:

@@ -23,7 +23,7 @@ _V = TypeVar("_V")
 # The caps, in one place (the README's "Bounded state" lists them).
 DEMANDS_PER_CANDIDATES = 1024  # fitting node sets remembered per candidate set
 DEMANDS_PER_POLICY = 1024  # per-demand positions or indexes a policy keeps
-NODE_SETS_PER_LEDGER = 16  # least-used indexes kept per ledger (distinct fitting node sets)
+NODE_SETS_PER_LEDGER = 64  # least-used indexes kept per ledger (distinct fitting node sets)
 PER_NODE_INDEXES = 64  # with a topology: indexes over one value's nodes
 PROCESS_DEMANDS = 4096  # round-robin positions the process remembers for inline policies
 PROCESS_WEIGHTINGS = 64  # round-robin weightings whose last position the process remembers

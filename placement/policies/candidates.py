@@ -456,7 +456,7 @@ def unknown_target_error(target: str, snapshot: ClusterSnapshot) -> PlacementErr
             [node_name(known)],
         )
     live = shown(snapshot.placeable) or shown(snapshot.live)
-    rule = errors.UNKNOWN_NODE if _looks_like_node_id(target) else errors.UNKNOWN_LABEL
+    rule = errors.UNKNOWN_NODE if looks_like_node_id(target) else errors.UNKNOWN_LABEL
     what = "with id" if rule == errors.UNKNOWN_NODE else "labelled"
     return PlacementError(
         rule, f"no live node is {what} {target!r}",
@@ -465,5 +465,5 @@ def unknown_target_error(target: str, snapshot: ClusterSnapshot) -> PlacementErr
     )
 
 
-def _looks_like_node_id(text: str) -> bool:
+def looks_like_node_id(text: str) -> bool:
     return len(text) >= 32 and all(c in "0123456789abcdef" for c in text.lower())

@@ -26,11 +26,12 @@ from .. import errors
 from ..errors import PlacementError
 from ..snapshot import NodeInfo
 from .base import Choice, Hold, Outcome, Refusal
+from .bounded import Bounded
 from .candidates import Candidates, demand_error, holds, shown
 from .decision import DEFAULT_PIN_AMOUNT
 from .ledger import Ledger
 from .needs import Needs
-from .request import Request
+from .request import Demand, Request
 from .spread import Domains, StrictPolicy, check_topology, check_whole
 
 _OPENED = "a new group, on a node with no group yet"
@@ -78,6 +79,7 @@ class Packing(StrictPolicy):
         self.topology = check_topology(topology)
         self._used = Ledger()  # groups per slot (node, or topology value)
         self._groups: dict[Hashable, _Group] = {}
+        self._refusals: Bounded[tuple[Candidates, Hashable, Demand], Refusal] = Bounded(64)
 
     def _ledger(self) -> Ledger:
         return self._used
@@ -169,7 +171,7 @@ class Packing(StrictPolicy):
             if isinstance(everywhere, Domains) and packed.slot in everywhere.members:
                 # The value is there, but none of its nodes can hold this member.
                 if not self.soft:
-                    return Refusal.of(demand_error(demand, everywhere.members[packed.slot].nodes))
+                    return self._too_large(cands, everywhere, packed.slot, demand)
                 if refused is not None:
                     return Refusal.of(refused)
                 return self._stray(cands, request)
@@ -246,6 +248,17 @@ class Packing(StrictPolicy):
             del packed.nodes[node_id]
 
     # -- refusals ---------------------------------------------------------------------------------
+
+    def _too_large(self, cands: Candidates, space: Domains, slot: Hashable,
+                   demand: Demand) -> Refusal:
+        """Why no node of value ``slot`` can hold ``demand``: worked out once per candidates,
+        value and demand (a pass over the value's nodes), then looked up."""
+        key = (cands, slot, demand)
+        found = self._refusals.get(key)
+        if found is None:
+            found = Refusal.of(demand_error(demand, space.members[slot].nodes))
+            self._refusals.put(key, found)
+        return found
 
     def _gone_error(self, cands: Candidates, slot: Hashable) -> PlacementError:
         if self.topology is None:

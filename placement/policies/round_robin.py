@@ -82,20 +82,33 @@ _PROCESS_LOCK = threading.RLock()
 
 _NEXT = "next in round-robin order"
 _NEXT_WEIGHTED = "next in weighted round-robin order"
+_REFILL = "its turn came while a failed submission held it: taken now"
+_HOLES = 64  # owed nodes kept per demand
 
 
-def _restore(table: Bounded[Any, Position], key: Hashable, placed: Position, which: int) -> None:
+def _drop(holes: list[Position] | None, gone: list[Position]) -> None:
+    """Remove the positions ``gone`` (by identity) from ``holes``."""
+    if holes and gone:
+        holes[:] = [hole for hole in holes if not any(hole is g for g in gone)]
+
+
+def _restore(table: Bounded[Any, Position], key: Hashable, placed: Position,
+             which: int) -> list[Position]:
     """``placed`` was rolled back: if ``table`` still holds it under ``key``, put back the
-    latest position before it (in that table) that was not rolled back too."""
+    latest position before it (in that table) that was not rolled back too; return the rolled
+    back ones passed over."""
     if table.get(key) is not placed:
-        return  # placed since: the newer position stays
+        return []  # placed since: the newer position stays
+    walked = []
     before = placed[6][which]
     while before is not None and before[7]:
+        walked.append(before)
         before = before[6][which]  # rolled back too (never committed: its history is there)
     if before is None:
         del table[key]
     else:
         table.put(key, before)
+    return walked
 
 
 def check_weight(key: str, weight: Any, allow_zero: bool = False) -> float:
@@ -174,6 +187,8 @@ class RoundRobin(Policy):
         self._at: Bounded[Demand, Position] = Bounded(DEMANDS_PER_POLICY)
         self._turns: Bounded[NodeSet, Turns] = Bounded(NODE_SETS_PER_LEDGER)
         self._made = 0  # placements reserved and not rolled back: names are checked while 0
+        # demand -> positions rolled back after a later one stood: nodes the rotation owes
+        self._holes: Bounded[Demand, list[Position]] = Bounded(DEMANDS_PER_POLICY)
 
     def _config(self) -> dict[str, Any]:
         return {"weights": self.weights, "seed": self.seed, **super()._config()}
@@ -199,6 +214,10 @@ class RoundRobin(Policy):
                 nodes = cands.node_set(demand)
             except PlacementError as refusal:
                 return Refusal.of(refusal)
+        if self._holes:
+            refill = self._refill(demand, nodes)
+            if refill is not None:
+                return refill
         at = self._at.get(demand)
         if at is None and self.seed is None:
             memory = self._memory
@@ -218,6 +237,17 @@ class RoundRobin(Policy):
             node = nodes.nodes[i]
             return (node, _NEXT, False,
                     (demand, [node.order_key, nodes, i, None, 0, (), None, False]), 0)
+        if not self._made and isinstance(self.weights, Mapping):
+            # Checked while no placement stands: a typo shows at once, while a node that later
+            # leaves the cluster's records must not stop the others.
+            unknown = unknown_names(self.weights, cands.snapshot)
+            if unknown:
+                return Refusal(errors.UNKNOWN_LABEL, lambda: PlacementError(
+                    errors.UNKNOWN_LABEL,
+                    f"weights name {', '.join(map(repr, unknown))}, which no node of the cluster "
+                    "is labelled or has as id",
+                    "fix the names in weights= (placement status lists the nodes)",
+                    shown(cands.nodes)))
         if at is not None and at[1] is nodes and at[3] is not None:
             turns, step, offsets = at[3], at[4], at[5]
         else:  # the first placement, or another node set (or the same nodes, read anew)
@@ -239,7 +269,23 @@ class RoundRobin(Policy):
         position = [node.order_key, nodes, i, turns, step + 1, offsets, None, False]
         return (node, _NEXT_WEIGHTED, False, (demand, position), 0)
 
+    def _refill(self, demand: Demand, nodes: NodeSet) -> Choice | None:
+        """The node of a proposal rolled back after a later one of the same demand stood (the
+        rotation had passed it), if it still fits: taken before the rotation moves on, so
+        proposals that fail out of order leave no node short."""
+        for hole in self._holes.get(demand) or ():
+            i = hole[2] if hole[1] is nodes else bisect.bisect_left(nodes.nodes, hole[0],
+                                                                     key=BY_ORDER)
+            if i < len(nodes.nodes) and nodes.nodes[i].order_key == hole[0]:
+                return (nodes.nodes[i], _REFILL, False, (demand, hole, True), 0)
+        return None
+
     def _reserve(self, request: Request, choice: Choice) -> Hold:
+        if len(choice[3]) == 3:  # a refill: the rotation does not move
+            demand, hole, _ = choice[3]
+            _drop(self._holes.get(demand), [hole])
+            self._made += 1
+            return demand, hole, True
         demand, position = choice[3]
         at, memory, mode = self._at, self._memory, self._mode
         key = (demand, mode)
@@ -268,17 +314,33 @@ class RoundRobin(Policy):
         if decision.__class__ is not Decision:
             raise not_a_decision(decision)
         hold = self._open.pop(decision.ticket, None)
-        if hold is not None:
+        if hold is not None and len(hold) == 2:  # not a refill: a refilled hole stays as it was
             hold[1][6] = None
 
     def _unreserve(self, hold: Hold) -> None:
-        demand, position = hold
         self._made -= 1
+        if len(hold) == 3:  # a refill given back: the hole is open again
+            self._owe(hold[0], hold[1])
+            return
+        position: Position
+        demand, position = hold
         position[7] = True
         mode, memory = self._mode, self._memory
-        _restore(self._at, demand, position, 0)  # unless placed since: back to before
+        if self._at.get(demand) is position:
+            walked = _restore(self._at, demand, position, 0)  # back to before
+            _drop(self._holes.get(demand), walked)  # undone by this: no longer owed
+        else:  # a later one stands: the rotation passed this node, which is owed a placement
+            self._owe(demand, position)
         _restore(memory.positions, (demand, mode), position, 1)
         _restore(memory.last, mode, position, 2)
+
+    def _owe(self, demand: Demand, hole: Position) -> None:
+        holes = self._holes.get(demand)
+        if holes is None:
+            holes = []
+            self._holes.put(demand, holes)
+        holes.append(hole)
+        del holes[:-_HOLES]
 
     def _release(self, hold: Hold) -> None:
         """A round robin's ledger is history: a placement that ended changes nothing."""
@@ -313,16 +375,6 @@ class RoundRobin(Policy):
         else:
             assert isinstance(self.weights, Mapping)
             named = self.weights
-            # Checked until a placement was made (reserve marks it): a typo shows at once, while
-            # a node that later leaves the cluster's records must not stop the others.
-            unknown = [] if self._made else unknown_names(named, cands.snapshot)
-            if unknown:
-                return Refusal(errors.UNKNOWN_LABEL, lambda: PlacementError(
-                    errors.UNKNOWN_LABEL,
-                    f"weights name {', '.join(map(repr, unknown))}, which no node of the cluster "
-                    "is labelled or has as id",
-                    "fix the names in weights= (placement status lists the nodes)",
-                    shown(nodes.nodes)))
             found = tuple(named.get(n.label or "", named.get(n.node_id, 0.0))
                           for n in nodes.nodes)
         if not any(w > 0 for w in found):

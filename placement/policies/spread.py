@@ -303,8 +303,10 @@ class AntiAffinity(StrictPolicy):
         policy's own, and a count that went down frees its slot."""
         if name != self.shared:
             return
-        if not isinstance(counts, Mapping):
-            raise TypeError(f"counts must map node ids to placements, got {counts!r}")
+        if not isinstance(counts, Mapping) or not all(
+                isinstance(k, str) and type(v) is int and v >= 0 for k, v in counts.items()):
+            raise ValueError(f"counts must map node ids (str) to whole numbers >= 0 of "
+                             f"placements, got {counts!r:.80}")
         with self._lock:
             before = self._others
             for node in before.keys() | counts.keys():
