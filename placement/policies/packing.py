@@ -79,7 +79,9 @@ class Packing(StrictPolicy):
         self.topology = check_topology(topology)
         self._used = Ledger()  # groups per slot (node, or topology value)
         self._groups: dict[Hashable, _Group] = {}
-        self._refusals: Bounded[tuple[Candidates, Hashable, Demand], Refusal] = Bounded(64)
+        # too-large refusals of the current candidates only: an old snapshot is not kept alive
+        self._refusals: Bounded[tuple[Hashable, Demand], Refusal] = Bounded(64)
+        self._refusals_of: Candidates | None = None
 
     def _ledger(self) -> Ledger:
         return self._used
@@ -253,7 +255,10 @@ class Packing(StrictPolicy):
                    demand: Demand) -> Refusal:
         """Why no node of value ``slot`` can hold ``demand``: worked out once per candidates,
         value and demand (a pass over the value's nodes), then looked up."""
-        key = (cands, slot, demand)
+        if self._refusals_of is not cands:
+            self._refusals.clear()
+            self._refusals_of = cands
+        key = (slot, demand)
         found = self._refusals.get(key)
         if found is None:
             found = Refusal.of(demand_error(demand, space.members[slot].nodes))
