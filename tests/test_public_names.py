@@ -13,20 +13,24 @@ import placement
 ROOT = Path(placement.__file__)
 
 
-def _type_checking_imports() -> dict[str, str]:
-    """name -> module of every ``from .x import Name as Name`` under ``if TYPE_CHECKING:``."""
+def _re_exports() -> dict[str, str]:
+    """name -> module of every ``from .x import Name as Name`` of the root: eager ones and those
+    under ``if TYPE_CHECKING:``."""
     tree = ast.parse(ROOT.read_text())
-    found: dict[str, str] = {}
+    statements: list[ast.stmt] = []
     for node in tree.body:
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) \
                 and node.test.id == "TYPE_CHECKING":
-            for statement in node.body:
-                assert isinstance(statement, ast.ImportFrom), ast.dump(statement)
-                assert statement.level == 1, "relative imports of the package only"
-                for alias in statement.names:
-                    assert alias.asname == alias.name, (
-                        f"{alias.name} must be re-exported as itself ('X as X')")
-                    found[alias.name] = f"placement.{statement.module}"
+            assert all(isinstance(s, ast.ImportFrom) for s in node.body)
+            statements += node.body
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:
+            statements.append(node)
+    found: dict[str, str] = {}
+    for statement in statements:
+        assert isinstance(statement, ast.ImportFrom) and statement.level == 1
+        for alias in statement.names:
+            if alias.asname == alias.name:  # 'X as X': a re-export
+                found[alias.name] = f"placement.{statement.module}"
     return found
 
 
@@ -34,8 +38,8 @@ def test_all_is_the_table():
     assert placement.__all__ == sorted(placement.PUBLIC)
 
 
-def test_type_checking_imports_are_the_table():
-    assert _type_checking_imports() == placement.PUBLIC
+def test_re_exports_are_the_table():
+    assert _re_exports() == placement.PUBLIC
 
 
 @pytest.mark.parametrize("name", sorted(placement.PUBLIC))
