@@ -25,6 +25,7 @@ from ray.actor import ActorClass, ActorHandle
 from tabulate import tabulate
 
 from . import _ray
+from .chart import DEFAULT_WIDTH, bars, tally
 from .cluster import read_snapshot
 from .handle import PlacedRemote, as_remote
 from .policies import Decision, Local, Policy, node_name
@@ -90,8 +91,41 @@ class AuditReport:
         body = tabulate([[r.kind, r.ident[:12], r.policy, r.intended, r.actual or "-", r.verdict]
                          for r in rows],
                         headers=["kind", "id", "policy", "placed on", "ran on", "verdict"])
+        return f"{body}\n{self._summary()}"
+
+    def chart(self, width: int = DEFAULT_WIDTH) -> str:
+        """Per node, the placements planned there (``#``) beside those that ran there (``=``),
+        in plain ASCII; a node whose counts differ is marked, and a node's first line names the
+        verdicts other than ok of the placements planned there (VIOLATION sorts first, as in the
+        summary line). Placements never reported count as planned only.
+
+        >>> report = AuditReport((
+        ...     AuditRow("task", "t1", "RoundRobin()", "node0", "node0", False, OK),
+        ...     AuditRow("task", "t2", "RoundRobin()", "node1", "node0", False, VIOLATION),
+        ...     AuditRow("task", "t3", "RoundRobin()", "node1", None, False, NOT_REPORTED),
+        ...     AuditRow("task", "t4", "RoundRobin()", "node2", "node2", False, OK)))
+        >>> print(report.chart(width=10))
+        node0  planned  #####       1
+               ran      ==========  2  <- planned != ran
+        node1  planned  ##########  2  VIOLATION x1, not reported x1
+               ran                  0  <- planned != ran
+        node2  planned  #####       1
+               ran      =====       1
+        4 placements: VIOLATION: 1, not reported: 1, ok: 2
+        """
+        flagged: dict[str, dict[str, int]] = {}
+        for r in self.rows:
+            if r.verdict != OK:
+                verdicts = flagged.setdefault(r.intended, {})
+                verdicts[r.verdict] = verdicts.get(r.verdict, 0) + 1
+        notes = {node: ", ".join(f"{verdict} x{n}" for verdict, n in sorted(verdicts.items()))
+                 for node, verdicts in flagged.items()}
+        drawn = bars(tally((r.intended, r.actual) for r in self.rows), width=width, notes=notes)
+        return f"{drawn}\n{self._summary()}"
+
+    def _summary(self) -> str:
         summary = ", ".join(f"{verdict}: {n}" for verdict, n in sorted(self.counts().items()))
-        return f"{body}\n{len(self.rows)} placements: {summary}"
+        return f"{len(self.rows)} placements: {summary}"
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps({"counts": self.counts(), "rows": [asdict(r) for r in self.rows]},
