@@ -187,6 +187,11 @@ def bench_balance(sizes: tuple[int, ...]) -> list[Row]:
             counts = Counter(ray.get([submit() for _ in range(n)]))
             rows.append(row("balance", f"{name}, {n} tasks", round(spread(counts, nodes), 3),
                             "(max-min)/mean"))
+            # Tasks per node by label, in placement order (for benchmarks/plots.py); tasks that
+            # ran on a node without a label (not placeable) are counted together.
+            per_node = {node.label: counts.get(node.node_id, 0) for node in snap.placeable}
+            elsewhere = n - sum(per_node.values())
+            rows[-1]["per_node"] = {**per_node, **({"other nodes": elsewhere} if elsewhere else {})}
     weights = {node.label: i + 1 for i, node in enumerate(snap.placeable)}
     total_tasks = sizes[-1]
     weighted = RoundRobin(weights=weights).place(where)
