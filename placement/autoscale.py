@@ -26,7 +26,7 @@ from .policies.growth import GROWABLE, CapacityAsk, capacity_ask
 from .snapshot import ClusterSnapshot
 
 # How often a waiting placement reads the cluster again: a node takes seconds to join, and a
-# read costs about 1 ms (ray.nodes() and the free resources).
+# read is cheap beside that (ray.nodes() and the free resources; see docs/benchmarks.rst).
 POLL_SECONDS = 1.0
 
 _lock = threading.Lock()

@@ -23,8 +23,8 @@ from .errors import ClusterNotFoundError
 from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
 from .snapshot import ClusterSnapshot
 
-# ray.nodes() costs about 0.6 ms: once per 2 s is noise, and a dead node drops out within 2 s
-# of Ray noticing (Ray itself takes several seconds to mark a killed node dead).
+# One ray.nodes() call per 2 s is noise (docs/benchmarks.rst, "Cluster reads"), and a dead
+# node drops out within 2 s of Ray noticing (Ray itself takes seconds to mark a killed node dead).
 DEFAULT_TTL_SECONDS = 2.0
 
 

@@ -205,6 +205,8 @@ class PlacementExecutor(Executor):
         return self._placed_call, True
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue ``fn(*args, **kwargs)`` and return its future at once; the policy places it
+        when the dispatcher hands it to Ray."""
         placed, wrapped = self._handle_for(fn)  # a bad fn raises here, before anything queues
         future = RayFuture(self)
         with self._lock:
@@ -302,6 +304,8 @@ class PlacementExecutor(Executor):
             future.set_exception(_original_exception(error))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking calls; with ``wait``, wait for the calls handed to Ray, and with
+        ``cancel_futures``, cancel the queued ones first (idempotent)."""
         with self._wake:
             self._shutdown = True
             if cancel_futures:

@@ -135,7 +135,7 @@ def make_request(demand: DemandLike = None, group: Hashable | None = None,
     if not isinstance(demand, Demand):
         demand = Demand(demand)
     if group is None and caller_node_id is None and not data and not targets:
-        return _new_request((demand, None, None, (), ()))  # the common case, 0.2 us cheaper
+        return _new_request((demand, None, None, (), ()))  # the common case: no tuple building
     if caller_node_id is not None and not isinstance(caller_node_id, str):
         raise TypeError(f"caller_node_id must be a node id string, got {caller_node_id!r}")
     check_group(group)

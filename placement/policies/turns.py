@@ -18,7 +18,8 @@ import bisect
 import heapq
 import math
 
-# A period longer than this is computed step by step instead (about 1 us a step to precompute).
+# A period longer than this is computed step by step instead: precomputing it would cost more
+# than it saves (benchmarks/decide.py, weighted rows).
 PERIOD_LIMIT = 1 << 15
 WINDOW = 4096  # steps kept when computed in order
 
