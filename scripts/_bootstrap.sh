@@ -1,5 +1,5 @@
 # Sourced by the scripts: makes sure the repo's virtual environment exists and holds this
-# package with its test extras, reinstalling when pyproject.toml changed. Sets $VENV_BIN.
+# package with its test and docs extras, reinstalling when pyproject.toml changed. Sets $VENV_BIN.
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="${PLACEMENT_VENV:-$REPO_ROOT/.venv}"
@@ -13,7 +13,7 @@ if [ ! -x "$VENV_BIN/python" ]; then
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "placement: installing ray-placement and its test tools into $VENV (first run takes a minute)" >&2
-  "$VENV_BIN/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[test]" >&2
+  "$VENV_BIN/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[test,docs]" >&2
   echo "$wanted" > "$stamp"
 fi
 export PATH="$VENV_BIN:$PATH"

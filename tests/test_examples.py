@@ -14,11 +14,11 @@ from .conftest import REPO, clean_env, free_port, new_state_dir
 EXAMPLES = sorted(p.name for p in (REPO / "examples").glob("*.py") if not p.name.startswith("_"))
 
 
-def test_the_readme_lists_exactly_the_examples_that_exist():
-    """README's list of examples and the examples/ folder agree: none undocumented, none missing
-    (every example that exists is also run below)."""
-    readme = (REPO / "README.rst").read_text()
-    section = readme[readme.index("\nExamples\n"):readme.index("\nLocal clusters\n")]
+def test_the_tutorial_lists_exactly_the_examples_that_exist():
+    """The tutorial's list of examples and the examples/ folder agree: none undocumented, none
+    missing (every example that exists is also run below)."""
+    tutorial = (REPO / "docs" / "tutorial.rst").read_text()
+    section = tutorial[tutorial.index("\nMore examples\n"):]
     listed = sorted(re.findall(r"^- ``(\w+\.py)``", section, flags=re.MULTILINE))
     assert listed == EXAMPLES
 
