@@ -152,6 +152,8 @@ for policy_name, make in POLICIES.items():
 each("Packing.decide(group)", [None, [], {"a": 1}], lambda v: Packing().decide(SNAP, group=v))
 each("Packing.plan(groups)", ["ab", ["a"], 3], lambda v: Packing().plan(SNAP, 2, groups=v))
 each("Local.decide(caller_node_id)", [3, []], lambda v: Local().decide(SNAP, caller_node_id=v))
+each("Locality(margin)", [-0.1, 1, 1.5, NAN, INF, HUGE, "0.1", True, None],
+     lambda v: Locality(margin=v))
 each("Locality.decide(data)", ["x", {"a": -1}, {1: 1}],
      lambda v: Locality().decide(SNAP, data=v))
 each("AntiAffinity.learn_others(counts)", ["x", 3, [("a", 1)]],

@@ -2,6 +2,7 @@
 work actually ran (read inside it) matches the policy."""
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 
@@ -361,6 +362,49 @@ class Holder:
 
     def nodes(self) -> tuple[str, str]:
         return self.made_on, ray.get_runtime_context().get_node_id()
+
+
+@ray.remote(num_cpus=0)
+class Gate:
+    """Holds consumers until opened, so that every one is in flight when the next is placed."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self.opened.wait()
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+@ray.remote(num_cpus=0.25)
+def consume_after(made: tuple[str, bytes], gate) -> tuple[str, str]:
+    ray.get(gate.wait.remote(), timeout=120)
+    return made[0], ray.get_runtime_context().get_node_id()
+
+
+def test_locality_spreads_consumers_of_replicated_data(ray_cluster):
+    """After an ordinary ray.wait (which copies every block to the driver's node), each block is
+    on two nodes: its maker's and the driver's. Two consumers of each, all in flight at once,
+    run on nodes holding their block (read inside) and spread over every node, at most 3 on one
+    (2 or 3, by the order the blocks landed in), where choosing the first holder in order put
+    all 8 on the driver's node."""
+    blocks = [RoundRobin().place(block).remote(4) for _ in range(SESSION_NODES)]
+    ray.wait(blocks, num_returns=len(blocks), timeout=120)  # fetch_local=True: Ray's default
+    driver = ray.get_runtime_context().get_node_id()
+    gate = Gate.remote()
+    near = Locality() | RoundRobin()
+    submitted = [near.place(consume_after).submit(made, gate)
+                 for _ in range(2) for made in blocks]
+    gate.open.remote()
+    pairs = ray.get([ref for ref, _ in submitted], timeout=120)
+    assert all(ran in (made, driver) for made, ran in pairs), pairs
+    assert all(not d.fallback and d.local_bytes >= 4 * 2**20 for _, d in submitted)
+    per_node = Counter(ran for _, ran in pairs)
+    assert len(per_node) == SESSION_NODES and max(per_node.values()) <= 3, per_node
+    assert any("of 2 nodes with about as many" in d.reason for _, d in submitted)
+    ray.kill(gate)
 
 
 def test_locality_runs_tasks_and_actors_where_their_argument_is(ray_cluster):

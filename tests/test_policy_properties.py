@@ -196,6 +196,45 @@ def test_anti_affinity_across_topology_values(snap):
         policy.decide(snap)
 
 
+@settings(max_examples=200, deadline=None)
+@given(clusters(max_nodes=30), st.integers(1, 3), st.integers(1, 8), st.integers(0, 40),
+       st.booleans())
+def test_min_domains_caps_each_domain_at_max_skew_until_enough_domains_exist(snap, skew, k, n,
+                                                                             by_zone):
+    """Generated clusters (zones, dead nodes, CPUs), max_skew and min_domains: with fewer
+    candidate domains than min_domains, each holds at most max_skew and the spread refuses
+    exactly when all are at max_skew; with enough domains it decides exactly as the same spread
+    without min_domains (the count of live domains is written down from the nodes, not read
+    from the policy)."""
+    topology = "zone" if by_zone else None
+    live = [n for n in snap.live]
+    domains = {n.labels["zone"] for n in live} if by_zone else {n.node_id for n in live}
+    assume(live)
+    bounded = AntiAffinity(topology=topology, max_skew=skew, min_domains=k)
+    twin = AntiAffinity(topology=topology, max_skew=skew)
+    placed: Counter = Counter()
+    for i in range(n):
+        try:
+            decision = bounded.decide(snap)
+        except PlacementError as refusal:
+            assert refusal.rule == errors.SKEW_EXCEEDED and len(domains) < k
+            assert i == skew * len(domains), (i, skew, domains)
+            assert f"min_domains={k}" in refusal.detail
+            return
+        if len(domains) >= k:
+            assert decision == twin.decide(snap)._replace(
+                ticket=decision.ticket, policy=decision.policy)
+        placed[decision.node.labels["zone"] if by_zone else decision.node.node_id] += 1
+        assert len(domains) >= k or max(placed.values()) <= skew
+
+
+def test_min_domains_needs_a_strict_max_skew():
+    for bad in ({"min_domains": 2}, {"min_domains": 2, "max_skew": 1, "strict": False},
+                {"min_domains": 0, "max_skew": 1}, {"min_domains": True, "max_skew": 1}):
+        with pytest.raises(ValueError, match="min_domains"):
+            AntiAffinity(**bad)
+
+
 def _mixed_nodes() -> ClusterSnapshot:
     """a holds an accel, b an "x", c neither: some demands fit one domain only."""
     return ClusterSnapshot.from_dicts([
@@ -349,6 +388,42 @@ def test_locality_takes_the_fitting_node_with_the_most_bytes_of_its_arguments(no
     first = min((i for i, size in eligible.items() if size == most), key=lambda i: int(i[1:]))
     assert decision.node.node_id == first and decision.local_bytes == most
     assert (Locality() | RoundRobin()).decide(snap, demand, data=sizes).node.node_id == first
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 12), st.dictionaries(st.integers(0, 14), st.integers(1, 20), min_size=1,
+                                         max_size=8),
+       st.sampled_from([0.0, 0.05, 0.1, 0.5, 0.99]), st.integers(1, 40), st.booleans())
+def test_locality_spreads_over_the_nodes_holding_about_the_same_bytes(nodes, data, margin, k,
+                                                                      release):
+    """Generated argument bytes (some on node ids the cluster lacks), margins and k placements
+    of one request: every placement lands on a node holding at least 1 - margin of the most
+    bytes; among those nodes the counts differ by at most one; none of those nodes is passed
+    over for a node further away; work that ended counts no more."""
+    snap = ClusterSnapshot.from_dicts([{"id": f"n{i}", "label": f"node{i}"}
+                                       for i in range(nodes)])
+    sizes = {f"n{i}": size * 1_000 for i, size in data.items()}
+    present = {i: size for i, size in sizes.items() if int(i[1:]) < nodes}
+    assume(present)
+    most = max(present.values())
+    near = {i for i, size in present.items() if size >= most * (1 - margin)}
+    policy = Locality(margin=margin)
+    decisions = [policy.decide(snap, data=sizes) for _ in range(k)]
+    # Nothing in flight yet: the most bytes, ties to natural order (n10 comes after n9).
+    first = min((i for i, size in present.items() if size == most), key=lambda i: int(i[1:]))
+    assert decisions[0].node.node_id == first
+    placed = Counter(d.node.node_id for d in decisions)
+    assert set(placed) <= near, (placed, near)
+    counts = [placed.get(i, 0) for i in near]
+    assert max(counts) - min(counts) <= 1, (placed, near)
+    assert all(d.local_bytes == sizes[d.node.node_id] for d in decisions)
+    assert all(policy.load(i) == placed[i] for i in near)
+    if release:
+        for decision in decisions:
+            policy.release(decision)
+        assert not policy._inflight.counts  # nothing held once every placement ended
+        again = policy.decide(snap, data=sizes).node.node_id
+        assert present[again] == most  # the most bytes once nothing is in flight
 
 
 def test_anti_affinity_release_frees_a_slot():
