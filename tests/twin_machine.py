@@ -60,6 +60,8 @@ FAMILIES: dict[str, list] = {
         lambda: AntiAffinity(max_skew=1), lambda: AntiAffinity(max_skew=1, strict=False),
         lambda: AntiAffinity(topology="zone", max_skew=1, strict=False),
         lambda: AntiAffinity(topology="zone", max_skew=2, max_per_node=2),
+        lambda: AntiAffinity(topology="zone", max_skew=1, min_domains=3),
+        lambda: AntiAffinity(max_skew=2, min_domains=4),
         lambda: AntiAffinity(shared="web", max_per_node=2),
     ],
     "packing": [

@@ -152,6 +152,19 @@ def check_whole(name: str, value: Any) -> int:
     return value
 
 
+def check_min_domains(min_domains: Any, max_skew: int | None, strict: bool) -> int | None:
+    """``min_domains``: None, or a whole number >= 1 beside max_skew on a strict spread (as
+    Kubernetes allows minDomains only with whenUnsatisfiable: DoNotSchedule)."""
+    if min_domains is None:
+        return None
+    found = check_whole("min_domains", min_domains)
+    if max_skew is None or not strict:
+        raise ValueError("min_domains bounds the skew of a strict spread: give max_skew= too "
+                         "and keep strict=True, e.g. AntiAffinity(topology='zone', max_skew=1, "
+                         "min_domains=3)")
+    return found
+
+
 _SHARED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _TOPOLOGY = re.compile(rf"(?:{RAY_LABEL_NAME}(?:\.{RAY_LABEL_NAME})*/)?{RAY_LABEL_NAME}")
 
@@ -257,10 +270,24 @@ class AntiAffinity(StrictPolicy):
     >>> web.learn_others("frontend", {"a": 1})  # another driver's replica runs on node0
     >>> web.decide(snap).node_name
     'node1'
+
+    ``min_domains=k`` (with ``max_skew``, strict), as Kubernetes' ``minDomains``: while fewer than
+    k candidate domains exist, the least-used domain counts as holding 0: at most ``max_skew``
+    per domain until more domains join, rather than piling into the ones there.
+
+    >>> three = AntiAffinity(topology="zone", max_skew=1, min_domains=3)
+    >>> [three.decide(snap).node.labels["zone"] for _ in range(2)]
+    ['z1', 'z2']
+    >>> try:  # 2 zones of the 3 asked: one each until a third zone joins
+    ...     three.decide(snap)
+    ... except PlacementError as refusal:
+    ...     print(refusal.rule, "|", refusal.detail[-58:])
+    max-skew-exceeded | 2 domains exist of min_domains=3, so the least counts as 0
     """
 
     def __init__(self, max_per_node: int | None = None, *, topology: str | None = None,
-                 max_skew: int | None = None, strict: bool = True, backend: str | None = None,
+                 max_skew: int | None = None, min_domains: int | None = None,
+                 strict: bool = True, backend: str | None = None,
                  pin_amount: float = DEFAULT_PIN_AMOUNT, cache: Any = None,
                  where: Mapping[str, str] | None = None,
                  wait_for_nodes: float | None = None, live: bool = False,
@@ -268,6 +295,7 @@ class AntiAffinity(StrictPolicy):
         super().__init__(strict=strict, backend=backend, pin_amount=pin_amount, cache=cache,
                          where=where, wait_for_nodes=wait_for_nodes, live=live)
         self.max_skew = None if max_skew is None else check_whole("max_skew", max_skew)
+        self.min_domains = check_min_domains(min_domains, self.max_skew, strict)
         self.topology = check_topology(topology)
         self.shared = check_shared(shared, self.topology, max_skew)
         if self.shared is not None:
@@ -286,7 +314,8 @@ class AntiAffinity(StrictPolicy):
 
     def _config(self) -> dict[str, Any]:
         return {"max_per_node": self.max_per_node, "topology": self.topology,
-                "max_skew": self.max_skew, **super()._config(), "shared": self.shared}
+                "max_skew": self.max_skew, "min_domains": self.min_domains,
+                **super()._config(), "shared": self.shared}
 
     def __repr__(self) -> str:
         default_cap = None if self.max_skew is not None else 1
@@ -294,6 +323,7 @@ class AntiAffinity(StrictPolicy):
                else [])
         own += [f"topology={self.topology!r}"] if self.topology else []
         own += [f"max_skew={self.max_skew}"] if self.max_skew is not None else []
+        own += [f"min_domains={self.min_domains}"] if self.min_domains is not None else []
         own += [f"shared={self.shared!r}"] if self.shared is not None else []
         return self._repr(own)
 
@@ -346,9 +376,19 @@ class AntiAffinity(StrictPolicy):
         """Whether placing on the least-used slot of ``space`` (now at ``count``) leaves it more
         than max_skew above the least-used domain of every candidate. (When that slot is at the
         floor itself, the placement is at most 1 above it: never over.)"""
+        if self._short_of_domains(cands):  # the floor counts as 0
+            return count + 1 > skew
         if space.nodes is cands.all:  # the demand fits every candidate: its floor is the floor
             return False
         return count + 1 - self._floor_index(cands).floor() > skew
+
+    def _short_of_domains(self, cands: Candidates) -> bool:
+        """Whether fewer candidate domains exist than ``min_domains`` asks."""
+        wanted = self.min_domains
+        if wanted is None:
+            return False
+        every = self._space(cands.all)
+        return isinstance(every, Domains) and len(every.slots) < wanted
 
     def _claim(self, choice: Choice) -> tuple[str, int | None]:
         assert self.shared is not None  # set as the claim of shared policies only
@@ -391,6 +431,9 @@ class AntiAffinity(StrictPolicy):
         least = index.least()
         assert least is not None  # the candidates are never empty
         floor, first = least[1], every.slots[least[0]]  # the first domain behind: no scan
+        short = self._short_of_domains(cands)
+        if short:
+            floor = 0
         counts = self._used.counts
         slot = space.slots[pos]
         taken = counts.get(slot, 0) + 1
@@ -404,6 +447,16 @@ class AntiAffinity(StrictPolicy):
         more = f" (and {index.hist.get(floor, 1) - 1} more)" if index.hist.get(floor, 1) > 1 \
             else ""
         needs = f"{demand!r} fits" if demand else "the candidates are"
+        if short:
+            return PlacementError(
+                errors.SKEW_EXCEEDED,
+                f"placing on {chosen} would give it {taken} placements (max_skew={skew}) while "
+                f"only {len(every.slots)} domains exist of min_domains={self.min_domains}, so "
+                "the least counts as 0",
+                ("start more nodes" if self.topology is None else
+                 f"add nodes with new values of {self.topology!r} (ray start --labels "
+                 f"{self.topology}=<new value>)") + ", or lower min_domains",
+                names)
         return PlacementError(
             errors.SKEW_EXCEEDED,
             f"placing on {chosen} would give it {taken} placements while {behind_name}{more} holds "
