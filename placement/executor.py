@@ -10,19 +10,26 @@ task, its children stay where its data is).
 
 The shape is ThreadPoolExecutor's: ``submit`` puts a call in the executor's queue and returns at
 once; a dispatcher thread hands queued calls to Ray while fewer than ``max_workers`` are in
-flight, the way a pool thread picks up a work item. A future is PENDING while queued (``cancel()``
-succeeds and the call never runs), RUNNING once handed to Ray (``cancel()`` is False, as for a
-thread pool's running call, even if Ray itself still queues the task for a free CPU), then
-FINISHED. Any picklable callable works (builtins, partials, bound methods, lambdas, callable
-objects, classes): it travels as the first argument of one module-level remote function; a Ray
-remote function is submitted as itself, so its own ``@ray.remote(...)`` options apply.
+flight, the way a pool thread picks up a work item. By default ``max_workers`` is the slots of
+the nodes the policy can use (their CPUs over each call's ``num_cpus``), so calls wait in the
+executor rather than in a busy node's queue, and the policy decides when a slot is free: late
+binding, as Sparrow's. ``map(..., cost=fn)`` and ``submit_with_cost`` hand the costliest queued
+calls out first (Graham's longest processing time first). A future is PENDING while queued
+(``cancel()`` succeeds and the call never runs), RUNNING once handed to Ray (``cancel()`` is
+False, as for a thread pool's running call, even if Ray itself still queues the task for a free
+CPU), then FINISHED. Any picklable callable works (builtins, partials, bound methods, lambdas,
+callable objects, classes): it travels as the first argument of one module-level remote
+function; a Ray remote function is submitted as itself, so its own ``@ray.remote(...)`` options
+apply.
 """
 from __future__ import annotations
 
-import collections
+import heapq
+import itertools
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
@@ -38,7 +45,7 @@ from ray.remote_function import RemoteFunction
 
 from . import _ray
 from .deadlines import check_pending_timeout, refusal
-from .policies import Local, Policy
+from .policies import Decision, Local, Policy
 from .transaction import cache_of, current_node_id
 
 # Inside a Ray worker a wait is sliced so that it goes through ray.wait (lending the caller's
@@ -63,6 +70,7 @@ class RayFuture(Future[Any]):
     def __init__(self, executor: PlacementExecutor | None = None) -> None:
         super().__init__()
         self.object_ref: Any = None
+        self.decision: Decision | None = None  # what placed it, once handed to Ray
         self._executor = executor
 
     def _wait_through_ray(self, timeout: float | None) -> float | None:
@@ -97,6 +105,22 @@ class RayFuture(Future[Any]):
         return super().exception(self._wait_through_ray(timeout))
 
 
+def _in_order(futures: list[RayFuture], end: float | None) -> Iterator[Any]:
+    """The results of ``futures`` in order, as ``Executor.map`` yields them: one not done by
+    ``end`` raises TimeoutError, and those not yielded are cancelled when iteration stops."""
+    pending = futures[::-1]
+    try:
+        while pending:
+            future = pending.pop()
+            try:
+                yield future.result(None if end is None else end - time.monotonic())
+            finally:
+                future.cancel()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
 def _node_gone(error: BaseException) -> bool:
     return isinstance(error, (NodeDiedError, TaskUnschedulableError, ActorUnschedulableError))
 
@@ -109,6 +133,23 @@ def _original_exception(error: BaseException) -> BaseException:
 
 
 _Item = tuple[RayFuture, Any, tuple[Any, ...], dict[str, Any]]
+# A queued call: (minus its cost, its turn, the call); the heap hands out the costliest first,
+# calls of equal cost in the order they came.
+_Queued = tuple[float, int, _Item]
+
+
+def check_cost(cost: object) -> float:
+    """A call's cost: a finite number >= 0 (seconds, bytes, rows: only the order matters)."""
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)):
+        raise TypeError(f"a cost must be a number (a size, rows, expected seconds), got "
+                        f"{type(cost).__name__}: make cost= return one, e.g. cost=len")
+    try:
+        value = float(cost)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"a cost must be a finite number >= 0, got {cost!r:.40}")
+    return value
 
 
 class PlacementExecutor(Executor):
@@ -116,9 +157,13 @@ class PlacementExecutor(Executor):
 
     - ``submit(fn, /, *args, **kwargs)`` takes any picklable callable and returns a real Future
       (``as_completed``, ``wait`` work); it never blocks;
-    - ``map(fn, *iterables, timeout=None, chunksize=1)`` submits eagerly and yields in order;
+    - ``map(fn, *iterables, timeout=None, chunksize=1, cost=None)`` submits eagerly and yields
+      in order; ``cost(*args)`` (a number per call) hands the costliest calls out first;
+    - ``submit_with_cost(cost, fn, /, *args, **kwargs)``: ``submit`` with a cost;
     - ``max_workers`` bounds the calls handed to Ray at once; the rest wait in the executor's
-      queue. Default: twice the CPUs of the nodes the policy can use;
+      queue. Default: the slots of the nodes the policy can use (each node's CPUs over the
+      calls' ``num_cpus``, 1 unless given), read again when the cluster changes: a call is
+      handed over, and placed, when a slot is free (late binding);
     - ``cancel()`` succeeds while a call is queued, never once it was handed to Ray;
       ``shutdown(wait=True, *, cancel_futures=False)`` is idempotent, cancels only queued calls,
       and ``submit`` after it raises RuntimeError;
@@ -152,7 +197,9 @@ class PlacementExecutor(Executor):
         self._placed: dict[Any, Any] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._queue: collections.deque[_Item] = collections.deque()
+        self._queue: list[_Queued] = []  # a heap
+        self._turns = itertools.count()
+        self._slots: tuple[int, int] | None = None  # (snapshot version, slots) of the default
         self._in_flight: set[RayFuture] = set()
         self._shutdown = False
         self._dispatcher: threading.Thread | None = None
@@ -169,18 +216,30 @@ class PlacementExecutor(Executor):
             return self._limit()
 
     def _limit(self) -> int:
-        # Sized on first use, not in __init__: the default reads the cluster, which may not be
-        # connected yet when the executor is built.
-        if self._max_workers is None:
-            self._max_workers = max(2, 2 * int(self._usable_cpus()))
-        return self._max_workers
-
-    def _usable_cpus(self) -> float:
+        if self._max_workers is not None:
+            return self._max_workers
+        # Read on use, not in __init__ (the cluster may not be connected yet), and again when
+        # the snapshot changes (nodes join or leave): a sum over the nodes, once per snapshot.
         snapshot = cache_of(self._policy).get()
-        if self._policy.needs.caller:  # on the caller's node: its CPUs only
+        known = self._slots
+        if known is None or known[0] != snapshot.version:
+            known = self._slots = (snapshot.version, self._slots_of(snapshot))
+        return known[1]
+
+    def _slots_of(self, snapshot: Any) -> int:
+        """Calls of this executor the nodes the policy can use run at once: each node's CPUs
+        over the calls' ``num_cpus``; twice the CPUs for calls that take none."""
+        policy = self._policy
+        if policy.needs.caller:  # on the caller's node: its CPUs only
             node = snapshot.by_id.get(current_node_id())
-            return node.cpus if node is not None else 1.0
-        return sum(n.cpus for n in snapshot.live)
+            nodes = [node] if node is not None else []
+        else:
+            where = policy.where
+            nodes = [n for n in snapshot.live if where is None or where.matches(n.labels)]
+        per_call = self._ray_options.get("num_cpus", 1)
+        if not isinstance(per_call, (int, float)) or per_call <= 0:
+            return max(2, 2 * int(sum(n.cpus for n in nodes)))
+        return max(1, sum(int(n.cpus // per_call + 1e-9) for n in nodes))
 
     def _handle_for(self, fn: Callable[..., Any]) -> tuple[Any, bool]:
         """The placed handle that runs ``fn``, and whether ``fn`` goes as its first argument."""
@@ -207,21 +266,58 @@ class PlacementExecutor(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue ``fn(*args, **kwargs)`` and return its future at once; the policy places it
         when the dispatcher hands it to Ray."""
+        return self._enqueue(fn, [(0.0, args, kwargs)])[0]
+
+    def submit_with_cost(self, cost: float, fn: Callable[..., Any], /, *args: Any,
+                         **kwargs: Any) -> Future[Any]:
+        """``submit`` with a cost (a number >= 0: a size, rows, expected seconds): queued calls
+        are handed to Ray costliest first, calls of equal cost in the order they came; calls
+        without one cost 0.
+
+        >>> with PlacementExecutor(LeastLoaded()) as pool:                 # doctest: +SKIP
+        ...     big = pool.submit_with_cost(len(rows), process, rows)
+        """
+        return self._enqueue(fn, [(check_cost(cost), args, kwargs)])[0]
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1, cost: Callable[..., float] | None = None) -> Iterator[Any]:
+        """``Executor.map``: calls submitted at once, results yielded in input order.
+        ``cost(*args)`` gives each call a cost (a number >= 0), and the queued calls are handed
+        to Ray costliest first: long calls do not start last.
+
+        >>> with PlacementExecutor(LeastLoaded()) as pool:                 # doctest: +SKIP
+        ...     sizes = list(pool.map(process, files, cost=os.path.getsize))
+        """
+        if cost is not None and not callable(cost):
+            raise TypeError(f"cost must be a function of a call's arguments returning a number, "
+                            f"e.g. cost=len, got {cost!r:.40}")
+        end = None if timeout is None else time.monotonic() + timeout
+        calls: list[tuple[float, tuple[Any, ...], dict[str, Any]]] = [
+            (0.0 if cost is None else check_cost(cost(*args)), args, {})
+            for args in zip(*iterables, strict=False)]  # every cost before any is queued
+        return _in_order(self._enqueue(fn, calls), end)
+
+    def _enqueue(self, fn: Callable[..., Any],
+                 calls: list[tuple[float, tuple[Any, ...], dict[str, Any]]]) -> list[RayFuture]:
+        """Queue the calls of ``fn`` at once (so that the costliest goes first) and wake the
+        dispatcher."""
         placed, wrapped = self._handle_for(fn)  # a bad fn raises here, before anything queues
-        future = RayFuture(self)
+        futures = [RayFuture(self) for _ in calls]
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._limit()
-            self._queue.append((future, placed, (fn, *args) if wrapped else args, kwargs))
+            limit = self._limit()
+            for future, (cost, args, kwargs) in zip(futures, calls, strict=True):
+                item = (future, placed, (fn, *args) if wrapped else args, kwargs)
+                heapq.heappush(self._queue, (-cost, next(self._turns), item))
             if self._dispatcher is None:
                 self._completer = ThreadPoolExecutor(
-                    max_workers=self._limit(), thread_name_prefix="placement-complete")
+                    max_workers=limit, thread_name_prefix="placement-complete")
                 self._dispatcher = threading.Thread(
                     target=self._dispatch, name="placement-executor", daemon=True)
                 self._dispatcher.start()
             self._wake.notify()
-        return future
+        return futures
 
     def refs_in_flight(self) -> list[Any]:
         """The Ray results of the calls handed to Ray and not finished."""
@@ -237,14 +333,14 @@ class PlacementExecutor(Executor):
                     if self._shutdown and not self._queue:
                         return
                     self._wake.wait()
-                future, placed, args, kwargs = self._queue.popleft()
+                future, placed, args, kwargs = heapq.heappop(self._queue)[2]
                 if not future.set_running_or_notify_cancel():
                     continue  # cancelled while queued: it never runs
                 self._in_flight.add(future)
                 if self._pending_timeout is not None:
                     self._items[future] = (future, placed, args, kwargs)
             try:
-                future.object_ref = placed.remote(*args, **kwargs)
+                future.object_ref, future.decision = placed.submit(*args, **kwargs)
                 future.object_ref.future().add_done_callback(
                     lambda ray_future, future=future: self._hand_over(future, ray_future))
             except BaseException as error:  # noqa: BLE001 - it belongs to the caller's future
@@ -263,6 +359,12 @@ class PlacementExecutor(Executor):
             self._complete(future, ray_future)
 
     def _complete(self, future: RayFuture, ray_future: Future[Any]) -> None:
+        decision = future.decision
+        if decision is not None and decision.tracked:
+            # Its node's load goes down before its slot is handed out again, so the next call
+            # is placed knowing where a slot is free (release is idempotent: Ray's own
+            # completion callback may come first).
+            self._policy.release(decision)
         error = ray_future.exception()
         if error is not None and _node_gone(error):
             cache_of(self._policy).invalidate()  # the next placement reads the cluster
@@ -309,7 +411,7 @@ class PlacementExecutor(Executor):
         with self._wake:
             self._shutdown = True
             if cancel_futures:
-                queued = [item[0] for item in self._queue]
+                queued = [entry[2][0] for entry in sorted(self._queue)]
                 self._queue.clear()
             else:
                 queued = []
