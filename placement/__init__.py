@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 # this table, and tests/test_public_names.py checks the type-checking imports below against it.
 PUBLIC: dict[str, str] = {
     "Affinity": "placement.policies",
+    "AllOf": "placement.policies",
     "AntiAffinity": "placement.policies",
     "Decision": "placement.policies",
     "Demand": "placement.policies",
@@ -115,6 +116,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the table's names, re-e
     from .executor import RayFuture as RayFuture
     from .handle import PlacedRemote as PlacedRemote
     from .policies import Affinity as Affinity
+    from .policies import AllOf as AllOf
     from .policies import AntiAffinity as AntiAffinity
     from .policies import Decision as Decision
     from .policies import Demand as Demand

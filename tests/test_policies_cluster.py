@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -405,6 +406,32 @@ def test_locality_spreads_consumers_of_replicated_data(ray_cluster):
     assert len(per_node) == SESSION_NODES and max(per_node.values()) <= 3, per_node
     assert any("of 2 nodes with about as many" in d.reason for _, d in submitted)
     ray.kill(gate)
+
+
+def test_all_of_places_where_every_member_allows_and_frees_a_slot_when_work_ends(ray_cluster):
+    """LeastLoaded & AntiAffinity(max_per_node=2): 8 actors, 2 on each node (read inside each);
+    a ninth is refused before anything is submitted, naming the member that refused; once one
+    actor is killed, its placement ends in both members (the actor watcher), and the next
+    actor runs on that node."""
+    both = LeastLoaded() & AntiAffinity(max_per_node=2)
+    handle = both.place(Probe)
+    actors = [handle.remote() for _ in range(2 * SESSION_NODES)]
+    ran = ray.get([a.where.remote() for a in actors], timeout=120)
+    assert sorted(Counter(ran).values()) == [2] * SESSION_NODES, Counter(ran)
+    with pytest.raises(PlacementError) as refused:
+        handle.remote()
+    assert "AntiAffinity(max_per_node=2) refused" in refused.value.detail
+    ray.kill(actors[0])
+    freed, deadline = None, time.monotonic() + 30
+    while freed is None and time.monotonic() < deadline:  # the watcher reads once a second
+        try:
+            freed = handle.remote()
+        except PlacementError:
+            time.sleep(0.5)
+    assert freed is not None, "the killed actor's slot was not given back within 30 s"
+    assert ray.get(freed.where.remote(), timeout=60) == ran[0]
+    for actor in [*actors[1:], freed]:
+        ray.kill(actor)
 
 
 def test_locality_runs_tasks_and_actors_where_their_argument_is(ray_cluster):

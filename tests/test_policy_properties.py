@@ -228,6 +228,56 @@ def test_min_domains_caps_each_domain_at_max_skew_until_enough_domains_exist(sna
         assert len(domains) >= k or max(placed.values()) <= skew
 
 
+@settings(max_examples=200, deadline=None)
+@given(clusters(max_nodes=30), st.integers(1, 2), st.integers(1, 3), st.integers(1, 60))
+def test_all_of_places_only_where_every_member_allows(snap, skew, cap, n):
+    """Generated clusters, a zone spread with max_skew and a cap per node, together: each
+    placement, checked against counts kept here from the decisions, leaves its zone at most
+    max_skew above the least-used live zone and its node at most at the cap; a refusal names
+    the member that refused."""
+    live = list(snap.live)
+    assume(live)
+    zones = {node.labels["zone"] for node in live}
+    both = AntiAffinity(topology="zone", max_skew=skew) & AntiAffinity(max_per_node=cap)
+    per_zone: Counter = Counter()
+    per_node: Counter = Counter()
+    for _ in range(n):
+        try:
+            decision = both.decide(snap)
+        except PlacementError as refusal:
+            assert refusal.rule in (errors.SPREAD_EXHAUSTED, errors.SKEW_EXCEEDED)
+            assert "AntiAffinity(" in refusal.detail and "refused:" in refusal.detail
+            return
+        zone, node_id = decision.node.labels["zone"], decision.node.node_id
+        floor = min(per_zone[z] for z in zones)
+        assert per_zone[zone] + 1 - floor <= skew, (per_zone, zone)
+        assert per_node[node_id] + 1 <= cap, (per_node, node_id)
+        per_zone[zone] += 1
+        per_node[node_id] += 1
+    assert sum(per_node.values()) == n
+
+
+def test_all_of_members_must_judge_and_compose_with_fallbacks():
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+                                       {"id": "b", "label": "node1"}])
+    with pytest.raises(ValueError, match="can only come first"):
+        AntiAffinity() & RoundRobin()
+    with pytest.raises(ValueError, match="twice"):
+        apart = AntiAffinity()
+        apart & apart
+    with pytest.raises(TypeError):
+        RoundRobin() & 3
+    capped = (RoundRobin() & AntiAffinity(max_per_node=1)) | LeastLoaded()
+    placed = [capped.decide(snap) for _ in range(3)]
+    assert [d.node_name for d in placed[:2]] == ["node0", "node1"]
+    assert placed[2].fallback and "anti-affinity-exhausted" in placed[2].reason
+    assert repr(capped) == "RoundRobin() & AntiAffinity() | LeastLoaded()"
+    assert repr(capped.clone()) == repr(capped)
+    first = placed[0]
+    capped.release(first)  # node0's slot in the cap comes back
+    assert capped.decide(snap).node_name == "node0"
+
+
 def test_min_domains_needs_a_strict_max_skew():
     for bad in ({"min_domains": 2}, {"min_domains": 2, "max_skew": 1, "strict": False},
                 {"min_domains": 0, "max_skew": 1}, {"min_domains": True, "max_skew": 1}):

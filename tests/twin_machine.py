@@ -80,6 +80,13 @@ FAMILIES: dict[str, list] = {
         lambda: Packing() | Packing(strict=False), lambda: AntiAffinity(max_skew=1) | Affinity(),
         lambda: LeastLoaded(choices=2, seed=1) | RoundRobin(weights="capacity"),
     ],
+    "all of": [
+        lambda: AntiAffinity(topology="zone", max_skew=1) & AntiAffinity(max_per_node=2),
+        lambda: RoundRobin(seed=3) & AntiAffinity(max_per_node=2),
+        lambda: LeastLoaded(choices=2, seed=4) & AntiAffinity(max_per_node=3, strict=False),
+        lambda: (AntiAffinity() & LeastLoaded()) | RoundRobin(),
+        lambda: Packing() & AntiAffinity(topology="zone", max_skew=2, min_domains=2),
+    ],
 }
 
 

@@ -20,7 +20,7 @@ returns a Decision; it never reads the cluster, never builds handles and never i
 from __future__ import annotations
 
 from .affinity import Affinity, Local
-from .base import Fallback, PlacedHandle, Policy, Reserved, SubmitLayer, use_submit_layer
+from .base import AllOf, Fallback, PlacedHandle, Policy, Reserved, SubmitLayer, use_submit_layer
 from .candidates import Candidates, NodeSet
 from .decision import AUTO, BACKENDS, LABEL, NODE_ID, RESOURCE, Decision, Submitted, node_name
 from .least_loaded import LeastLoaded
@@ -39,6 +39,7 @@ __all__ = [
     "NODE_ID",
     "RESOURCE",
     "Affinity",
+    "AllOf",
     "AntiAffinity",
     "Candidates",
     "Decision",

@@ -161,6 +161,8 @@ class Policy(abc.ABC):
     repr_defaults: Mapping[str, Any] = {}
     needs: Needs = NOTHING_NEEDED
     keeps = False
+    # Whether it can judge a node another member of an ``a & b`` chose (``_choose_at``).
+    judges = False
     # The Ray node label a policy spreads or packs over, if any (capacity asks read it).
     topology: str | None = None
 
@@ -219,6 +221,12 @@ class Policy(abc.ABC):
         """Bring per-node-set state up to ``cands`` (a refreshed snapshot's), under the lock,
         so the next decision builds nothing. The default keeps none."""
         return None
+
+    def _choose_at(self, cands: Candidates, request: Request, node: NodeInfo) -> Outcome:
+        """Whether this policy allows ``node``, which another member of an ``a & b`` chose: the
+        Choice it would reserve there, or a Refusal. Pure, as ``_choose``. Only policies with
+        ``judges = True`` provide it; the others can only lead an ``&``."""
+        raise TypeError(f"{type(self).__name__} cannot judge a node another policy chose")
 
     def can_grow(self, request: Request) -> bool:
         """Whether a new node could let this policy place ``request`` (what ``wait_for_nodes``
@@ -508,6 +516,11 @@ class Policy(abc.ABC):
             return NotImplemented
         return Fallback(self, other)
 
+    def __and__(self, other: Policy) -> AllOf:
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return AllOf(self, other)
+
     def __repr__(self) -> str:
         defaults = {"soft": self.default_soft, "backend": self.default_backend,
                     "pin_amount": DEFAULT_PIN_AMOUNT, **self.repr_defaults}
@@ -663,6 +676,208 @@ class Fallback(Policy):
 
     def __repr__(self) -> str:
         return " | ".join(repr(p) for p in self.policies)
+
+
+class AllOf(Policy):
+    """Every member must allow the placement; it is taken in every member's ledger at once (one
+    transaction: a rollback unreserves it in all). ``a & b`` builds one, e.g. a zone spread with
+    a cap per node, Kubernetes' several topologySpreadConstraints.
+
+    The first member chooses a node and each other member judges it; if one refuses, the next
+    member's own choice is judged by all the others, and so on: at most one proposal per member,
+    never a pass over the nodes. So it can refuse while some node every member allows exists
+    elsewhere; the refusal names which member refused which node, and why. Members after the
+    first must be able to judge a node another chose (``AntiAffinity``, ``LeastLoaded``); the
+    first member's ``backend`` and ``soft`` tell Ray how to pin the placement.
+
+    >>> from placement.policies import AntiAffinity
+    >>> snap = ClusterSnapshot.from_dicts(
+    ...     [{"id": "a", "label": "node0", "labels": {"zone": "z1"}},
+    ...      {"id": "b", "label": "node1", "labels": {"zone": "z1"}},
+    ...      {"id": "c", "label": "node2", "labels": {"zone": "z2"}}])
+    >>> both = AntiAffinity(topology="zone", max_skew=1) & AntiAffinity(max_per_node=2)
+    >>> [both.decide(snap).node_name for _ in range(5)]
+    ['node0', 'node2', 'node1', 'node2', 'node0']
+    >>> try:  # node2 holds 2 (the cap) and z1 is one ahead of z2 (the skew)
+    ...     both.decide(snap)
+    ... except PlacementError as refusal:
+    ...     print(refusal.rule)
+    max-skew-exceeded
+    """
+
+    keeps = True
+    policies: tuple[Policy, ...]
+
+    def __init__(self, *policies: Policy) -> None:
+        flat: list[Policy] = []
+        for policy in policies:
+            if not isinstance(policy, Policy):
+                raise TypeError(f"AllOf takes policies, got {type(policy).__name__}: e.g. "
+                                "AntiAffinity(topology='zone', max_skew=1) & "
+                                "AntiAffinity(max_per_node=2)")
+            flat.extend(policy.policies if isinstance(policy, AllOf) else [policy])
+        if len(flat) < 2:
+            raise ValueError("AllOf needs at least two policies: first & second")
+        if len({id(p) for p in flat}) < len(flat):
+            raise ValueError("a policy appears twice in this AllOf: each member keeps its own "
+                             "ledger, so give each place its own policy object")
+        for policy in flat[1:]:
+            if not policy.judges:
+                raise ValueError(
+                    f"{policy!r} can only come first in a & b: it chooses a node but cannot "
+                    "judge one another member chose; put it first, or use AntiAffinity or "
+                    "LeastLoaded after the &")
+        first = flat[0]
+        super().__init__(soft=first.soft, backend=first.backend, pin_amount=first.pin_amount,
+                         cache=first.cache,
+                         where=None if first.where is None else dict(first.where.selector))
+        self.policies = tuple(flat)
+        self.wait_for_nodes = max((p.wait_for_nodes for p in flat if p.wait_for_nodes),
+                                  default=None)
+        self.needs = functools.reduce(lambda a, b: a | b, (p.needs for p in flat))
+        # A placement counts in a tracking member until its work ends: the whole placement is
+        # released then (in every member that keeps placements).
+        self._tracked = any(p._tracked for p in flat)
+
+    def _attempt(self, snapshot: ClusterSnapshot, request: Request) -> Decision | Refusal:
+        with self._lock:
+            locked = 0
+            try:  # every member's lock, in order, once for the whole attempt
+                for member in self.policies:
+                    member._lock.acquire()
+                    locked += 1
+                return self._attempt_locked(self._newest_of(snapshot), request)
+            finally:
+                for member in self.policies[:locked]:
+                    member._lock.release()
+
+    def _attempt_locked(self, snapshot: ClusterSnapshot,
+                        request: Request) -> Decision | Refusal:
+        members = self.policies
+        self._newest = snapshot
+        cands: list[Candidates] = []
+        for member in members:
+            try:
+                cands.append(member._candidates_for(snapshot))
+            except PlacementError as refusal:
+                return Refusal.of(refusal)
+        refusals: list[tuple[Policy, Refusal]] = []
+        tried: set[str] = set()
+        for index, member in enumerate(members):
+            if index and not members[0].judges:
+                break  # the first member can judge no node but its own choice
+            proposal = member._choose(cands[index], request)
+            if isinstance(proposal, Refusal):
+                refusals.append((member, proposal))
+                continue
+            node = proposal[0]
+            if node.node_id in tried:
+                continue
+            tried.add(node.node_id)
+            choices = self._judged(cands, request, index, proposal, refusals)
+            if choices is not None:
+                return self._take(request, choices, index)
+        last = refusals[-1][1]
+        return Refusal(last.rule, lambda: _named([(repr(m), r.error()) for m, r in refusals]))
+
+    def _judged(self, cands: list[Candidates], request: Request, proposer: int,
+                proposal: Choice, refusals: list[tuple[Policy, Refusal]]) -> list[Choice] | None:
+        """Every member's Choice at the proposed node, or None (the refusal noted) when one
+        member does not allow it."""
+        node = proposal[0]
+        choices: list[Choice] = []
+        for index, member in enumerate(self.policies):
+            if index == proposer:
+                choices.append(proposal)
+                continue
+            outcome = member._choose_at(cands[index], request, node)
+            if isinstance(outcome, Refusal):
+                refusals.append((member, outcome))
+                return None
+            choices.append(outcome)
+        return choices
+
+    def _take(self, request: Request, choices: list[Choice], proposer: int) -> Decision:
+        """Reserve the placement in every member's ledger; the decision names the node."""
+        holds = []
+        claim = None
+        fallback = False
+        for member, choice in zip(self.policies, choices, strict=True):
+            holds.append((member, member._reserve(request, choice)))
+            fallback = fallback or choice[2]
+            if claim is None and member._claims is not None:
+                claim = member._claims(choice)
+        node, reason, _, _, local_bytes = choices[proposer]
+        decision = _new_decision((
+            node, reason, self._repr(), self.policies[0]._backend_now, self.soft,
+            self.pin_amount, fallback, request.group, next_ticket(), self.where, local_bytes,
+            self._tracked, claim))
+        self._open[decision.ticket] = tuple(holds)
+        return decision
+
+    def _repr(self) -> str:
+        name = self._name
+        if name is None:
+            name = self._name = repr(self)
+        return name
+
+    def _unreserve(self, hold: Hold) -> None:
+        for member, member_hold in reversed(hold):
+            with member._lock:
+                member._unreserve(member_hold)
+
+    def _release(self, hold: Hold) -> None:
+        for member, member_hold in reversed(hold):
+            if member.keeps:  # a history (RoundRobin's turn) is not given back
+                with member._lock:
+                    member._release(member_hold)
+
+    def _choose_at(self, cands: Candidates, request: Request, node: NodeInfo) -> Outcome:
+        raise AssertionError("AllOf judges through its members")  # pragma: no cover
+
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
+        raise AssertionError("AllOf chooses through its members")  # pragma: no cover
+
+    def learn_others(self, name: str, counts: Mapping[str, int]) -> None:
+        for member in self.policies:
+            member.learn_others(name, counts)
+
+    def patient(self) -> Policy:
+        return self.policies[0].patient()
+
+    def members(self) -> tuple[Policy, ...]:
+        return self.policies
+
+    def can_grow(self, request: Request) -> bool:
+        return all(p.can_grow(request) for p in self.policies)
+
+    def follow(self, snapshot: ClusterSnapshot) -> None:
+        if not isinstance(snapshot, ClusterSnapshot):
+            raise TypeError(f"follow() takes a ClusterSnapshot, got {type(snapshot).__name__}")
+        with self._lock:
+            if self._newest is not None and snapshot.version <= self._newest.version:
+                return
+            self._newest = snapshot
+        for member in self.policies:
+            member.follow(snapshot)
+
+    def _config(self) -> dict[str, Any]:
+        return {}
+
+    def clone(self) -> AllOf:
+        return AllOf(*(p.clone() for p in self.policies))
+
+    def __repr__(self) -> str:
+        return " & ".join(f"({p!r})" if isinstance(p, Fallback) else repr(p)
+                          for p in self.policies)
+
+
+def _named(refusals: list[tuple[str, PlacementError]]) -> PlacementError:
+    """Each member's refusal in one, named by member: the last one's rule and fix."""
+    last = refusals[-1][1]
+    return PlacementError(last.rule, "; ".join(f"{name} refused: {error.detail}"
+                                               for name, error in refusals), last.fix,
+                          last.nodes)
 
 
 def _joined(refusals: list[PlacementError]) -> PlacementError:

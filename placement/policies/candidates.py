@@ -338,6 +338,20 @@ def holds(node: NodeInfo, demand: Demand) -> bool:
     return where is None or where.matches(node.labels)
 
 
+def not_here(cands: Candidates, demand: Demand, node: NodeInfo) -> PlacementError | None:
+    """Why ``node`` (another policy's choice) cannot take ``demand`` among these candidates, or
+    None when it can. One node is read, never the others."""
+    if cands.get(node.node_id) is None:
+        return PlacementError(
+            errors.NO_MATCHING_NODES,
+            f"node {node_name(node)} is not one of its candidates (dead, outside where=, or "
+            "without the label resource its backend pins)",
+            "give both policies the same where= and backend", [node_name(node)])
+    if demand and not holds(node, demand):
+        return demand_error(demand, [node])
+    return None
+
+
 def demand_error(demand: Demand, nodes: Sequence[NodeInfo]) -> PlacementError:
     """Why none of ``nodes`` can hold ``demand``: its labels, else its resources."""
     where = demand.where

@@ -34,7 +34,7 @@ from ..errors import PlacementError
 from ..snapshot import NodeInfo
 from .base import Choice, Hold, Outcome, Policy, Refusal
 from .bounded import NODE_SETS_PER_LEDGER, Bounded
-from .candidates import Candidates, NodeSet, shown
+from .candidates import Candidates, NodeSet, not_here, shown
 from .decision import DEFAULT_PIN_AMOUNT
 from .ledger import LeastIndex, Ledger, draw
 from .needs import Needs
@@ -157,6 +157,15 @@ class LeastLoaded(Policy):
         loads = [_load(counts.get(nodes.ids[i], 0), weights[i]) for i in (a, b)]
         i = a if (loads[0], a) <= (loads[1], b) else b
         return (nodes.nodes[i], _OF_TWO, False, True, 0)
+
+    judges = True
+
+    def _choose_at(self, cands: Candidates, request: Request, node: NodeInfo) -> Outcome:
+        """Allow any candidate that can hold the demand: the placement counts there."""
+        wrong = not_here(cands, request.demand, node)
+        if wrong is not None:
+            return Refusal.of(wrong)
+        return (node, _LEAST, False, None, 0)
 
     def _reserve(self, request: Request, choice: Choice) -> Hold:
         node_id = choice[0].node_id

@@ -35,7 +35,7 @@ from ..naming import RAY_LABEL_NAME, natural_key
 from ..snapshot import NodeInfo
 from .base import Choice, Hold, Outcome, Policy, Refusal
 from .bounded import NODE_SETS_PER_LEDGER, PER_NODE_INDEXES, Bounded
-from .candidates import Candidates, NodeSet, shown
+from .candidates import Candidates, NodeSet, not_here, shown
 from .decision import DEFAULT_PIN_AMOUNT
 from .ledger import LeastIndex, Ledger
 from .needs import Needs
@@ -365,6 +365,54 @@ class AntiAffinity(StrictPolicy):
         else:
             node, ledger = self._member(space, space.slots[pos])
         return (node, _REUSED if fallback else _FEWEST, fallback, (space.slots[pos], ledger), 0)
+
+    judges = True
+
+    def _choose_at(self, cands: Candidates, request: Request, node: NodeInfo) -> Outcome:
+        """Allow ``node`` (another member's choice) while its slot is under the cap and placing
+        there keeps the skew: the same rules as a choice of its own, for that one slot."""
+        wrong = not_here(cands, request.demand, node)
+        if wrong is not None:
+            return Refusal.of(wrong)
+        if self.topology is None:
+            slot: Hashable = node.node_id
+        else:
+            slot = node.labels.get(self.topology)
+            if slot is None:
+                return Refusal.of(PlacementError(
+                    errors.UNKNOWN_LABEL,
+                    f"node {shown([node])[0]} has no Ray label {self.topology!r}",
+                    f"start it with `ray start --labels {self.topology}=<value>`",
+                    shown([node])))
+        count = self._used.counts.get(slot, 0)
+        fallback = False
+        cap = self.max_per_node
+        if cap is not None and count >= cap:
+            if not self.soft:
+                return Refusal.of(PlacementError(
+                    errors.SPREAD_EXHAUSTED,
+                    f"{self._where_of(node, slot)} already holds {count} (max_per_node={cap})",
+                    "choose among more nodes, raise max_per_node, or use strict=False",
+                    shown([node])))
+            fallback = True
+        skew = self.max_skew
+        if skew is not None:
+            floor = 0 if self._short_of_domains(cands) else self._floor_index(cands).floor()
+            if count + 1 - floor > skew:
+                if not self.soft:
+                    return Refusal.of(PlacementError(
+                        errors.SKEW_EXCEEDED,
+                        f"placing on {self._where_of(node, slot)} would give it {count + 1} "
+                        f"placements while the least-used domain holds {floor} "
+                        f"(max_skew={skew})",
+                        "raise max_skew, add nodes to the domains behind, or use strict=False",
+                        shown([node])))
+                fallback = True
+        ledger = None if self.topology is None else self._per_node
+        return (node, _REUSED if fallback else _FEWEST, fallback, (slot, ledger), 0)
+
+    def _where_of(self, node: NodeInfo, slot: Hashable) -> str:
+        return shown([node])[0] if self.topology is None else f"{self.topology}={slot}"
 
     def _floor_index(self, cands: Candidates) -> LeastIndex:
         """The least-used index over every candidate domain (the skew floor)."""
