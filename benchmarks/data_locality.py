@@ -7,12 +7,18 @@ one-CPU consumers, 4 per object, placed by the contender. The bytes moved are re
 after the run, never computed from decisions: every copy of an object beyond the one its
 producer made is a transfer (``get_object_locations``: the nodes holding a copy, and its size).
 The contenders take turns round by round, each on objects of its own.
+
+A second set of rounds replicates the data first: an ordinary ``ray.wait(blocks)`` (Ray's
+default ``fetch_local=True``) copies every object to the driver's node, so each has two holders;
+its rows give the bytes moved after that and the most consumers that ran on one node (read
+inside each consumer), where an even spread is consumers / nodes.
 """
 from __future__ import annotations
 
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,8 +39,9 @@ def produce(megabytes: int) -> bytes:
 
 
 @ray.remote(num_cpus=1)
-def consume(block: bytes) -> int:
-    return len(block)
+def consume(block: bytes) -> str:
+    time.sleep(0.05)  # long enough that the consumers of a round overlap
+    return ray.get_runtime_context().get_node_id()
 
 
 def moved_bytes(blocks: list[Any]) -> int:
@@ -44,18 +51,22 @@ def moved_bytes(blocks: list[Any]) -> int:
                for info in found.values())
 
 
-def one_round(submit: Callable[[Any], Any], size: dict[str, int]) -> tuple[int, float]:
+def one_round(submit: Callable[[Any], Any], size: dict[str, int],
+              replicated: bool) -> tuple[int, float, Counter[str]]:
+    """(bytes moved by the consumers, seconds, consumers per node they ran on)."""
     producer = RoundRobin().place(produce)
     blocks = [producer.remote(size["megabytes"]) for _ in range(size["objects"])]
-    # fetch_local=False: by default ray.wait copies every object to this node (seen in
-    # Ray's object locations), and that copy would be data moved before the run.
-    ray.wait(blocks, num_returns=len(blocks), timeout=120, fetch_local=False)
+    # fetch_local=False: by default ray.wait copies every object to this node (seen in Ray's
+    # object locations); the replicated rounds want exactly that copy, before the run.
+    ray.wait(blocks, num_returns=len(blocks), timeout=120, fetch_local=replicated)
+    before = moved_bytes(blocks)
     began = time.perf_counter()
-    ray.get([submit(block) for block in blocks for _ in range(size["per_object"])], timeout=300)
+    ran = ray.get([submit(block) for block in blocks for _ in range(size["per_object"])],
+                  timeout=300)
     seconds = time.perf_counter() - began
-    moved = moved_bytes(blocks)
+    moved = moved_bytes(blocks) - before
     del blocks  # the next round starts with no copies around
-    return moved, seconds
+    return moved, seconds, Counter(ran)
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
@@ -66,23 +77,38 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         "Ray DEFAULT": consume.remote,
     }
     names = list(contenders)
-    moved: dict[str, list[int]] = {name: [] for name in names}
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(size["rounds"]):
-        for name in names[round_index % len(names):] + names[:round_index % len(names)]:
-            bytes_moved, took = one_round(contenders[name], size)
-            moved[name].append(bytes_moved)
-            seconds[name].append(took)
-    note = (f"{size['objects']} objects of {size['megabytes']} MB, {size['per_object']} "
-            f"consumers each; median of {size['rounds']} rounds")
+    consumers = size["objects"] * size["per_object"]
+    nodes = len([n for n in ray.nodes() if n.get("Alive")])
     rows = []
-    for name in names:
-        rows.append({"benchmark": "data locality", "contender": f"{name}, MB moved",
-                     "value": round(statistics.median(moved[name]) / 2**20, 1), "unit": "MB",
-                     "note": note + "; read from Ray's object locations after the run"})
-        rows.append({"benchmark": "data locality", "contender": f"{name}, seconds",
-                     "value": round(statistics.median(seconds[name]), 3), "unit": "s",
-                     "note": note})
+    for replicated in (False, True):
+        moved: dict[str, list[int]] = {name: [] for name in names}
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        most: dict[str, list[int]] = {name: [] for name in names}
+        for round_index in range(size["rounds"]):
+            for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+                bytes_moved, took, per_node = one_round(contenders[name], size, replicated)
+                moved[name].append(bytes_moved)
+                seconds[name].append(took)
+                most[name].append(max(per_node.values()))
+        prefix = "replicated data: " if replicated else ""
+        note = (f"{size['objects']} objects of {size['megabytes']} MB, {size['per_object']} "
+                f"consumers each; median of {size['rounds']} rounds")
+        if replicated:
+            note += "; each object also on the driver's node (ray.wait, fetch_local=True)"
+        for name in names:
+            rows.append({"benchmark": "data locality", "contender": f"{prefix}{name}, MB moved",
+                         "value": round(statistics.median(moved[name]) / 2**20, 1),
+                         "unit": "MB",
+                         "note": note + "; read from Ray's object locations after the run"})
+            rows.append({"benchmark": "data locality", "contender": f"{prefix}{name}, seconds",
+                         "value": round(statistics.median(seconds[name]), 3), "unit": "s",
+                         "note": note})
+            if replicated:
+                rows.append({
+                    "benchmark": "data locality",
+                    "contender": f"{prefix}{name}, most consumers on one node",
+                    "value": statistics.median(most[name]), "unit": "consumers",
+                    "note": f"{note}; {consumers} consumers on {nodes} nodes, read inside each"})
     rows.append(lookup_row(size["rounds"]))
     return rows
 

@@ -48,6 +48,7 @@ PATHS = ("AntiAffinity(strict=False), past its cap", "Packing(strict=False), a g
          "AntiAffinity(max_skew=1, strict=False), a demand one node fits",
          "AntiAffinity() | RoundRobin(), the spread used up", "LeastLoaded(), 32 demands in turn")
 ONE_NODE = Demand({"CPU": 1, "accel": 1})  # only node 7 has an accel
+REPLICATED = tuple((f"{i:056x}", 4_000_000) for i in range(8))  # one object on nodes 0-7
 
 
 def _every(n: int) -> int:
@@ -86,6 +87,20 @@ CASES: dict[str, tuple[Callable[[], Policy], Callable[[int, str], Request],
     "Locality(), 3 nodes hold arguments": (
         Locality, lambda i, c: Request(DEMAND, data=((c, 4_000_000), (c[:-1] + "1", 1_000),
                                                      (c[:-1] + "2", 10))), _none, False),
+    "Locality(), 8 nodes hold the same bytes": (
+        Locality, lambda i, c: Request(DEMAND, data=REPLICATED), _none, False),
+    "AntiAffinity(topology='zone', max_skew=1, min_domains=4)": (
+        lambda: AntiAffinity(topology="zone", max_skew=1, min_domains=4),
+        lambda i, c: Request(DEMAND), _none, False),
+    "AntiAffinity(topology='zone', max_skew=big, min_domains=8), 4 zones": (
+        lambda: AntiAffinity(topology="zone", max_skew=10**9, min_domains=8),
+        lambda i, c: Request(DEMAND), _none, False),
+    "AntiAffinity(topology='zone', max_skew=1) & AntiAffinity(max_per_node=big)": (
+        lambda: AntiAffinity(topology="zone", max_skew=1) & AntiAffinity(max_per_node=10**9),
+        lambda i, c: Request(DEMAND), _none, False),
+    "LeastLoaded() & AntiAffinity(max_per_node=big)": (
+        lambda: LeastLoaded() & AntiAffinity(max_per_node=10**9),
+        lambda i, c: Request(DEMAND), _none, False),
     "Packing(topology='zone') existing group": (
         lambda: Packing(topology="zone"), lambda i, c: Request(DEMAND, "g"), _none, False),
     PATHS[0]: (lambda: AntiAffinity(strict=False), lambda i, c: Request(DEMAND), _every, False),

@@ -98,8 +98,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def main_with_cluster(description: str | None, run: Callable[[bool], list[dict[str, Any]]],
+                      argv: list[str] | None = None) -> int:
+    """The command line of a makespan benchmark: ``--quick``, ``--json``, and ``--unequal``,
+    which starts (and then stops) a cluster of nodes of UNEQUAL_CPUS for the run."""
+    parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small run (CI)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -115,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                                   first_address="127.0.0.60", node_cpus=UNEQUAL_CPUS))
         placement.connect(state_dir=started)
     return run_alone(lambda: run(args.quick), args.json, started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_with_cluster(__doc__, run, argv)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE.parent / "examples"))
 sys.path.insert(0, str(HERE))
 import data_locality  # noqa: E402  (needs the path above)
 import decide  # noqa: E402  (needs the path above)
+import late_binding  # noqa: E402  (needs the path above)
 import makespan  # noqa: E402  (needs the path above)
 import pending_deadline  # noqa: E402  (needs the path above)
 import refresh  # noqa: E402  (needs the path above)
@@ -421,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             ("reads", lambda: bench_reads(1000, size["reads_seconds"])),
             ("soft", lambda: bench_soft_affinity(size["soft_rounds"])),
             ("makespan", lambda: makespan.run(args.quick)),
+            ("late binding", lambda: late_binding.run(args.quick)),
             ("data locality", lambda: data_locality.run(args.quick)),
             ("shared ledger", lambda: shared_ledger.run(args.quick)),
             ("pending deadline", lambda: pending_deadline.run(args.quick)),

@@ -24,7 +24,7 @@ def test_quick_benchmarks_run_and_report_every_section(local_cluster):
     report = json.loads(out.read_text())
     sections = {r["benchmark"] for r in report["results"]}
     assert sections == {"submit", "decide", "refresh", "balance", "infeasible", "locality",
-                        "reads", "soft", "cluster", "makespan", "data locality",
+                        "reads", "soft", "cluster", "makespan", "late binding", "data locality",
                         "shared ledger", "pending deadline"}
     assert report["machine"]["ray"] and report["quick"] is True
     by_name = {(r["benchmark"], r["contender"]): r for r in report["results"]}
