@@ -544,31 +544,27 @@ def not_a_decision(thing: object) -> TypeError:
                      f"{type(thing).__name__}")
 
 
-class Fallback(Policy):
-    """Try each policy in turn; the first that chooses decides. ``a | b`` builds one (here,
-    beside the base, as tenacity keeps ``stop_any`` beside ``stop_base``).
-
-    >>> from placement.policies import AntiAffinity, RoundRobin
-    >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}])
-    >>> policy = AntiAffinity() | RoundRobin()
-    >>> [(d.node_name, d.fallback) for d in (policy.decide(snap), policy.decide(snap))]
-    [('node0', False), ('node0', True)]
-    """
+class Composite(Policy):
+    """What ``a | b`` and ``a & b`` share: the members (flattened, each once), the first
+    member's options, waiting as long as the most patient member, the needs of all, and
+    following snapshots and other drivers' counts through every member."""
 
     keeps = True
     policies: tuple[Policy, ...]
+    symbol = ""  # the operator that builds it, for repr() and errors
 
     def __init__(self, *policies: Policy) -> None:
+        name, kind = type(self).__name__, type(self)
         flat: list[Policy] = []
         for policy in policies:
             if not isinstance(policy, Policy):
-                raise TypeError(f"Fallback takes policies, got {type(policy).__name__}: "
-                                "e.g. AntiAffinity() | RoundRobin()")
-            flat.extend(policy.policies if isinstance(policy, Fallback) else [policy])
+                raise TypeError(f"{name} takes policies, got {type(policy).__name__}: e.g. "
+                                f"AntiAffinity() {self.symbol} LeastLoaded()")
+            flat.extend(policy.policies if isinstance(policy, kind) else [policy])
         if len(flat) < 2:
-            raise ValueError("Fallback needs at least two policies: first | second")
+            raise ValueError(f"{name} needs at least two policies: first {self.symbol} second")
         if len({id(p) for p in flat}) < len(flat):
-            raise ValueError("a policy appears twice in this fallback: each member keeps its own "
+            raise ValueError(f"a policy appears twice in this {name}: each member keeps its own "
                              "ledger, so give each place its own policy object")
         first = flat[0]
         super().__init__(soft=first.soft, backend=first.backend, pin_amount=first.pin_amount,
@@ -579,6 +575,55 @@ class Fallback(Policy):
         self.wait_for_nodes = max((p.wait_for_nodes for p in flat if p.wait_for_nodes),
                                   default=None)
         self.needs = functools.reduce(lambda a, b: a | b, (p.needs for p in flat))
+
+    def _repr(self) -> str:
+        name = self._name
+        if name is None:
+            name = self._name = repr(self)
+        return name
+
+    def learn_others(self, name: str, counts: Mapping[str, int]) -> None:
+        for member in self.policies:
+            member.learn_others(name, counts)
+
+    def members(self) -> tuple[Policy, ...]:
+        return self.policies
+
+    def follow(self, snapshot: ClusterSnapshot) -> None:
+        if not isinstance(snapshot, ClusterSnapshot):
+            raise TypeError(f"follow() takes a ClusterSnapshot, got {type(snapshot).__name__}")
+        with self._lock:
+            if self._newest is not None and snapshot.version <= self._newest.version:
+                return
+            self._newest = snapshot
+        for member in self.policies:
+            member.follow(snapshot)
+
+    def _choose(self, cands: Candidates, request: Request) -> Outcome:
+        raise AssertionError("a composite chooses through its members")  # pragma: no cover
+
+    def _config(self) -> dict[str, Any]:
+        return {}
+
+    def clone(self) -> Composite:
+        return type(self)(*(p.clone() for p in self.policies))
+
+
+class Fallback(Composite):
+    """Try each policy in turn; the first that chooses decides. ``a | b`` builds one (here,
+    beside the base, as tenacity keeps ``stop_any`` beside ``stop_base``).
+
+    >>> from placement.policies import AntiAffinity, RoundRobin
+    >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}])
+    >>> policy = AntiAffinity() | RoundRobin()
+    >>> [(d.node_name, d.fallback) for d in (policy.decide(snap), policy.decide(snap))]
+    [('node0', False), ('node0', True)]
+    """
+
+    symbol = "|"
+
+    def __init__(self, *policies: Policy) -> None:
+        super().__init__(*policies)
         self._routes: dict[int, Policy] = {}  # ticket -> the member that decided (until ended)
         self._prefixes: dict[tuple[str, int], str] = {}  # the reasons of fallen-back decisions
 
@@ -609,12 +654,6 @@ class Fallback(Policy):
                 f"{rule}: fell back to {self.policies[index]!r}: ")
         return found
 
-    def _repr(self) -> str:
-        name = self._name
-        if name is None:
-            name = self._name = repr(self)
-        return name
-
     def commit(self, decision: Decision) -> None:
         # No lock, as the base's: the route is read and dropped by atomic dict steps.
         member = self._routes.get(_ticket(decision))
@@ -642,43 +681,17 @@ class Fallback(Policy):
         for listener in self._listeners:
             listener(decision)
 
-    def learn_others(self, name: str, counts: Mapping[str, int]) -> None:
-        for member in self.policies:
-            member.learn_others(name, counts)
-
     def patient(self) -> Policy:
         return next((p for p in self.policies if p.wait_for_nodes), self.policies[0])
 
-    def members(self) -> tuple[Policy, ...]:
-        return self.policies
-
     def can_grow(self, request: Request) -> bool:
         return self.patient().can_grow(request)
-
-    def follow(self, snapshot: ClusterSnapshot) -> None:
-        if not isinstance(snapshot, ClusterSnapshot):
-            raise TypeError(f"follow() takes a ClusterSnapshot, got {type(snapshot).__name__}")
-        with self._lock:
-            if self._newest is not None and snapshot.version <= self._newest.version:
-                return
-            self._newest = snapshot
-        for member in self.policies:
-            member.follow(snapshot)
-
-    def _choose(self, cands: Candidates, request: Request) -> Outcome:
-        raise AssertionError("Fallback chooses through its members")  # pragma: no cover
-
-    def _config(self) -> dict[str, Any]:
-        return {}
-
-    def clone(self) -> Fallback:
-        return Fallback(*(p.clone() for p in self.policies))
 
     def __repr__(self) -> str:
         return " | ".join(repr(p) for p in self.policies)
 
 
-class AllOf(Policy):
+class AllOf(Composite):
     """Every member must allow the placement; it is taken in every member's ledger at once (one
     transaction: a rollback unreserves it in all). ``a & b`` builds one, e.g. a zone spread with
     a cap per node, Kubernetes' several topologySpreadConstraints.
@@ -705,36 +718,17 @@ class AllOf(Policy):
     max-skew-exceeded
     """
 
-    keeps = True
-    policies: tuple[Policy, ...]
+    symbol = "&"
 
     def __init__(self, *policies: Policy) -> None:
-        flat: list[Policy] = []
-        for policy in policies:
-            if not isinstance(policy, Policy):
-                raise TypeError(f"AllOf takes policies, got {type(policy).__name__}: e.g. "
-                                "AntiAffinity(topology='zone', max_skew=1) & "
-                                "AntiAffinity(max_per_node=2)")
-            flat.extend(policy.policies if isinstance(policy, AllOf) else [policy])
-        if len(flat) < 2:
-            raise ValueError("AllOf needs at least two policies: first & second")
-        if len({id(p) for p in flat}) < len(flat):
-            raise ValueError("a policy appears twice in this AllOf: each member keeps its own "
-                             "ledger, so give each place its own policy object")
+        super().__init__(*policies)
+        flat = self.policies
         for policy in flat[1:]:
             if not policy.judges:
                 raise ValueError(
                     f"{policy!r} can only come first in a & b: it chooses a node but cannot "
                     "judge one another member chose; put it first, or use AntiAffinity or "
                     "LeastLoaded after the &")
-        first = flat[0]
-        super().__init__(soft=first.soft, backend=first.backend, pin_amount=first.pin_amount,
-                         cache=first.cache,
-                         where=None if first.where is None else dict(first.where.selector))
-        self.policies = tuple(flat)
-        self.wait_for_nodes = max((p.wait_for_nodes for p in flat if p.wait_for_nodes),
-                                  default=None)
-        self.needs = functools.reduce(lambda a, b: a | b, (p.needs for p in flat))
         # A placement counts in a tracking member until its work ends: the whole placement is
         # released then (in every member that keeps placements).
         self._tracked = any(p._tracked for p in flat)
@@ -815,12 +809,6 @@ class AllOf(Policy):
         self._open[decision.ticket] = tuple(holds)
         return decision
 
-    def _repr(self) -> str:
-        name = self._name
-        if name is None:
-            name = self._name = repr(self)
-        return name
-
     def _unreserve(self, hold: Hold) -> None:
         for member, member_hold in reversed(hold):
             with member._lock:
@@ -835,37 +823,11 @@ class AllOf(Policy):
     def _choose_at(self, cands: Candidates, request: Request, node: NodeInfo) -> Outcome:
         raise AssertionError("AllOf judges through its members")  # pragma: no cover
 
-    def _choose(self, cands: Candidates, request: Request) -> Outcome:
-        raise AssertionError("AllOf chooses through its members")  # pragma: no cover
-
-    def learn_others(self, name: str, counts: Mapping[str, int]) -> None:
-        for member in self.policies:
-            member.learn_others(name, counts)
-
     def patient(self) -> Policy:
         return self.policies[0].patient()
 
-    def members(self) -> tuple[Policy, ...]:
-        return self.policies
-
     def can_grow(self, request: Request) -> bool:
         return all(p.can_grow(request) for p in self.policies)
-
-    def follow(self, snapshot: ClusterSnapshot) -> None:
-        if not isinstance(snapshot, ClusterSnapshot):
-            raise TypeError(f"follow() takes a ClusterSnapshot, got {type(snapshot).__name__}")
-        with self._lock:
-            if self._newest is not None and snapshot.version <= self._newest.version:
-                return
-            self._newest = snapshot
-        for member in self.policies:
-            member.follow(snapshot)
-
-    def _config(self) -> dict[str, Any]:
-        return {}
-
-    def clone(self) -> AllOf:
-        return AllOf(*(p.clone() for p in self.policies))
 
     def __repr__(self) -> str:
         return " & ".join(f"({p!r})" if isinstance(p, Fallback) else repr(p)
