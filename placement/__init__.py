@@ -33,10 +33,12 @@ PUBLIC: dict[str, str] = {
     "LeastLoaded": "placement.policies",
     "Local": "placement.policies",
     "Locality": "placement.policies",
+    "Move": "placement.policies",
     "Needs": "placement.policies",
     "Packing": "placement.policies",
     "Plan": "placement.policies",
     "Policy": "placement.policies",
+    "Rebalance": "placement.policies",
     "Request": "placement.policies",
     "RoundRobin": "placement.policies",
     "Submitted": "placement.policies",
@@ -124,10 +126,12 @@ if TYPE_CHECKING:  # what type checkers and editors see: the table's names, re-e
     from .policies import LeastLoaded as LeastLoaded
     from .policies import Local as Local
     from .policies import Locality as Locality
+    from .policies import Move as Move
     from .policies import Needs as Needs
     from .policies import Packing as Packing
     from .policies import Plan as Plan
     from .policies import Policy as Policy
+    from .policies import Rebalance as Rebalance
     from .policies import Request as Request
     from .policies import RoundRobin as RoundRobin
     from .policies import Submitted as Submitted

@@ -130,9 +130,44 @@ def anti_affinity_replaced(state_dir: str) -> dict:
             "replacement_alive": placement.current_snapshot(refresh=True).by_id[new_home].alive}
 
 
+def rebalance_after_a_node_joins(state_dir: str) -> dict:
+    """Two replicas on each live node (AntiAffinity(max_per_node=2)); a node joins; the plan's
+    moves are applied as a user would to stateless replicas: the new one started on the target
+    (and answering) before the old one is killed, then the move recorded. Where each replica
+    runs is read inside it."""
+    live = placement.current_snapshot(refresh=True).placeable
+    apart = AntiAffinity(max_per_node=2)
+    handle = apart.place(Replica)
+    replicas = {}
+    for _ in range(2 * len(live)):
+        actor, decision = handle.submit()
+        replicas[decision.ticket] = actor
+    before = Counter(ray.get([r.node.remote() for r in replicas.values()], timeout=120))
+    add_node(state_dir)
+    plan = apart.rebalance_plan(placement.current_snapshot(refresh=True))
+    for move in plan.moves:
+        new = Affinity(move.to.node_id).place(Replica).remote()
+        ray.get(new.node.remote(), timeout=120)  # the new one answers before the old one ends
+        ray.kill(replicas[move.ticket])
+        replicas[move.ticket] = new
+        apart.record_move(move)
+    after = Counter(ray.get([r.node.remote() for r in replicas.values()], timeout=120))
+    newest = placement.current_snapshot(refresh=True).placeable[-1].node_id
+    # The ledger knows the moves: more replicas go to the nodes holding fewer, read inside.
+    extras = [handle.remote() for _ in range(2 * (len(before) + 1) - len(replicas))]
+    final = after + Counter(ray.get([e.node.remote() for e in extras], timeout=120))
+    for actor in [*replicas.values(), *extras]:
+        ray.kill(actor)
+    return {"before": sorted(before.values()), "after": sorted(after.values()),
+            "moves": len(plan.moves), "on_new_node": after.get(newest, 0),
+            "moved_to_new": all(m.to.node_id == newest for m in plan.moves),
+            "final": sorted(final.values())}
+
+
 def main(state_dir: str) -> int:
     placement.connect(state_dir=state_dir)
     out = {"joins": node_joins(state_dir)}
+    out["rebalance"] = rebalance_after_a_node_joins(state_dir)  # before any node dies
     out["death"] = node_dies_during_round_robin(state_dir)
     out["strict"] = strict_to_dead_node(out["death"]["victim"])
     out["anti"] = anti_affinity_replaced(state_dir)

@@ -34,7 +34,7 @@ def faults():
 
 def test_a_node_that_joins_is_used_after_a_refresh(faults):
     assert faults["joins"] == {"nodes_before": 3, "nodes_after": 4, "after_counts": [2, 2, 2, 2]}
-    assert faults["state_nodes"] == 4
+    assert faults["state_nodes"] == 5
 
 
 def test_node_death_mid_run_loses_nothing_and_later_placements_skip_it(faults):
@@ -66,6 +66,18 @@ def test_anti_affinity_replicas_lost_with_a_node_are_replaced_on_a_survivor(faul
     anti = faults["anti"]
     assert anti["distinct"] == anti["replicas"]
     assert anti["replacement_distinct"] and anti["replacement_alive"]
+
+
+def test_a_rebalance_plan_moves_replicas_to_a_node_that_joined(faults):
+    """Replicas two per node, then a node joins: the plan's one move goes to the new node, the
+    replicas (read inside) end up within one of each other after starting the new before
+    killing the old, and the policy's next placements fill the nodes holding fewer: two on
+    every node (a ledger that missed the moves would put them on the new node)."""
+    moved = faults["rebalance"]
+    assert moved["before"] == [2] * len(moved["before"])
+    assert moved["moves"] >= 1 and moved["moved_to_new"] and moved["on_new_node"] >= 1
+    assert max(moved["after"]) - min(moved["after"]) <= 1, moved
+    assert moved["final"] == [2] * len(moved["final"]), moved
 
 
 def _decoy(cmdline_path: str, user: str | None = None) -> subprocess.Popen:

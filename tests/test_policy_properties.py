@@ -659,3 +659,79 @@ def test_anti_affinity_from_8_threads_stays_distinct():
     policy = AntiAffinity(max_per_node=80)
     counts = Counter(d.node_name for d in _hammer(policy, snap))
     assert sum(counts.values()) == 8000 and set(counts.values()) == {80}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 6), st.integers(0, 30), st.sampled_from([None, 2, 4]),
+       st.sampled_from([None, 1, 2]), st.booleans(), st.data())
+def test_a_rebalance_plan_restores_the_spread_and_the_ledger_follows_the_moves(
+        before, joined, k, cap, skew, by_zone, data):
+    """Generated clusters that lose nodes and gain new ones between placing and planning: after
+    every move of the plan is recorded, each placement not stranded is on a live node, no slot
+    is above the cap, the most- and least-used slots differ by at most max_skew (1 without it)
+    unless the cap stops it, and releasing every decision empties the ledger. Where each
+    placement is now is kept here from the decisions and the moves, not read from the policy."""
+    zone_of = {i: f"z{i % 3}" for i in range(before + joined)}
+    first = ClusterSnapshot.from_dicts([
+        {"id": f"n{i}", "label": f"node{i}", "labels": {"zone": zone_of[i]}}
+        for i in range(before)])
+    topology = "zone" if by_zone else None
+    policy = AntiAffinity(max_per_node=cap, max_skew=skew, topology=topology)
+    decisions = []
+    for _ in range(k):
+        try:
+            decisions.append(policy.decide(first))
+        except PlacementError:
+            break
+    alive = data.draw(st.lists(st.booleans(), min_size=before, max_size=before))
+    second = ClusterSnapshot.from_dicts([
+        {"id": f"n{i}", "label": f"node{i}", "labels": {"zone": zone_of[i]},
+         "alive": i >= before or alive[i]} for i in range(before + joined)], previous=first)
+    slot_of = {n.node_id: (n.labels["zone"] if by_zone else n.node_id) for n in second.live}
+    where = {d.ticket: d.node.node_id for d in decisions}
+    plan = policy.rebalance_plan(second)
+    assert len({m.ticket for m in plan.moves}) == len(plan.moves)  # each moves once
+    for move in plan.moves:
+        assert where[move.ticket] == move.from_node
+        policy.record_move(move)
+        where[move.ticket] = move.to.node_id
+    kept = [t for t in where if t not in plan.stranded]
+    assert all(where[t] in slot_of for t in kept)
+    per_slot = Counter(slot_of[where[t]] for t in kept)
+    counts = [per_slot.get(slot, 0) for slot in set(slot_of.values())]
+    limit = cap if (cap is not None) else (None if skew is not None else 1)
+    if counts:
+        assert limit is None or max(counts) <= limit
+        if limit is None or min(counts) < limit:
+            assert max(counts) - min(counts) <= (skew or 1), (per_slot, plan.table())
+    # stranded only when no live slot has room
+    assert not plan.stranded or not counts or (limit is not None and min(counts) >= limit)
+    for decision in decisions:
+        policy.release(decision)
+    assert not policy._used.counts
+
+
+def test_record_move_refuses_a_stale_or_foreign_move_and_live_ledgers():
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}])
+    apart = AntiAffinity(max_per_node=2)
+    first, second = apart.decide(snap), apart.decide(snap)
+    grown = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+                                        {"id": "b", "label": "node1"}], previous=snap)
+    plan = apart.rebalance_plan(grown)
+    assert "node1" in plan.table() and "restores the spread" in plan.table()
+    move = plan.moves[0]
+    apart.record_move(move)
+    with pytest.raises(ValueError, match="no longer on node"):
+        apart.record_move(move)  # already moved
+    with pytest.raises(ValueError, match="not held"):
+        AntiAffinity().record_move(move)
+    with pytest.raises(TypeError, match="Move"):
+        apart.record_move((move.ticket, "a"))
+    with pytest.raises(ValueError, match="live=True"):
+        AntiAffinity(live=True).rebalance_plan(grown)
+    with pytest.raises(TypeError, match="ClusterSnapshot"):
+        apart.rebalance_plan(None)
+    assert not apart.rebalance_plan(grown).moves  # 1 and 1: nothing left to move
+    apart.release(first)
+    apart.release(second)
+    assert not apart._used.counts

@@ -28,6 +28,7 @@ from .locality import Locality
 from .needs import Needs
 from .packing import Packing
 from .plan import Plan
+from .rebalance import Move, Rebalance
 from .request import Demand, Request, make_request
 from .round_robin import RoundRobin
 from .spread import AntiAffinity
@@ -48,12 +49,14 @@ __all__ = [
     "LeastLoaded",
     "Local",
     "Locality",
+    "Move",
     "Needs",
     "NodeSet",
     "Packing",
     "PlacedHandle",
     "Plan",
     "Policy",
+    "Rebalance",
     "Request",
     "Reserved",
     "RoundRobin",

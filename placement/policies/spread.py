@@ -32,13 +32,14 @@ from typing import Any
 from .. import errors
 from ..errors import PlacementError
 from ..naming import RAY_LABEL_NAME, natural_key
-from ..snapshot import NodeInfo
+from ..snapshot import ClusterSnapshot, NodeInfo
 from .base import Choice, Hold, Outcome, Policy, Refusal
 from .bounded import NODE_SETS_PER_LEDGER, PER_NODE_INDEXES, Bounded
 from .candidates import Candidates, NodeSet, not_here, shown
 from .decision import DEFAULT_PIN_AMOUNT
 from .ledger import LeastIndex, Ledger
 from .needs import Needs
+from .rebalance import Move, Rebalance, plan_moves
 from .request import Demand, Request
 
 
@@ -445,11 +446,87 @@ class AntiAffinity(StrictPolicy):
 
     def _reserve(self, request: Request, choice: Choice) -> Hold:
         slot, ledger = choice[3]
-        node_id = choice[0].node_id
+        return self._take(slot, ledger, choice[0].node_id)
+
+    def _take(self, slot: Hashable, ledger: Ledger | None, node_id: str) -> Hold:
         self._used.change(slot, +1)
         self._count_member(ledger, node_id, +1)
         self._placed += 1
         return slot, ledger, node_id
+
+    # -- rebalancing ------------------------------------------------------------------------------
+
+    def rebalance_plan(self, snapshot: ClusterSnapshot) -> Rebalance:
+        """The moves that would restore this spread on ``snapshot`` (nodes joined or left):
+        placements on nodes that left go to the least-used slot with room, then placements
+        move from the most-used slot to the least-used while they differ by more than
+        ``max_skew`` (1 without it). Pure: nothing moves and the ledger does not change;
+        apply a move with ``record_move`` once its new work runs.
+
+        >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}])
+        >>> apart = AntiAffinity(max_per_node=2)
+        >>> first, second = apart.decide(snap), apart.decide(snap)
+        >>> grown = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+        ...                                     {"id": "b", "label": "node1"}], previous=snap)
+        >>> plan = apart.rebalance_plan(grown)
+        >>> [(m.ticket == second.ticket, m.to.label) for m in plan.moves]
+        [(True, 'node1')]
+        >>> apart.record_move(plan.moves[0])     # the new replica runs on node1, the old ended
+        >>> apart.decide(grown).node_name
+        'node0'
+        """
+        if not isinstance(snapshot, ClusterSnapshot):
+            raise TypeError(f"rebalance_plan() takes a ClusterSnapshot, got "
+                            f"{type(snapshot).__name__}: placement.current_snapshot(refresh=True)")
+        if self.live or self.shared is not None:
+            raise ValueError(
+                "rebalance_plan() moves placements this driver's ledger holds until released: "
+                "with live=True a replica's slot follows its work (end it, and the next "
+                "placement takes the least-used node); with shared= other drivers hold slots too")
+        pin = None if self.soft else self.pin_amount
+        with self._lock:
+            placed = [(ticket, node_id, slot) for ticket, (slot, _, node_id)
+                      in self._kept.items()]
+        try:
+            cands = Candidates.of(snapshot, self.backend, pin, self.where)
+        except PlacementError:
+            return Rebalance(repr(self), (), tuple(sorted(t for t, _, _ in placed)))
+        space = Domains(cands.all, self.topology)
+        members: dict[Hashable, Sequence[NodeInfo]] = (
+            {slot: nodes.nodes for slot, nodes in space.members.items()}
+            if self.topology is not None else {node.node_id: (node,) for node in cands.all.nodes})
+        moves, stranded = plan_moves(placed, tuple(space.slots), members, self.max_per_node,
+                                     self.max_skew or 1)
+        return Rebalance(repr(self), moves, stranded)
+
+    def record_move(self, move: Move) -> None:
+        """Record in the ledger that placement ``move.ticket`` now runs on ``move.to`` (its new
+        work started there and the old one ended): its decision keeps its ticket, and its
+        ``release`` gives back the new slot.
+
+        Raises ValueError when the placement is not held (released, or another policy's) or is
+        no longer where the plan found it (make a new plan)."""
+        if not isinstance(move, Move):
+            raise TypeError(f"record_move() takes a Move from rebalance_plan(), got "
+                            f"{type(move).__name__}")
+        with self._lock:
+            hold = self._kept.get(move.ticket)
+            if hold is None:
+                raise ValueError(f"placement {move.ticket} is not held by {self!r}: released, "
+                                 "or placed by another policy")
+            if hold[2] != move.from_node:
+                raise ValueError(f"placement {move.ticket} is no longer on node "
+                                 f"{move.from_node[:8]}: make a new rebalance_plan()")
+            if self.topology is None:
+                slot: Hashable | None = move.to.node_id
+            else:
+                slot = move.to.labels.get(self.topology)
+                if slot is None:
+                    raise ValueError(f"node {shown([move.to])[0]} has no label "
+                                     f"{self.topology!r}: make a new rebalance_plan()")
+            self._unreserve(hold)
+            ledger = None if self.topology is None else self._per_node
+            self._kept[move.ticket] = self._take(slot, ledger, move.to.node_id)
 
     def _unreserve(self, hold: Hold) -> None:
         slot, ledger, node_id = hold
