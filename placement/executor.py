@@ -27,10 +27,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import numbers
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 
 import ray
@@ -139,17 +141,31 @@ _Queued = tuple[float, int, _Item]
 
 
 def check_cost(cost: object) -> float:
-    """A call's cost: a finite number >= 0 (seconds, bytes, rows: only the order matters)."""
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)):
+    """A call's cost: a real number >= 0 (seconds, bytes, rows: only the order matters), numpy's
+    and ``Decimal`` too; integers past a float's range count as infinity (the costliest).
+
+    >>> check_cost(3), check_cost(Decimal("2.5")), check_cost(10**400), check_cost(-0.0)
+    (3.0, 2.5, inf, 0.0)
+    """
+    if isinstance(cost, bool) or not isinstance(cost, (numbers.Real, Decimal)):
         raise TypeError(f"a cost must be a number (a size, rows, expected seconds), got "
                         f"{type(cost).__name__}: make cost= return one, e.g. cost=len")
     try:
         value = float(cost)
     except OverflowError:
-        value = math.inf
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"a cost must be a finite number >= 0, got {cost!r:.40}")
-    return value
+        value = math.inf if cost > 0 else -math.inf  # type: ignore[operator]
+    except ValueError:  # Decimal("sNaN")
+        value = math.nan
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"a cost must be a number >= 0, got {_shown(cost)}")
+    return value + 0.0  # -0.0 is 0.0
+
+
+def _shown(number: object) -> str:
+    """``number`` for a message: an integer too long to print is described."""
+    if isinstance(number, int) and number.bit_length() > 128:
+        return f"an integer of {number.bit_length()} bits"
+    return f"{number!r:.40}"
 
 
 class PlacementExecutor(Executor):

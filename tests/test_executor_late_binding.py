@@ -3,12 +3,16 @@ where and in which order calls ran is read inside them."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 import ray
 
 from placement import LeastLoaded, PlacementExecutor, RoundRobin, current_snapshot
+from placement.executor import check_cost
 
 from .conftest import SESSION_NODES
 
@@ -144,9 +148,24 @@ def test_default_max_workers_counts_the_slots_of_the_calls(ray_cluster):
         assert none.max_workers == 2 * cpus  # calls that take no CPU: twice the CPUs
 
 
+def test_costs_are_any_real_number_at_least_zero():
+    """Any numbers.Real (numpy's register as one), Decimal; integers past a float's range are
+    the costliest; the message for a huge negative one is still built."""
+    good = [(3, 3.0), (Fraction(5, 2), 2.5), (Decimal("2.5"), 2.5), (10**400, math.inf),
+            (math.inf, math.inf), (-0.0, 0.0), (Decimal("-0"), 0.0)]
+    for cost, value in good:
+        assert check_cost(cost) == value and math.copysign(1, check_cost(cost)) == 1
+    for bad in (math.nan, -1, Decimal("-0.1"), Decimal("NaN"), Decimal("sNaN"), -10**5000):
+        with pytest.raises(ValueError, match="a cost must be a number >= 0"):
+            check_cost(bad)
+    for bad in (True, "1", [1], None, 1j):
+        with pytest.raises(TypeError, match="a cost must be a number"):
+            check_cost(bad)
+
+
 def test_bad_costs_are_refused_before_anything_is_queued(ray_cluster):
     with PlacementExecutor(RoundRobin()) as pool:
-        for bad in (-1, float("nan"), float("inf"), 10**400, "5", None, True):
+        for bad in (-1, float("nan"), -10**400, Decimal("sNaN"), "5", None, True):
             with pytest.raises((TypeError, ValueError), match="cost"):
                 pool.submit_with_cost(bad, abs, 1)
             with pytest.raises((TypeError, ValueError), match="cost"):

@@ -251,5 +251,6 @@ def test_decisions_pickle_with_their_node():
     assert again == decision and again.node.labels == {"zone": "z1"} and again.local_bytes == 5
     with pytest.raises(TypeError, match="data must map node ids"):
         Locality().decide(snap, data=[("a", 5)])
-    with pytest.raises(ValueError, match=">= 0 bytes"):
-        Locality().decide(snap, data={"a": -5})
+    for bad in (-5, 2**63, 2**1024, -10**5000):
+        with pytest.raises(ValueError, match="bytes >= 0 and below 2\\*\\*63"):
+            Locality().decide(snap, data={"a": bad})

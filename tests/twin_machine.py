@@ -86,6 +86,8 @@ FAMILIES: dict[str, list] = {
         lambda: LeastLoaded(choices=2, seed=4) & AntiAffinity(max_per_node=3, strict=False),
         lambda: (AntiAffinity() & LeastLoaded()) | RoundRobin(),
         lambda: Packing() & AntiAffinity(topology="zone", max_skew=2, min_domains=2),
+        lambda: (Locality() | RoundRobin(seed=5)) & AntiAffinity(max_per_node=2),
+        lambda: AntiAffinity(max_skew=1) & RoundRobin(weights="capacity", seed=6),
     ],
 }
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import itertools
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Protocol
@@ -516,10 +517,10 @@ class Policy(abc.ABC):
             return NotImplemented
         return Fallback(self, other)
 
-    def __and__(self, other: Policy) -> AllOf:
+    def __and__(self, other: Policy) -> Policy:
         if not isinstance(other, Policy):
             return NotImplemented
-        return AllOf(self, other)
+        return all_of(self, other)
 
     def __repr__(self) -> str:
         defaults = {"soft": self.default_soft, "backend": self.default_backend,
@@ -605,8 +606,21 @@ class Composite(Policy):
     def _config(self) -> dict[str, Any]:
         return {}
 
-    def clone(self) -> Composite:
-        return type(self)(*(p.clone() for p in self.policies))
+    def _group_error(self) -> ValueError:
+        return next(p for p in self.policies if p.needs.group)._group_error()
+
+    def clone(self, memo: dict[int, Policy] | None = None) -> Composite:
+        """Members cloned once each: one shared by two alternatives (``(a | b) & c`` is
+        ``(a & c) | (b & c)``) stays shared in the twin."""
+        memo = {} if memo is None else memo
+        twins = []
+        for member in self.policies:
+            twin = memo.get(id(member))
+            if twin is None:
+                twin = memo[id(member)] = (member.clone(memo) if isinstance(member, Composite)
+                                           else member.clone())
+            twins.append(twin)
+        return type(self)(*twins)
 
 
 class Fallback(Composite):
@@ -700,8 +714,9 @@ class AllOf(Composite):
     member's own choice is judged by all the others, and so on: at most one proposal per member,
     never a pass over the nodes. So it can refuse while some node every member allows exists
     elsewhere; the refusal names which member refused which node, and why. Members after the
-    first must be able to judge a node another chose (``AntiAffinity``, ``LeastLoaded``); the
-    first member's ``backend`` and ``soft`` tell Ray how to pin the placement.
+    first must be able to judge a node another chose (``AntiAffinity``, ``LeastLoaded``,
+    ``RoundRobin``); the first member's ``backend`` and ``soft`` tell Ray how to pin the
+    placement. Build it with ``&``, which distributes over ``|`` (``all_of``).
 
     >>> from placement.policies import AntiAffinity
     >>> snap = ClusterSnapshot.from_dicts(
@@ -723,27 +738,39 @@ class AllOf(Composite):
     def __init__(self, *policies: Policy) -> None:
         super().__init__(*policies)
         flat = self.policies
+        for policy in flat:
+            if isinstance(policy, Fallback):
+                raise ValueError(
+                    f"AllOf takes no fallback ({policy!r}) as a member: write it with &, which "
+                    "distributes over |: (a | b) & c is (a & c) | (b & c)")
+        if sum(p._claims is not None for p in flat) > 1:
+            raise ValueError(
+                f"{' & '.join(map(repr, flat))} has two members with shared=: a placement "
+                "carries one claim across drivers; share one of them only")
         for policy in flat[1:]:
             if not policy.judges:
                 raise ValueError(
                     f"{policy!r} can only come first in a & b: it chooses a node but cannot "
-                    "judge one another member chose; put it first, or use AntiAffinity or "
-                    "LeastLoaded after the &")
+                    "judge one another member chose; put it first, or use AntiAffinity, "
+                    "LeastLoaded or RoundRobin after the &")
         # A placement counts in a tracking member until its work ends: the whole placement is
         # released then (in every member that keeps placements).
         self._tracked = any(p._tracked for p in flat)
+        # Taken in the order of their ids, as every AllOf takes them: two that share members
+        # in another order (x & y, y & x) never wait on each other.
+        self._locks = sorted({id(p._lock): p._lock for p in flat}.values(), key=id)
 
     def _attempt(self, snapshot: ClusterSnapshot, request: Request) -> Decision | Refusal:
         with self._lock:
-            locked = 0
-            try:  # every member's lock, in order, once for the whole attempt
-                for member in self.policies:
-                    member._lock.acquire()
-                    locked += 1
+            locked: list[threading.RLock] = []
+            try:  # every member's lock once for the whole attempt, in one order for all
+                for lock in self._locks:
+                    lock.acquire()
+                    locked.append(lock)
                 return self._attempt_locked(self._newest_of(snapshot), request)
             finally:
-                for member in self.policies[:locked]:
-                    member._lock.release()
+                for lock in reversed(locked):
+                    lock.release()
 
     def _attempt_locked(self, snapshot: ClusterSnapshot,
                         request: Request) -> Decision | Refusal:
@@ -832,6 +859,19 @@ class AllOf(Composite):
     def __repr__(self) -> str:
         return " & ".join(f"({p!r})" if isinstance(p, Fallback) else repr(p)
                           for p in self.policies)
+
+
+def all_of(*policies: Policy) -> Policy:
+    """``a & b``: an AllOf; over a fallback it distributes, ``(a | b) & c`` being
+    ``(a & c) | (b & c)`` with the one ``c`` (its ledger counts the placements of both).
+
+    >>> from placement.policies import AntiAffinity, Locality, RoundRobin
+    >>> (Locality() | RoundRobin()) & AntiAffinity(max_per_node=2)
+    Locality() & AntiAffinity(max_per_node=2) | RoundRobin() & AntiAffinity(max_per_node=2)
+    """
+    alternatives = [p.policies if isinstance(p, Fallback) else (p,) for p in policies]
+    combined = [AllOf(*chosen) for chosen in itertools.product(*alternatives)]
+    return combined[0] if len(combined) == 1 else Fallback(*combined)
 
 
 def _named(refusals: list[tuple[str, PlacementError]]) -> PlacementError:

@@ -111,8 +111,10 @@ NOTHING = Demand()
 
 class Request(NamedTuple):
     """One placement to decide: what it needs, its group (Packing), the caller's node (Local),
-    where its arguments' data is (Locality): (node id, bytes) pairs, and the nodes of the actors
-    it follows (Affinity(actor)): (id of the actor handle, node id) pairs.
+    where its arguments' data is (Locality): (node id, bytes) pairs, most bytes first, and the
+    nodes of the actors it follows (Affinity(actor)): (id of the actor handle, node id) pairs.
+    ``make_request`` checks the fields and puts the pairs in that order; a Request built by hand
+    is taken as it is (proposals do not check it again).
 
     >>> Request(Demand({"CPU": 1}), group="p3") == Request(Demand({"CPU": 1.0}), group="p3")
     True
@@ -181,6 +183,9 @@ def check_request(request: object) -> Request:
     return request
 
 
+MAX_BYTES = 2**63  # past any object store: a larger size is a bug in the caller
+
+
 def data_pairs(data: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
     """Bytes per node id as a request carries them: (node id, bytes) pairs, most bytes first."""
     if not isinstance(data, Mapping):
@@ -190,8 +195,9 @@ def data_pairs(data: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
         if not isinstance(node_id, str) or isinstance(size, bool) or not isinstance(size, int):
             raise TypeError(f"data must map node ids (str) to whole numbers of bytes, got "
                             f"{node_id!r}: {size!r}")
-        if size < 0:
-            raise ValueError(f"data[{node_id!r}] must be >= 0 bytes, got {size}")
+        if not 0 <= size < MAX_BYTES:
+            raise ValueError(f"data[{node_id!r}] must be bytes >= 0 and below 2**63, got "
+                             f"{size if size.bit_length() < 128 else 'a longer integer'}")
     return tuple(sorted(data.items(), key=lambda pair: (-pair[1], pair[0])))
 
 

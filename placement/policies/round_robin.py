@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import errors
 from ..errors import PlacementError
-from ..snapshot import BY_ORDER, ClusterSnapshot
+from ..snapshot import BY_ORDER, ClusterSnapshot, NodeInfo
 from .base import Choice, Hold, Outcome, Policy, Refusal, not_a_decision
 from .bounded import (
     DEMANDS_PER_POLICY,
@@ -40,7 +40,7 @@ from .bounded import (
     PROCESS_WEIGHTINGS,
     Bounded,
 )
-from .candidates import Candidates, NodeSet, shown
+from .candidates import Candidates, NodeSet, not_here, shown
 from .decision import DEFAULT_PIN_AMOUNT, Decision
 from .ledger import draw
 from .request import Demand, Request, finite
@@ -82,6 +82,7 @@ _PROCESS_LOCK = threading.RLock()
 
 _NEXT = "next in round-robin order"
 _NEXT_WEIGHTED = "next in weighted round-robin order"
+_ALLOWED = "allowed (the rotation carries on after it)"
 _REFILL = "its turn came while a failed submission held it: taken now"
 _HOLES = 64  # owed nodes kept per demand
 
@@ -268,6 +269,25 @@ class RoundRobin(Policy):
         node = nodes.nodes[i]
         position = [node.order_key, nodes, i, turns, step + 1, offsets, None, False]
         return (node, _NEXT_WEIGHTED, False, (demand, position), 0)
+
+    judges = True
+
+    def _choose_at(self, cands: Candidates, request: Request, node: NodeInfo) -> Outcome:
+        """Allow any candidate that can hold the demand: the rotation carries on after ``node``
+        (another member's choice), so a turn an ``&`` refused is not asked again and again."""
+        wrong = not_here(cands, request.demand, node)
+        if wrong is not None:
+            return Refusal.of(wrong)
+        own = self._choose(cands, request)
+        if isinstance(own, Refusal) or own[0] is node:
+            return own
+        demand, position = own[3][0], own[3][1]
+        if len(own[3]) == 3:  # the turn owed to a hole stays owed: a plain turn at node
+            position = [None, None, 0, None, 0, (), None, False]
+        nodes = cands.node_set(demand)
+        i = bisect.bisect_left(nodes.nodes, node.order_key, key=BY_ORDER)
+        moved = [node.order_key, nodes, i, *position[3:]]
+        return (node, _ALLOWED, False, (demand, moved), 0)
 
     def _refill(self, demand: Demand, nodes: NodeSet) -> Choice | None:
         """The node of a proposal rolled back after a later one of the same demand stood (the
