@@ -156,7 +156,7 @@ def check_cost(cost: object) -> float:
         value = math.inf if cost > 0 else -math.inf  # type: ignore[operator]
     except ValueError:  # Decimal("sNaN")
         value = math.nan
-    if math.isnan(value) or value < 0:
+    if math.isnan(value) or cost < 0:
         raise ValueError(f"a cost must be a number >= 0, got {_shown(cost)}")
     return value + 0.0  # -0.0 is 0.0
 
@@ -165,7 +165,10 @@ def _shown(number: object) -> str:
     """``number`` for a message: an integer too long to print is described."""
     if isinstance(number, int) and number.bit_length() > 128:
         return f"an integer of {number.bit_length()} bits"
-    return f"{number!r:.40}"
+    try:
+        return f"{number!r:.40}"
+    except ValueError:  # Fraction(-10**5000): too long to print
+        return f"a {type(number).__name__} too long to print"
 
 
 class PlacementExecutor(Executor):

@@ -155,7 +155,8 @@ def test_costs_are_any_real_number_at_least_zero():
             (math.inf, math.inf), (-0.0, 0.0), (Decimal("-0"), 0.0)]
     for cost, value in good:
         assert check_cost(cost) == value and math.copysign(1, check_cost(cost)) == 1
-    for bad in (math.nan, -1, Decimal("-0.1"), Decimal("NaN"), Decimal("sNaN"), -10**5000):
+    for bad in (math.nan, -1, Decimal("-0.1"), Decimal("NaN"), Decimal("sNaN"), -10**5000,
+                Decimal("-1E-400"), Fraction(-1, 10**400), Fraction(-10**5000, 1)):
         with pytest.raises(ValueError, match="a cost must be a number >= 0"):
             check_cost(bad)
     for bad in (True, "1", [1], None, 1j):

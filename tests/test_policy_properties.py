@@ -329,6 +329,47 @@ def test_round_robin_judging_in_an_all_of_moves_on_past_a_refused_turn():
         "node0": 2, "node1": 2, "node2": 2}
 
 
+def test_round_robin_leading_an_all_of_stays_even_over_the_nodes_it_places_on():
+    """A turn another member refuses stays the turn: the rotation places evenly on z0's three
+    nodes while the zone spread sends every other placement to z1's one node."""
+    snap = ClusterSnapshot.from_dicts([
+        {"id": f"n{i}", "label": f"node{i}", "labels": {"zone": "z0" if i < 3 else "z1"}}
+        for i in range(4)])
+    policy = RoundRobin(seed=0) & AntiAffinity(topology="zone", max_skew=1)
+    placed = Counter(policy.decide(snap).node_name for _ in range(60))
+    assert placed == {"node0": 10, "node1": 10, "node2": 10, "node3": 30}
+    only = AntiAffinity() & RoundRobin(weights={"node0": 1})
+    assert only.decide(snap).node_name == "node0"
+    with pytest.raises(PlacementError, match="give node node1 no share"):
+        only.decide(snap)
+
+
+def test_all_of_members_decide_on_the_newest_snapshot_any_of_them_saw():
+    old = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"}, {"id": "b", "label": "node1"}])
+    new = ClusterSnapshot.from_dicts([{"id": "b", "label": "node1"}, {"id": "c", "label": "node2"}],
+                                     previous=old)
+    cap = AntiAffinity(max_per_node=5)
+    (RoundRobin() & cap).decide(new)  # the cap has seen node0 leave
+    both = LeastLoaded(weights="equal") & cap
+    assert {both.decide(old).node_name for _ in range(4)} == {"node1", "node2"}
+
+
+def test_an_all_of_keeps_nothing_for_members_that_keep_nothing_and_commits_every_member():
+    """RoundRobin's history is cut when a placement is committed, in an & too; an & of members
+    that keep no placements holds none (nothing would release them)."""
+    snap = ClusterSnapshot.from_dicts([{"id": c, "label": f"node{i}"}
+                                       for i, c in enumerate("abc")])
+    history = RoundRobin(seed=1)
+    plain = history & RoundRobin()
+    capped = AntiAffinity(max_per_node=10**9) & RoundRobin()
+    for _ in range(300):
+        plain.decide(snap)
+        capped.release(capped.decide(snap))
+    assert not plain.keeps and not plain._kept and not capped._kept
+    [at] = history._at.values()
+    assert at[6] is None  # committed: what it replaced is not kept (the chain stays short)
+
+
 def test_all_of_sharing_members_in_another_order_takes_their_locks_in_one_order():
     x, y = AntiAffinity(max_skew=1), LeastLoaded()
     forth, back = x & y, y & x

@@ -218,6 +218,11 @@ class Policy(abc.ABC):
         """Give back a committed placement's slot (its work ended)."""
         self._unreserve(hold)
 
+    def _committed(self, hold: Hold) -> None:
+        """The placement ``hold`` stands for was committed (an ``a & b`` commits its members'
+        holds through this): drop what only a rollback needed. The default keeps nothing."""
+        return None
+
     def _follow(self, cands: Candidates) -> None:
         """Bring per-node-set state up to ``cands`` (a refreshed snapshot's), under the lock,
         so the next decision builds nothing. The default keeps none."""
@@ -565,8 +570,9 @@ class Composite(Policy):
         if len(flat) < 2:
             raise ValueError(f"{name} needs at least two policies: first {self.symbol} second")
         if len({id(p) for p in flat}) < len(flat):
-            raise ValueError(f"a policy appears twice in this {name}: each member keeps its own "
-                             "ledger, so give each place its own policy object")
+            raise ValueError(f"a policy appears twice in one {self.symbol}: it would count one "
+                             "placement twice in its ledger; give each place its own policy "
+                             "object")
         first = flat[0]
         super().__init__(soft=first.soft, backend=first.backend, pin_amount=first.pin_amount,
                          cache=first.cache,
@@ -754,8 +760,9 @@ class AllOf(Composite):
                     "judge one another member chose; put it first, or use AntiAffinity, "
                     "LeastLoaded or RoundRobin after the &")
         # A placement counts in a tracking member until its work ends: the whole placement is
-        # released then (in every member that keeps placements).
+        # released then (in every member that keeps placements). Kept only if one keeps it.
         self._tracked = any(p._tracked for p in flat)
+        self.keeps = any(p.keeps for p in flat)
         # Taken in the order of their ids, as every AllOf takes them: two that share members
         # in another order (x & y, y & x) never wait on each other.
         self._locks = sorted({id(p._lock): p._lock for p in flat}.values(), key=id)
@@ -772,9 +779,22 @@ class AllOf(Composite):
                 for lock in reversed(locked):
                     lock.release()
 
+    def commit(self, decision: Decision) -> None:
+        if decision.__class__ is not Decision:
+            raise not_a_decision(decision)
+        hold = self._open.pop(decision.ticket, _NONE)
+        if hold is _NONE:
+            return
+        for member, member_hold in hold:
+            member._committed(member_hold)
+        if self.keeps:
+            self._kept[decision.ticket] = hold
+
     def _attempt_locked(self, snapshot: ClusterSnapshot,
                         request: Request) -> Decision | Refusal:
         members = self.policies
+        for member in members:  # all decide on the newest snapshot any of them has seen
+            snapshot = member._newest_of(snapshot)
         self._newest = snapshot
         cands: list[Candidates] = []
         for member in members:

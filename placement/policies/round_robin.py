@@ -82,7 +82,7 @@ _PROCESS_LOCK = threading.RLock()
 
 _NEXT = "next in round-robin order"
 _NEXT_WEIGHTED = "next in weighted round-robin order"
-_ALLOWED = "allowed (the rotation carries on after it)"
+_ALLOWED = "allowed (not its turn: the rotation stays where it was)"
 _REFILL = "its turn came while a failed submission held it: taken now"
 _HOLES = 64  # owed nodes kept per demand
 
@@ -273,21 +273,25 @@ class RoundRobin(Policy):
     judges = True
 
     def _choose_at(self, cands: Candidates, request: Request, node: NodeInfo) -> Outcome:
-        """Allow any candidate that can hold the demand: the rotation carries on after ``node``
-        (another member's choice), so a turn an ``&`` refused is not asked again and again."""
-        wrong = not_here(cands, request.demand, node)
+        """Allow a node of its own that can hold the demand (and that its weights give a share):
+        its own turn moves the rotation; another node leaves the rotation where it is, so the
+        turn comes again at the next placement and the rotation stays even over the nodes it
+        places on (another member's choices are that member's balance)."""
+        mine = cands.get(node.node_id)
+        wrong = not_here(cands, request.demand, mine if mine is not None else node)
         if wrong is not None:
             return Refusal.of(wrong)
+        assert mine is not None  # not_here refuses a node that is not a candidate
+        if isinstance(self.weights, Mapping) and self.weights.get(
+                mine.label or "", self.weights.get(mine.node_id, 0.0)) <= 0:
+            return Refusal(errors.UNKNOWN_LABEL, lambda: PlacementError(
+                errors.UNKNOWN_LABEL, f"weights={self.weights!r} give node {shown([mine])[0]} "
+                "no share", "name the node in weights=, or let another member choose",
+                shown([mine])))
         own = self._choose(cands, request)
-        if isinstance(own, Refusal) or own[0] is node:
+        if isinstance(own, Refusal) or own[0] is mine:
             return own
-        demand, position = own[3][0], own[3][1]
-        if len(own[3]) == 3:  # the turn owed to a hole stays owed: a plain turn at node
-            position = [None, None, 0, None, 0, (), None, False]
-        nodes = cands.node_set(demand)
-        i = bisect.bisect_left(nodes.nodes, node.order_key, key=BY_ORDER)
-        moved = [node.order_key, nodes, i, *position[3:]]
-        return (node, _ALLOWED, False, (demand, moved), 0)
+        return (mine, _ALLOWED, False, None, 0)
 
     def _refill(self, demand: Demand, nodes: NodeSet) -> Choice | None:
         """The node of a proposal rolled back after a later one of the same demand stood (the
@@ -301,6 +305,9 @@ class RoundRobin(Policy):
         return None
 
     def _reserve(self, request: Request, choice: Choice) -> Hold:
+        if choice[3] is None:  # allowed another member's node: the rotation does not move
+            self._made += 1
+            return None
         if len(choice[3]) == 3:  # a refill: the rotation does not move
             demand, hole, _ = choice[3]
             _drop(self._holes.get(demand), [hole])
@@ -333,12 +340,16 @@ class RoundRobin(Policy):
         proposals open at once)."""
         if decision.__class__ is not Decision:
             raise not_a_decision(decision)
-        hold = self._open.pop(decision.ticket, None)
+        self._committed(self._open.pop(decision.ticket, None))
+
+    def _committed(self, hold: Hold) -> None:
         if hold is not None and len(hold) == 2:  # not a refill: a refilled hole stays as it was
             hold[1][6] = None
 
     def _unreserve(self, hold: Hold) -> None:
         self._made -= 1
+        if hold is None:
+            return
         if len(hold) == 3:  # a refill given back: the hole is open again
             self._owe(hold[0], hold[1])
             return
