@@ -66,6 +66,7 @@ class FakeCluster:
             "NodeID": f"{i:056x}",
             "Alive": True,
             "NodeManagerAddress": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+            "NodeManagerPort": 40000 + i % 20000,
             "Resources": {"CPU": float(1 + i % 8), f"node{i}": 1000.0, "memory": 8e9,
                           f"node:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}": 1.0},
             "Labels": {"ray.io/node-id": f"{i:056x}", "placement.node": f"node{i}",

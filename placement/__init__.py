@@ -58,6 +58,7 @@ PUBLIC: dict[str, str] = {
     "Audit": "placement.audit",
     "AuditReport": "placement.audit",
     "explain": "placement.diagnosis",
+    "get": "placement.deadlines",
     "Explanation": "placement.diagnosis",
     "remove_shared_ledger": "placement.shared",
     "shared_counts": "placement.shared",
@@ -108,6 +109,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the table's names, re-e
     from .cluster import SnapshotCache as SnapshotCache
     from .cluster import current_snapshot as current_snapshot
     from .cluster import read_snapshot as read_snapshot
+    from .deadlines import get as get
     from .diagnosis import Explanation as Explanation
     from .diagnosis import explain as explain
     from .errors import ClusterNotFoundError as ClusterNotFoundError

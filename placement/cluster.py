@@ -21,6 +21,7 @@ import ray
 from . import _ray
 from .errors import ClusterNotFoundError
 from .naming import DEFAULT_LABEL_PREFIX, LABEL_KEY
+from .reachability import REACHABILITY
 from .snapshot import ClusterSnapshot
 
 # One ray.nodes() call per 2 s is noise (docs/benchmarks.rst, "Cluster reads"), and a dead
@@ -45,6 +46,10 @@ def read_snapshot(
             "Ray is not initialised in this process: call placement.connect() (or ray.init()) first"
         )
     nodes = ray.nodes()
+    left_out = REACHABILITY.ejected()
+    if left_out:  # unreachable, not yet dead to Ray: read as gone (reachability.py)
+        nodes = [dict(raw, Alive=False) if raw.get("NodeID") in left_out else raw
+                 for raw in nodes]
     try:
         available = _ray.available_resources_per_node()
     except Exception:  # noqa: BLE001 - private API moved: fall back to totals (no free counts)

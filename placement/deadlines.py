@@ -221,6 +221,27 @@ def _refused(work_id: str, watch: _Watch, reason: str) -> None:
                    watch.seconds, errors.PENDING_TIMEOUT, reason)
 
 
+def get(refs: Any, *, timeout: float | None = None) -> Any:
+    """``ray.get(refs, timeout=timeout)``, except that a task refused at its pending deadline
+    raises the PlacementError that says why, from Ray's ``TaskCancelledError`` (whose message
+    Ray leaves empty: a cancelled task's error cannot carry a reason).
+
+    >>> late = placement.RoundRobin().place(f, pending_timeout=2).remote()   # doctest: +SKIP
+    >>> placement.get(late)                                                   # doctest: +SKIP
+    Traceback (most recent call last):
+    placement.errors.PlacementError: it did not start in time: pending-timeout after 2s: ...
+    """
+    try:
+        return ray.get(refs, timeout=timeout)
+    except ray.exceptions.TaskCancelledError as cancelled:
+        for ref in refs if isinstance(refs, (list, tuple)) else [refs]:
+            if isinstance(ref, ray.ObjectRef):
+                why = refusal(ref.task_id().hex())
+                if why is not None:
+                    raise why from cancelled
+        raise
+
+
 def refusal(work_id: str) -> PlacementError | None:
     """The PlacementError for work refused at its deadline (the executor hands it to the
     caller's future), or None."""

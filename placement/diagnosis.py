@@ -15,7 +15,9 @@ train: pending (PENDING_NODE_ASSIGNMENT), pinned to node2 by Affinity('node2')
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from . import _ray
 from .cluster import current_snapshot
 from .policies import Decision
 from .policies.selector import LabelFilter
+from .reachability import REACHABILITY
 from .snapshot import NodeInfo
 
 RECORDED = 10_000  # decisions kept for explain(), the newest
@@ -134,6 +137,8 @@ class Explanation:
     policy: str | None = None
     why: str = ""
     fix: str = ""
+    # Set when its node is left out of placements now (unreachable: reachability.py).
+    left_out: str = ""
 
     def __str__(self) -> str:
         by = f" by {self.policy}" if self.policy else ""
@@ -151,6 +156,8 @@ class Explanation:
                 has = ", ".join(f"{k} {_num(self.free.get(k, 0))}" for k in sorted(self.asked))
                 line += f"; {self.node} has {has or 'nothing asked'} free now"
             lines += [line, f"  why: {self.why}", f"  fix: {self.fix}"]
+        if self.left_out:
+            lines.append(f"  left out: {self.left_out}")
         return "\n".join(lines)
 
 
@@ -254,7 +261,14 @@ def explain(work: Any) -> Explanation:
     events = [e for e in _ray.task_events()
               if (e.get("actor_id") == key and e.get("kind") == "ACTOR_CREATION_TASK"
                   if actor else e["task_id"] == key)]
-    return _explanation(events[0] if events else None, decision, *_nodes_now())
+    found = _explanation(events[0] if events else None, decision, *_nodes_now())
+    ejection = REACHABILITY.ejected().get(decision.node.node_id) if decision else None
+    if decision is None or ejection is None:
+        return found
+    at = time.strftime("%H:%M:%S", time.localtime(ejection.since))
+    return dataclasses.replace(found, left_out=(
+        f"{decision.node_name} since {at}: {ejection.why}; placements go elsewhere until it "
+        f"answers again (ejected {ejection.times} time(s) in a row)"))
 
 
 def pending(job_id: str | None = None) -> list[Explanation]:

@@ -56,7 +56,8 @@ class NodeInfo:
     total: Mapping[str, float] = field(default_factory=dict)
     is_head: bool = False
     # The fields of the ray.nodes() record it was built from (id, Alive, Resources, Labels,
-    # address), to recognise that record unchanged at the next refresh in one comparison.
+    # address, raylet port), to recognise that record unchanged at the next refresh in one
+    # comparison (and, for the port, to probe the raylet: reachability.py).
     ray_record: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
     order_key: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
@@ -456,7 +457,7 @@ def _record_of(raw: Mapping[str, Any]) -> tuple[Any, ...]:
             raise ValueError(f"a ray.nodes() record needs a 'NodeID', got {raw!r:.80}: pass "
                              "the records ray.nodes() returns") from None
         return (raw["NodeID"], raw.get("Alive", raw.get("alive", False)), raw.get("Resources"),
-                raw.get("Labels"), raw.get("NodeManagerAddress"))
+                raw.get("Labels"), raw.get("NodeManagerAddress"), raw.get("NodeManagerPort"))
 
 
 def _records_of(raws: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
@@ -479,7 +480,7 @@ def _patched_records(before: list[tuple[Any, ...] | None], nodes: list[NodeInfo]
 
 def _node_from_ray(record: tuple[Any, ...], pattern: re.Pattern[str],
                    label_key: str) -> NodeInfo:
-    node_id, alive, raw_total, raw_labels, address = record
+    node_id, alive, raw_total, raw_labels, address, port = record
     if not isinstance(node_id, str) or not node_id:
         raise ValueError(f"a ray.nodes() record has the NodeID {node_id!r:.60}: a hex string")
     # Copies: the caller's dicts may change later; the record keeps the copies (or the None a
@@ -491,14 +492,15 @@ def _node_from_ray(record: tuple[Any, ...], pattern: re.Pattern[str],
         matching = sorted((r for r in total if pattern.match(r)), key=natural_key)
         label = matching[0] if matching else None
     seen = (node_id, alive, None if raw_total is None else total,
-            None if raw_labels is None else labels, address)
+            None if raw_labels is None else labels, address, port)
     return NodeInfo(node_id=node_id, address=str(address or ""), label=label,
                     alive=bool(alive), labels=MappingProxyType(labels),
                     total=MappingProxyType(total), is_head="node:__internal_head__" in total,
                     ray_record=seen)
 
 
-_RAY_FIELDS = itemgetter("NodeID", "Alive", "Resources", "Labels", "NodeManagerAddress")
+_RAY_FIELDS = itemgetter("NodeID", "Alive", "Resources", "Labels", "NodeManagerAddress",
+                         "NodeManagerPort")
 _MISSING: Any = object()
 _BY_ID = attrgetter("node_id")
 _ALIVE = attrgetter("alive")

@@ -26,7 +26,7 @@ from typing import Any
 
 import ray
 
-from . import _ray, errors
+from . import _ray, ejection, errors
 from .autoscale import wait_for_nodes
 from .cluster import SnapshotCache, default_cache
 from .diagnosis import RECENT, work_key
@@ -113,6 +113,7 @@ class Transaction:
         self._policy = policy
         self._cache = cache_of(policy)
         self._cache.follow(policy)  # refreshes update it off the submit path
+        ejection.watch(self._cache)  # nodes that stop answering are left out within seconds
         self.demand, self.group = demand, group
         self._request: Request | None = None  # resolved on the first call (needs Ray)
         self.locations = needs.locations

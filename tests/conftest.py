@@ -134,13 +134,14 @@ def ray_cluster(local_cluster):
         yield local_cluster
     finally:
         ray.shutdown()
-        # The snapshot refresher must not outlive the connection (it looks every 0.1 s).
+        # The snapshot refresher (it looks every 0.1 s) and the probe rounds (every second, a
+        # round lasting at most a second) must not outlive the connection.
         refreshers = [t for t in threading.enumerate()
-                      if t.name == "placement-snapshot-refresher"]
+                      if t.name in ("placement-snapshot-refresher", "placement-ejection")]
         for thread in refreshers:
-            thread.join(2.0)
+            thread.join(5.0)
         left = [t.name for t in refreshers if t.is_alive()]
-        assert not left, f"{left} still running 2 s after ray.shutdown()"
+        assert not left, f"{left} still running 5 s after ray.shutdown()"
 
 
 _RAY_FIXTURES = {"local_cluster", "ray_cluster"}

@@ -90,6 +90,10 @@ def test_work_not_started_by_its_deadline_is_refused_and_never_runs(ray_cluster,
     try:
         with pytest.raises(TaskCancelledError):
             ray.get(late, timeout=120)
+        with pytest.raises(PlacementError) as told:  # placement.get says why
+            placement.get([late], timeout=120)
+        assert told.value.rule == errors.PENDING_TIMEOUT and "node2 is busy" in told.value.detail
+        assert isinstance(told.value.__cause__, TaskCancelledError)
         why = placement.explain(late)
         assert why.state == "refused" and why.node == "node2"
         assert "pending-timeout after 2s: node2 is busy" in why.why, why

@@ -57,6 +57,7 @@ def ray_record(ident: int, *, alive: bool = True, label: str | None = None, cpus
             labels["placement.node"] = label
     return {"NodeID": node_id, "Alive": alive, "alive": alive,
             "NodeManagerAddress": address or f"127.0.{ident // 200}.{ident % 200 + 10}",
+            "NodeManagerPort": 40000 + ident % 20000,
             "Resources": resources, "Labels": labels}
 
 

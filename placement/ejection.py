@@ -1,0 +1,98 @@
+"""The probe rounds of outlier ejection for the connected cluster (the table and the probe are in
+``reachability``): one daemon thread, started by the first placement, probes every
+``PROBE_SECONDS`` the raylets of the nodes recent placements went to (and of the nodes ejected),
+and reads the snapshot again when a node is ejected or comes back. It ends when Ray shuts down.
+
+``PLACEMENT_EJECTION=off`` in the environment turns it off (Ray's own health checks then decide
+alone when a node is gone).
+
+>>> import placement
+>>> placement.connect()                                  # doctest: +SKIP
+>>> placement.ejection.left_out()                        # doctest: +SKIP
+{}
+"""
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable
+
+import ray
+
+from .cluster import SnapshotCache
+from .diagnosis import RECENT
+from .reachability import PROBE_NODES, REACHABILITY, Ejection, tcp_probe
+from .snapshot import ClusterSnapshot
+
+PROBE_SECONDS = 1.0  # a round every second: a cut host is left out within about 3 s
+PROBE_TIMEOUT = 1.0  # a raylet that takes longer to accept a connection does not answer
+_ENABLED = os.environ.get("PLACEMENT_EJECTION", "on").lower() not in ("off", "0", "false", "no")
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+_caches: weakref.WeakSet[SnapshotCache] = weakref.WeakSet()
+
+
+def watch(cache: SnapshotCache) -> None:
+    """Probe the nodes placements go to, reading ``cache`` again when one is left out or comes
+    back (the first call starts the thread)."""
+    global _thread
+    if not _ENABLED:
+        return
+    with _lock:
+        _caches.add(cache)
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_run, args=(ray.is_initialized,),
+                                       name="placement-ejection", daemon=True)
+            _thread.start()
+
+
+def left_out() -> dict[str, Ejection]:
+    """The nodes left out now, by node id: why, since when, and until when."""
+    return REACHABILITY.ejected()
+
+
+def targets(snapshot: ClusterSnapshot) -> dict[str, tuple[str, int]]:
+    """The raylets to probe: those of the nodes recent placements went to, newest first (at most
+    ``PROBE_NODES``), and of every node left out now. Never the whole cluster."""
+    wanted = list(REACHABILITY.ejected())
+    seen = set(wanted)
+    for _, decision in reversed(list(RECENT)):
+        if len(wanted) >= PROBE_NODES:
+            break
+        node_id = decision.node.node_id
+        if node_id not in seen:
+            seen.add(node_id)
+            wanted.append(node_id)
+    found = {}
+    for node_id in wanted:
+        node = snapshot.by_id.get(node_id)
+        record = node.ray_record if node is not None else None
+        if record and record[4] and record[5]:
+            found[node_id] = (str(record[4]), int(record[5]))
+    return found
+
+
+def _run(connected: Callable[[], bool]) -> None:
+    global _thread
+    stop = threading.Event()
+    try:
+        while connected():
+            caches = list(_caches)
+            if not caches:
+                return
+            probes = targets(caches[0].get())
+            if probes:
+                answered = tcp_probe(list(probes.values()), PROBE_TIMEOUT)
+                if REACHABILITY.observe(dict(zip(probes, answered, strict=True))):
+                    for cache in caches:
+                        cache.refresh()
+            stop.wait(PROBE_SECONDS)
+    except Exception:  # noqa: BLE001 - Ray went away mid-round: the next connection starts anew
+        pass
+    finally:
+        REACHABILITY.forget()
+        with _lock:
+            if _thread is threading.current_thread():
+                _thread = None

@@ -1,0 +1,145 @@
+"""Outlier ejection without Ray: the table (failures in a row, back-off, coming back), the probe
+on real sockets (a listener that never accepts still answers: a busy raylet is reachable), the
+snapshot reader leaving ejected nodes out, and which raylets a round probes (never the cluster).
+On real hosts: tests/test_hosts.py."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import placement.cluster as cluster_module
+from placement import Affinity, PlacementError, RoundRobin, ejection
+from placement.diagnosis import RECENT
+from placement.reachability import (
+    FAILURES,
+    MAX_BACK_OFF_SECONDS,
+    REMEMBERED,
+    Reachability,
+    tcp_probe,
+)
+from placement.snapshot import ClusterSnapshot
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_node_is_ejected_after_failures_in_a_row_and_back_after_its_back_off():
+    clock = Clock()
+    table = Reachability(clock=clock, back_off=10)
+    assert not table.observe({"a": False}) and not table.observe({"a": True})  # one lost probe
+    assert not table.observe({"a": False})
+    assert table.observe({"a": False, "b": True})  # FAILURES == 2 in a row
+    assert list(table.ejected()) == ["a"] and "did not answer 2 probes" in table.ejected()["a"].why
+    clock.now = 9.9
+    assert not table.observe({"a": True}) and "a" in table.ejected()  # answers, back-off not over
+    clock.now = 10.0
+    assert table.observe({"a": True}) and table.ejected() == {}
+    # Ejected again right away: the back-off doubles, up to its cap.
+    for times in range(2, 12):
+        for _ in range(FAILURES):
+            table.observe({"a": False})
+        ejected = table.ejected()["a"]
+        assert ejected.times == times
+        assert ejected.until - clock.now == min(10 * 2 ** (times - 1), MAX_BACK_OFF_SECONDS)
+        clock.now = ejected.until
+        assert table.observe({"a": True})
+    clock.now += 1
+    table.observe({"a": True})  # a node that answers is forgiven its past ejections
+    for _ in range(FAILURES):
+        table.observe({"a": False})
+    assert table.ejected()["a"].times == 1
+
+
+def test_a_node_still_gone_after_its_back_off_stays_out_for_longer():
+    clock = Clock()
+    table = Reachability(clock=clock, back_off=10)
+    for _ in range(FAILURES):
+        table.observe({"a": False})
+    clock.now = 10.0
+    assert not table.observe({"a": False})  # no change: still out
+    assert table.ejected()["a"].until == 30.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5000), st.booleans()), max_size=3000))
+def test_the_tables_stay_bounded_whatever_the_nodes(rounds):
+    table = Reachability(clock=Clock())
+    for node, ok in rounds:
+        table.observe({f"n{node}": ok})
+    assert len(table._failed) <= REMEMBERED and len(table._ejected) <= REMEMBERED
+    assert len(table._times) <= REMEMBERED
+
+
+def test_the_probe_answers_for_a_listener_that_never_accepts_and_not_for_a_closed_port():
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(8)  # never accept(): as a raylet whose process is busy
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        assert tcp_probe([("127.0.0.1", busy.getsockname()[1]),
+                          ("127.0.0.1", closed_port)], timeout=5) == [True, False]
+        assert tcp_probe([], timeout=5) == []
+    finally:
+        busy.close()
+
+
+def _records(n: int) -> list[dict]:
+    return [{"NodeID": f"{i:056x}", "Alive": True, "NodeManagerAddress": f"127.0.0.{i + 2}",
+             "NodeManagerPort": 40000 + i, "Resources": {"CPU": 2.0, f"node{i}": 1000.0},
+             "Labels": {"placement.node": f"node{i}"}} for i in range(n)]
+
+
+def test_the_reader_reads_an_ejected_node_as_gone(monkeypatch):
+    records = _records(3)
+    monkeypatch.setattr(cluster_module.ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(cluster_module.ray, "nodes", lambda: records)
+    monkeypatch.setattr(cluster_module._ray, "available_resources_per_node", lambda: {})
+    table = Reachability(clock=Clock())
+    monkeypatch.setattr(cluster_module, "REACHABILITY", table)
+    assert [n.label for n in cluster_module.read_snapshot().placeable] == [
+        "node0", "node1", "node2"]
+    for _ in range(FAILURES):
+        table.observe({records[1]["NodeID"]: False})
+    snapshot = cluster_module.read_snapshot()
+    assert [n.label for n in snapshot.placeable] == ["node0", "node2"]
+    assert records[1]["Alive"]  # Ray's own records are not changed
+    with pytest.raises(PlacementError) as refusal:
+        Affinity("node1").decide(snapshot)
+    assert refusal.value.rule == "dead-node"
+
+
+def test_a_round_probes_the_nodes_recent_placements_went_to_and_the_ejected_ones(monkeypatch):
+    snapshot = ClusterSnapshot.from_ray(_records(50))
+    monkeypatch.setattr(ejection, "RECENT", type(RECENT)(maxlen=10_000))
+    monkeypatch.setattr(ejection, "PROBE_NODES", 4)
+    table = Reachability(clock=Clock())
+    monkeypatch.setattr(ejection, "REACHABILITY", table)
+    assert ejection.targets(snapshot) == {}  # nothing placed: nothing probed
+    policy = RoundRobin(seed=0)
+    for _ in range(3):
+        decision = policy.decide(snapshot)
+        ejection.RECENT.append((None, decision))
+    placed = [d.node.node_id for _, d in ejection.RECENT]
+    found = ejection.targets(snapshot)
+    assert set(found) == set(placed)
+    node = snapshot.by_id[placed[0]]
+    assert found[placed[0]] == (node.address, 40000 + int(placed[0], 16))
+    far = f"{40:056x}"
+    for _ in range(FAILURES):
+        table.observe({far: False})
+    assert far in ejection.targets(snapshot)
+    for _ in range(20):
+        ejection.RECENT.append((None, policy.decide(snapshot)))
+    assert len(ejection.targets(snapshot)) == 4  # at most PROBE_NODES, ejected ones first
+    assert far in ejection.targets(snapshot)
