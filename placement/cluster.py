@@ -48,6 +48,9 @@ def read_snapshot(
     nodes = ray.nodes()
     left_out = REACHABILITY.ejected()
     if left_out:  # unreachable, not yet dead to Ray: read as gone (reachability.py)
+        listed = [raw.get("NodeID") for raw in nodes
+                  if raw.get("NodeID") in left_out and raw.get("Alive")]
+        REACHABILITY.keep_only(listed)  # the others are dead to Ray already: no probe needed
         nodes = [dict(raw, Alive=False) if raw.get("NodeID") in left_out else raw
                  for raw in nodes]
     try:

@@ -13,6 +13,8 @@ alone when a node is gone).
 """
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import threading
 import weakref
@@ -27,8 +29,10 @@ from .snapshot import ClusterSnapshot
 
 PROBE_SECONDS = 1.0  # a round every second: a cut host is left out within about 3 s
 PROBE_TIMEOUT = 1.0  # a raylet that takes longer to accept a connection does not answer
+SCANNED = 4 * PROBE_NODES  # the newest decisions looked at for nodes to probe
 _ENABLED = os.environ.get("PLACEMENT_EJECTION", "on").lower() not in ("off", "0", "false", "no")
 
+logger = logging.getLogger("placement")
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
 _caches: weakref.WeakSet[SnapshotCache] = weakref.WeakSet()
@@ -53,12 +57,14 @@ def left_out() -> dict[str, Ejection]:
     return REACHABILITY.ejected()
 
 
-def targets(snapshot: ClusterSnapshot) -> dict[str, tuple[str, int]]:
-    """The raylets to probe: those of the nodes recent placements went to, newest first (at most
-    ``PROBE_NODES``), and of every node left out now. Never the whole cluster."""
-    wanted = list(REACHABILITY.ejected())
+def targets(*snapshots: ClusterSnapshot) -> dict[str, tuple[str, int]]:
+    """The raylets to probe, as the snapshots know them: the nodes left out now (at most half
+    of ``PROBE_NODES``, the oldest ejections first), then the nodes recent placements went to,
+    newest first, up to ``PROBE_NODES`` in all. Never the whole cluster."""
+    wanted = list(REACHABILITY.ejected())[:PROBE_NODES // 2]
     seen = set(wanted)
-    for _, decision in reversed(list(RECENT)):
+    recent = list(RECENT)  # one C call: other threads append meanwhile
+    for _, decision in itertools.islice(reversed(recent), SCANNED):
         if len(wanted) >= PROBE_NODES:
             break
         node_id = decision.node.node_id
@@ -67,11 +73,23 @@ def targets(snapshot: ClusterSnapshot) -> dict[str, tuple[str, int]]:
             wanted.append(node_id)
     found = {}
     for node_id in wanted:
-        node = snapshot.by_id.get(node_id)
-        record = node.ray_record if node is not None else None
-        if record and record[4] and record[5]:
-            found[node_id] = (str(record[4]), int(record[5]))
+        for snapshot in snapshots:
+            node = snapshot.by_id.get(node_id)
+            record = node.ray_record if node is not None else None
+            if record and record[4] and isinstance(record[5], int):
+                found[node_id] = (str(record[4]), record[5])
+                break
     return found
+
+
+def _round(caches: list[SnapshotCache]) -> None:
+    probes = targets(*(cache.get() for cache in caches))
+    if not probes:
+        return
+    answered = tcp_probe(list(probes.values()), PROBE_TIMEOUT)
+    if REACHABILITY.observe(dict(zip(probes, answered, strict=True))):
+        for cache in caches:
+            cache.refresh()
 
 
 def _run(connected: Callable[[], bool]) -> None:
@@ -79,18 +97,15 @@ def _run(connected: Callable[[], bool]) -> None:
     stop = threading.Event()
     try:
         while connected():
-            caches = list(_caches)
+            with _lock:  # a WeakSet cannot be copied while watch() adds to it
+                caches = list(_caches)
             if not caches:
                 return
-            probes = targets(caches[0].get())
-            if probes:
-                answered = tcp_probe(list(probes.values()), PROBE_TIMEOUT)
-                if REACHABILITY.observe(dict(zip(probes, answered, strict=True))):
-                    for cache in caches:
-                        cache.refresh()
+            try:
+                _round(caches)
+            except Exception:  # noqa: BLE001 - a read failed (Ray going away): next round
+                logger.debug("placement: a probe round failed", exc_info=True)
             stop.wait(PROBE_SECONDS)
-    except Exception:  # noqa: BLE001 - Ray went away mid-round: the next connection starts anew
-        pass
     finally:
         REACHABILITY.forget()
         with _lock:

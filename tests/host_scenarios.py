@@ -22,6 +22,7 @@ from placement import (
     Affinity,
     AntiAffinity,
     LeastLoaded,
+    Local,
     Locality,
     Packing,
     PlacementError,
@@ -94,6 +95,13 @@ def basics(cluster: HostsCluster) -> dict:
     near = (Locality() | RoundRobin()).place(consume)
     seen["locality"] = sorted(addresses_of([near.remote(source) for _ in range(3)]))
     seen["node2_address"] = cluster.hosts.addresses[2]
+    local = Local().place(where)
+    seen["local"] = sorted(addresses_of([local.remote(i) for i in range(2)]))  # the driver's
+    least = LeastLoaded().place(where)
+    seen["least_loaded"] = len(addresses_of([least.remote(i, 1.0) for i in range(joined)]))
+    with AntiAffinity().reserve(joined, num_cpus=1, timeout=60) as gang:
+        seen["reservation"] = len(addresses_of(
+            [gang.place(where, num_cpus=1).remote(i) for i in range(joined)]))
     with PlacementExecutor(LeastLoaded()) as pool:
         futures = [pool.submit(_address) for _ in range(2 * joined)]
         wait(futures, timeout=120)
@@ -141,7 +149,8 @@ def stream(cluster: HostsCluster, make_policy, victim: int, fault: str, seconds:
     if busy is not None:
         hold = RoundRobin(where={"placement.node": f"node{busy}"}).place(where)
         holders = [hold.remote(-1, seconds + 10) for _ in range(2)]
-    handle = make_policy().place(where)
+    policy = make_policy()
+    handle = policy.place(where) if policy is not None else _RayDefault()
     refs, placed = [], []
     began = time.monotonic()
     cut_at = ejected_at = readmitted_at = None
@@ -166,16 +175,20 @@ def stream(cluster: HostsCluster, make_policy, victim: int, fault: str, seconds:
             readmitted_at = now
         submitted = handle.submit(i, hold)
         refs.append(submitted.result)
-        placed.append((round(now, 2), submitted.decision.node.address))
+        if submitted.decision is not None:  # Ray's own decisions are not known when made
+            placed.append((round(now, 2), submitted.decision.node.address))
         i += 1
         time.sleep(max(0.0, began + i / STREAM_PER_SECOND - time.monotonic()))
     results: dict[int, str] = {}
+    last_result_at = None
     errors: Counter = Counter()
     deadline = time.monotonic() + RESULT_WAIT_SECONDS
     pending = list(refs)
     while pending and time.monotonic() < deadline:
         done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0,
                                  fetch_local=True)
+        if done:
+            last_result_at = time.monotonic() - began
         for ref in done:
             try:
                 index, address = ray.get(ref)
@@ -198,12 +211,20 @@ def stream(cluster: HostsCluster, make_policy, victim: int, fault: str, seconds:
                                       and ejected_at <= t < (readmitted_at or seconds)]),
         "ran_on": dict(Counter(results.values())),
         "victim": victim_address,
+        "last_result_at": last_result_at, "stream_seconds": seconds,
         "busy_ejected": busy is not None and any(
             n.address == hosts.addresses[busy] for n in _left_out_nodes()),
     }
     for ref in holders:
         ray.cancel(ref, force=True)
     return seen
+
+
+class _RayDefault:
+    """Ray's own scheduler as a contender: ``submit`` as a handle's, with no decision."""
+
+    def submit(self, *args):
+        return placement.Submitted(where.remote(*args), None)
 
 
 def _left_out_nodes():

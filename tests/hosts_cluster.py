@@ -42,12 +42,13 @@ class HostsCluster:
         env.update(extra)
         return env
 
-    def join(self, i: int) -> str:
-        """Join host ``i`` with ``placement cluster join``; its output (raises on failure)."""
+    def join(self, i: int, state_dir: Path | None = None) -> str:
+        """Join host ``i`` with ``placement cluster join`` (its files in ``state_dir``, by
+        default ``<root>/h<i>``); its output (raises on failure)."""
         done = self.hosts.run(i, [
             str(Path(sys.executable).parent / "placement"), "cluster", "join", self.head,
             "--token-file", str(self.token), "--labels", f"zone={zone_of(i)}",
-            "--state-dir", str(self.root / f"h{i}"), "--cpus", str(CPUS),
+            "--state-dir", str(state_dir or self.root / f"h{i}"), "--cpus", str(CPUS),
             "--object-store-mb", str(OBJECT_STORE_MB)],
             env={k: v for k, v in self.env().items() if not k.startswith("RAY_")},
             timeout=JOIN_TIMEOUT_SECONDS + 30)

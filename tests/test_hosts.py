@@ -61,6 +61,9 @@ def test_every_policy_places_on_separate_hosts_read_inside_the_work(hosts):
     assert seen["packing"] == {"a": [2], "b": [2]} and seen["packing_apart"]
     assert seen["locality"] == [address(2)]  # beside the 4 MB it reads, over a real network
     assert seen["executor"] == [2, 2, 2, 2]
+    assert seen["local"] == [address(0)]  # the driver runs on host 0
+    assert seen["least_loaded"] == 4  # one-second calls: one a host
+    assert seen["reservation"] == 4  # one bundle a host, held as one placement group
     assert "finished" in seen["explain"], seen["explain"]
     for i in range(4):
         assert address(i) in seen["status"], seen["status"]

@@ -42,30 +42,63 @@ def test_a_node_is_ejected_after_failures_in_a_row_and_back_after_its_back_off()
     assert not table.observe({"a": True}) and "a" in table.ejected()  # answers, back-off not over
     clock.now = 10.0
     assert table.observe({"a": True}) and table.ejected() == {}
-    # Ejected again right away: the back-off doubles, up to its cap.
-    for times in range(2, 12):
+    # Ejected again soon after: the back-off doubles, up to its cap (never an overflow).
+    for times in range(2, 1100):
         for _ in range(FAILURES):
             table.observe({"a": False})
         ejected = table.ejected()["a"]
         assert ejected.times == times
-        assert ejected.until - clock.now == min(10 * 2 ** (times - 1), MAX_BACK_OFF_SECONDS)
+        assert ejected.until - clock.now == min(10 * 2 ** min(times - 1, 64),
+                                                MAX_BACK_OFF_SECONDS)
         clock.now = ejected.until
         assert table.observe({"a": True})
-    clock.now += 1
-    table.observe({"a": True})  # a node that answers is forgiven its past ejections
+    clock.now += MAX_BACK_OFF_SECONDS  # it answered for a whole back-off: forgiven
+    table.observe({"a": True})
     for _ in range(FAILURES):
         table.observe({"a": False})
     assert table.ejected()["a"].times == 1
 
 
-def test_a_node_still_gone_after_its_back_off_stays_out_for_longer():
+def test_after_its_back_off_a_node_needs_failures_in_a_row_to_stay_out_longer():
     clock = Clock()
     table = Reachability(clock=clock, back_off=10)
     for _ in range(FAILURES):
         table.observe({"a": False})
     clock.now = 10.0
-    assert not table.observe({"a": False})  # no change: still out
-    assert table.ejected()["a"].until == 30.0
+    assert not table.observe({"a": False})  # one lost probe: still out, not for longer
+    assert table.ejected()["a"].until == 10.0
+    assert not table.observe({"a": False})  # twice in a row: out for twice as long
+    assert table.ejected()["a"].until == 30.0 and table.ejected()["a"].times == 2
+
+
+def test_a_flapping_node_keeps_doubling_its_back_off():
+    clock = Clock()
+    table = Reachability(clock=clock, back_off=10)
+    spans = []
+    for _ in range(5):
+        for _ in range(FAILURES):
+            table.observe({"a": False})
+        ejected = table.ejected()["a"]
+        spans.append(ejected.until - clock.now)
+        clock.now = ejected.until
+        table.observe({"a": True})  # back, answers once, then fails again
+        clock.now += 1
+        table.observe({"a": True})
+    assert spans == [10, 20, 40, 80, 160]
+
+
+def test_nodes_ray_no_longer_lists_alive_are_dropped():
+    table = Reachability(clock=Clock())
+    for _ in range(FAILURES):
+        table.observe({"a": False, "b": False})
+    table.keep_only(["b"])
+    assert list(table.ejected()) == ["b"]
+
+
+@pytest.mark.parametrize("back_off", [0, -1, float("nan"), float("inf"), "10"])
+def test_a_bad_back_off_is_refused(back_off):
+    with pytest.raises(ValueError, match="back_off"):
+        Reachability(back_off=back_off)
 
 
 @settings(max_examples=50, deadline=None)
@@ -90,6 +123,9 @@ def test_the_probe_answers_for_a_listener_that_never_accepts_and_not_for_a_close
         assert tcp_probe([("127.0.0.1", busy.getsockname()[1]),
                           ("127.0.0.1", closed_port)], timeout=5) == [True, False]
         assert tcp_probe([], timeout=5) == []
+        # Not probed, never raising: a name (no lookup), a bad port; IPv6 loopback is probed.
+        assert tcp_probe([("not-an-ip", 80), ("127.0.0.1", 70000), ("127.0.0.1", -1),
+                          ("::1", closed_port)], timeout=5) == [False] * 4
     finally:
         busy.close()
 
@@ -143,3 +179,10 @@ def test_a_round_probes_the_nodes_recent_placements_went_to_and_the_ejected_ones
         ejection.RECENT.append((None, policy.decide(snapshot)))
     assert len(ejection.targets(snapshot)) == 4  # at most PROBE_NODES, ejected ones first
     assert far in ejection.targets(snapshot)
+    for i in range(10, 30):  # many ejected: half the round stays for recent placements
+        for _ in range(FAILURES):
+            table.observe({f"{i:056x}": False})
+    newest = ejection.RECENT[-1][1].node.node_id
+    assert newest in ejection.targets(snapshot) and len(ejection.targets(snapshot)) == 4
+    empty = ClusterSnapshot.from_dicts([{"id": "x", "label": "node0"}])  # no ports: skipped
+    assert newest in ejection.targets(empty, snapshot)
