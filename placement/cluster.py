@@ -163,6 +163,11 @@ class SnapshotCache:
             self._read_at = -math.inf
 
     @property
+    def latest(self) -> ClusterSnapshot | None:
+        """The snapshot held now, never reading the cluster (None before the first read)."""
+        return self._snapshot
+
+    @property
     def refreshing(self) -> bool:
         """Whether the background refresher thread is running."""
         thread = self._thread

@@ -83,12 +83,13 @@ def targets(*snapshots: ClusterSnapshot) -> dict[str, tuple[str, int]]:
 
 
 def _round(caches: list[SnapshotCache]) -> None:
-    probes = targets(*(cache.get() for cache in caches))
+    # The snapshots held now: a round never reads the cluster (the refresher does).
+    probes = targets(*(s for s in (cache.latest for cache in caches) if s is not None))
     if not probes:
         return
     answered = tcp_probe(list(probes.values()), PROBE_TIMEOUT)
     if REACHABILITY.observe(dict(zip(probes, answered, strict=True))):
-        for cache in caches:
+        for cache in caches:  # now, not at the next refresh: decisions skip it at once
             cache.refresh()
 
 

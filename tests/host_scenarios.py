@@ -147,8 +147,8 @@ def stream(cluster: HostsCluster, make_policy, victim: int, fault: str, seconds:
                      if n.address == victim_address)
     holders = []
     if busy is not None:
-        hold = RoundRobin(where={"placement.node": f"node{busy}"}).place(where)
-        holders = [hold.remote(-1, seconds + 10) for _ in range(2)]
+        held = RoundRobin(where={"placement.node": f"node{busy}"}).place(where)
+        holders = [held.remote(-1, seconds + 10) for _ in range(2)]
     policy = make_policy()
     handle = policy.place(where) if policy is not None else _RayDefault()
     refs, placed = [], []
