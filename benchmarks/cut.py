@@ -58,7 +58,17 @@ def driver(description: str, name: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--rounds", type=Path, default=None,
+                        help="print the results of the rounds kept in a results file again")
+    parser.add_argument("--wait", type=int, default=RESULT_WAIT_SECONDS,
+                        help="with --rounds: the seconds those rounds waited after Ray marked "
+                             "the host dead")
     args = parser.parse_args()
+    if args.rounds is not None:
+        result = report(json.loads(args.rounds.read_text())["rounds"], args.wait)
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return 0
     why = available()
     if why is not None:
         print(why, file=sys.stderr)
@@ -79,13 +89,23 @@ def main() -> int:
             seen = json.loads(done.stdout.strip().splitlines()[-1])
             row = {"contender": name, **{k: seen[k] for k in (
                 "submitted", "finished", "errors", "pending", "last_placement_after_cut",
-                "ejected_after", "placed_on_victim", "last_result_at", "stream_seconds")}}
+                "ejected_after", "placed_on_victim", "last_result_at", "stream_seconds",
+                "ray_marked_dead_after") if k in seen}}
             rows.append(row)
             print(json.dumps(row), flush=True)
             hosts.kill(VICTIM)
             hosts.heal(VICTIM)
     finally:
         hosts.close()
+    result = report(rows, wait=RESULT_WAIT_SECONDS)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def report(rows: list[dict[str, Any]], wait: int) -> dict[str, Any]:
+    """The results rows of the contenders' rounds, printed; ``wait``: the seconds the rounds
+    waited after Ray marked the host dead."""
     results = []
     for row in rows:
         name, last = row["contender"], row["last_placement_after_cut"]
@@ -93,24 +113,28 @@ def main() -> int:
         note = f"{row['submitted']} calls, {row['placed_on_victim']} placed on the cut host"
         if name != "Ray DEFAULT":
             results.append({"benchmark": "cut", "contender": f"{name}: last placement on the "
-                            "cut host, after the cut", "value": round(last or 0.0, 1),
-                            "unit": "s", "note": note})
+                            "cut host, after the cut",
+                            "value": "none" if last is None else round(last, 1),
+                            "unit": "" if last is None else "s", "note": note})
         results += [
-            {"benchmark": "cut", "contender": f"{name}: calls lost (failed or still pending)",
+            {"benchmark": "cut", "contender": f"{name}: calls failed, or pending {wait} s after "
+                          "Ray marked the host dead",
              "value": lost + row["pending"], "unit": "",
-             "note": f"failed: {row['errors'] or 'none'}; pending after "
-                     f"{RESULT_WAIT_SECONDS} s: {row['pending']}"},
+             "note": f"failed: {row['errors'] or 'none'}; pending: {row['pending']}"},
+            {"benchmark": "cut", "contender": f"{name}: Ray marked the host dead, after the cut",
+             "value": "no" if row.get("ray_marked_dead_after") is None
+             else round(row["ray_marked_dead_after"], 1),
+             "unit": "" if row.get("ray_marked_dead_after") is None else "s",
+             "note": "read from ray.nodes() while waiting for the results"},
             {"benchmark": "cut", "contender": f"{name}: last result, from the stream's start",
              "value": round(row["last_result_at"] or 0.0, 1), "unit": "s",
              "note": f"the stream lasts {row['stream_seconds']:g} s"}]
     for result in results:
         print(f"{result['contender']:75} {result['value']:>8} {result['unit']}")
-    result = {"benchmark": "cut", "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "python": platform.python_version(),
-              "when": time.strftime("%Y-%m-%d"), "results": results, "rounds": rows}
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return {"benchmark": "cut", "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "when": time.strftime("%Y-%m-%d"), "wait_after_death": wait, "results": results,
+            "rounds": rows}
 
 
 if __name__ == "__main__":

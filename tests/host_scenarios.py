@@ -34,7 +34,8 @@ from placement import (
 from .hosts_cluster import HostsCluster, attach, zone_of
 
 STREAM_PER_SECOND = 5
-RESULT_WAIT_SECONDS = 150  # a stream's last result: after Ray marks a cut host dead and retries
+DEATH_WAIT_SECONDS = 300  # Ray marking a cut host dead: about 1-3 minutes here
+RESULT_WAIT_SECONDS = 180  # then the calls it held: run elsewhere (a minute or more), or failed
 EVENTS_WAIT_SECONDS = 20
 
 
@@ -182,9 +183,16 @@ def stream(cluster: HostsCluster, make_policy, victim: int, fault: str, seconds:
     results: dict[int, str] = {}
     last_result_at = None
     errors: Counter = Counter()
-    deadline = time.monotonic() + RESULT_WAIT_SECONDS
+    # Calls pinned to a cut host wait for Ray to mark it dead (then soft ones run elsewhere):
+    # wait for that, at most DEATH_WAIT_SECONDS, then RESULT_WAIT_SECONDS more.
+    deadline = time.monotonic() + DEATH_WAIT_SECONDS + RESULT_WAIT_SECONDS
+    dead_after = None
     pending = list(refs)
     while pending and time.monotonic() < deadline:
+        if dead_after is None and cut_at is not None and heal_after is None \
+                and not _alive_to_ray(victim_id):
+            dead_after = time.monotonic() - began - cut_at
+            deadline = min(deadline, time.monotonic() + RESULT_WAIT_SECONDS)
         done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0,
                                  fetch_local=True)
         if done:
@@ -210,7 +218,7 @@ def stream(cluster: HostsCluster, make_policy, victim: int, fault: str, seconds:
         "placed_while_left_out": len([t for t in on_victim if ejected_at is not None
                                       and ejected_at <= t < (readmitted_at or seconds)]),
         "ran_on": dict(Counter(results.values())),
-        "victim": victim_address,
+        "victim": victim_address, "ray_marked_dead_after": dead_after,
         "last_result_at": last_result_at, "stream_seconds": seconds,
         "busy_ejected": busy is not None and any(
             n.address == hosts.addresses[busy] for n in _left_out_nodes()),
@@ -218,6 +226,11 @@ def stream(cluster: HostsCluster, make_policy, victim: int, fault: str, seconds:
     for ref in holders:
         ray.cancel(ref, force=True)
     return seen
+
+
+def _alive_to_ray(node_id: str) -> bool:
+    """Ray's own view (its node table), not the snapshot's: ejected nodes read as gone there."""
+    return any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes())
 
 
 class _RayDefault:
