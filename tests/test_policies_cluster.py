@@ -329,7 +329,7 @@ def _when_freed(submit):
     pytest.fail("the live ledger never freed a slot in 30 s")
 
 
-def test_a_live_spread_gives_a_killed_replicas_node_to_the_next_one(ray_cluster):
+def test_a_live_spread_gives_a_killed_replicas_node_to_the_next_one(ray_cluster, tmp_path):
     """AntiAffinity(live=True): ray.kill of one of 4 strictly spread replicas frees its node with
     no release(); the next replica goes there (read inside it). Tasks free theirs when done."""
     apart = AntiAffinity(live=True)
@@ -350,9 +350,14 @@ def test_a_live_spread_gives_a_killed_replicas_node_to_the_next_one(ray_cluster)
     assert extra.decision.fallback  # AntiAffinity still counts its killed replica
     for actor in [*(s.result for s in spread), extra.result]:
         ray.kill(actor)
-    tasks = AntiAffinity(live=True).place(where)
-    waves = [sorted(ray.get([_when_freed(tasks.remote) for _ in range(SESSION_NODES)],
-                            timeout=60)) for _ in range(3)]  # later waves fit once freed
+    tasks = AntiAffinity(live=True).place(held)
+    waves = []
+    for wave in range(3):  # each wave's tasks run until all are placed; later waves fit once freed
+        release = str(tmp_path / f"wave{wave}")
+        placed = [_when_freed(lambda release=release: tasks.remote(release))
+                  for _ in range(SESSION_NODES)]
+        open(release, "w").close()
+        waves.append(sorted(ray.get(placed, timeout=120)))
     assert waves[0] == waves[1] == waves[2] and len(set(waves[0])) == SESSION_NODES
 
 
