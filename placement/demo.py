@@ -360,6 +360,8 @@ def run_demo(nodes: int = 4, state_dir: Path | None = None, port: int = DEFAULT_
               "beside ran (read inside the work, =)\n")
         print(charts(checks))
         print(f"\n{len(checks) - len(failed)} of {len(checks)} promises held")
+        for check in failed:  # last, so a log's tail says which promise failed and where
+            print(f"NOT HELD: {check.policy}: {check.promise} (ran: {check.where})")
         return 1 if failed else 0
     finally:
         ray.shutdown()

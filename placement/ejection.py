@@ -88,9 +88,25 @@ def _round(caches: list[SnapshotCache]) -> None:
     if not probes:
         return
     answered = tcp_probe(list(probes.values()), PROBE_TIMEOUT)
+    before = REACHABILITY.ejected()
     if REACHABILITY.observe(dict(zip(probes, answered, strict=True))):
+        _say_changes(before, REACHABILITY.ejected(), probes)
         for cache in caches:  # now, not at the next refresh: decisions skip it at once
             cache.refresh()
+
+
+def _say_changes(before: dict[str, Ejection], after: dict[str, Ejection],
+                 probes: dict[str, tuple[str, int]]) -> None:
+    """A warning per node left out, a note per node back: a user reading the driver's log
+    learns why work stopped going to a node."""
+    for node_id, ejection in after.items():
+        if node_id not in before:
+            address, port = probes.get(node_id, ("?", 0))
+            logger.warning("placement: node %s (raylet %s:%s) left out of placements for %.0f s: "
+                           "%s", node_id[:12], address, port,
+                           ejection.until - REACHABILITY.now(), ejection.why)
+    for node_id in before.keys() - after.keys():
+        logger.warning("placement: node %s answers again: placements may use it", node_id[:12])
 
 
 def _run(connected: Callable[[], bool]) -> None:

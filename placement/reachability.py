@@ -130,6 +130,10 @@ class Reachability:
                 self._failed.pop(node_id, None)
                 self._times.pop(node_id, None)
 
+    def now(self) -> float:
+        """The table's clock (``Ejection.until`` is on it)."""
+        return self._clock()
+
     def ejected(self) -> dict[str, Ejection]:
         """The nodes left out now (a copy)."""
         with self._lock:

@@ -186,3 +186,36 @@ def test_a_round_probes_the_nodes_recent_placements_went_to_and_the_ejected_ones
     assert newest in ejection.targets(snapshot) and len(ejection.targets(snapshot)) == 4
     empty = ClusterSnapshot.from_dicts([{"id": "x", "label": "node0"}])  # no ports: skipped
     assert newest in ejection.targets(empty, snapshot)
+
+
+def test_a_round_warns_when_it_leaves_a_node_out_and_when_the_node_is_back(monkeypatch, caplog):
+    snapshot = ClusterSnapshot.from_ray(_records(3))
+    clock = Clock()
+    table = Reachability(clock=clock)
+    monkeypatch.setattr(ejection, "REACHABILITY", table)
+    monkeypatch.setattr(ejection, "RECENT", type(RECENT)(maxlen=100))
+    cut = snapshot.placeable[1]
+    ejection.RECENT.append((None, Affinity(cut.node_id).decide(snapshot)))
+    answers = {"ok": False}
+    monkeypatch.setattr(ejection, "tcp_probe", lambda targets, timeout: [answers["ok"]] * len(targets))
+
+    class Held:
+        latest = snapshot
+        refreshed = 0
+
+        def refresh(self):
+            self.refreshed += 1
+
+    held = Held()
+    caplog.set_level("WARNING", logger="placement")
+    for _ in range(FAILURES):
+        ejection._round([held])
+    (left,) = [r.getMessage() for r in caplog.records]
+    assert cut.node_id[:12] in left and f"{cut.address}:" in left and "for 10 s" in left
+    assert "did not answer" in left and held.refreshed == 1
+    caplog.clear()
+    clock.now += 10
+    answers["ok"] = True
+    ejection._round([held])
+    (back,) = [r.getMessage() for r in caplog.records]
+    assert cut.node_id[:12] in back and "answers again" in back and held.refreshed == 2
