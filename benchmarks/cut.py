@@ -29,18 +29,19 @@ from tests.netns import SeparateHosts, available
 
 REPO = Path(__file__).resolve().parent.parent
 VICTIM = 4
-CONTENDERS = ["RoundRobin() hard", 'RoundRobin(soft="gone")', 'LeastLoaded(soft="gone")',
-              'RoundRobin(soft="gone"), ejection off', "Ray DEFAULT"]
+CONTENDERS = ['RoundRobin() (soft="gone", the default)', "RoundRobin(soft=False), hard",
+              'LeastLoaded() (soft="gone", the default)', "RoundRobin(), ejection off",
+              "Ray DEFAULT"]
 
 
 def policy_of(name: str) -> Any:
     """A fresh policy for the contender ``name`` (None: Ray's own scheduler)."""
     from placement import LeastLoaded, RoundRobin
 
-    return {"RoundRobin() hard": lambda: RoundRobin(),
-            'RoundRobin(soft="gone")': lambda: RoundRobin(soft="gone"),
-            'LeastLoaded(soft="gone")': lambda: LeastLoaded(soft="gone"),
-            'RoundRobin(soft="gone"), ejection off': lambda: RoundRobin(soft="gone"),
+    return {'RoundRobin() (soft="gone", the default)': lambda: RoundRobin(),
+            "RoundRobin(soft=False), hard": lambda: RoundRobin(soft=False),
+            'LeastLoaded() (soft="gone", the default)': lambda: LeastLoaded(),
+            "RoundRobin(), ejection off": lambda: RoundRobin(),
             "Ray DEFAULT": lambda: None}[name]()
 
 

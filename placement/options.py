@@ -14,8 +14,11 @@
   actors) or, with ``where=``, to the nodes the filter keeps. Measured on Ray 2.60
   (tests/test_soft_semantics.py): this form runs the work elsewhere at once when the node is
   *busy* (its CPUs held), as well as when it is gone;
-- ``soft="gone"``: soft node affinity, which waits while the node is busy and falls back (to any
-  node) only when it is gone, as measured.
+- ``soft="gone"`` (RoundRobin's and LeastLoaded's default): soft node affinity, which waits while
+  the node is busy and falls back only when it is gone, with ``where=``'s conditions as a
+  ``label_selector`` beside it (Ray keeps the fallback inside it), as measured; work that asks
+  for no resources gets the label form above (Ray ignores soft node affinity for such actors,
+  and such work never finds its node busy).
 """
 from __future__ import annotations
 
@@ -200,14 +203,22 @@ def check_label_selector(selector: Mapping[str, str] | None,
                     "(in(...) and !in(...) express several values)")
 
 
-def placement_options(decision: Decision) -> dict[str, Any]:
-    """Ray options that put work where ``decision`` says."""
+def placement_options(decision: Decision, empty: bool = False) -> dict[str, Any]:
+    """Ray options that put work where ``decision`` says; ``empty``: the work asks for no
+    resources at all (num_cpus=0 and nothing else)."""
     node = decision.node
-    if decision.soft == "gone":
+    if decision.soft == "gone" and not empty:
         # Soft node affinity waits while the node is busy and falls back only when it is gone
-        # (measured); the fallback can be any node, whatever where= says.
-        return {"scheduling_strategy": _node_affinity(node.node_id, soft=True)}
+        # (measured: queued and running work ran elsewhere once its node died); Ray keeps the
+        # fallback inside a label_selector given beside it, so inside where= too.
+        gone: dict[str, Any] = {"scheduling_strategy": _node_affinity(node.node_id, soft=True)}
+        if decision.where is not None:
+            gone["label_selector"] = dict(decision.where.selector)
+        return gone
     if decision.soft:
+        # Also soft="gone" for work that asks for nothing: Ray ignores soft node affinity for an
+        # actor with an empty request, and such work never finds its node busy, so this form
+        # runs it elsewhere only when the node is gone.
         kept = dict(decision.where.selector) if decision.where is not None else {}
         if node.label and node.labels.get(LABEL_KEY) == node.label:
             elsewhere = {LABEL_KEY: f"!{node.label}"} if LABEL_KEY not in kept else {}
@@ -241,11 +252,13 @@ def merged_options(user: Mapping[str, Any], decision: Decision,
 
     >>> from placement.policies import RoundRobin
     >>> from placement.snapshot import ClusterSnapshot
-    >>> d = RoundRobin().decide(ClusterSnapshot.from_dicts([{"id": "a" * 56, "label": "node0"}]))
+    >>> snap = ClusterSnapshot.from_dicts([{"id": "a" * 56, "label": "node0"}])
+    >>> d = RoundRobin(soft=False).decide(snap)
     >>> merged_options({"num_cpus": 1}, d, defaults={"resources": {"accel": 1}})["resources"]
     {'accel': 1, 'node0': 0.001}
     """
-    placed = placement_options(decision)
+    placed = placement_options(decision, empty=decision.soft == "gone"
+                               and not demand_of({**(defaults or {}), **user}).as_dict())
     merged = {**user, **placed}
     if "resources" in placed:
         own = (defaults or {}).get("resources") or {}

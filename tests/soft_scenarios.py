@@ -74,9 +74,42 @@ def main(state_dir: str) -> int:
         out[name] = {"spilled": bool(done), "ran_on": ran_on,
                      "ran_on_busy_node": ran_on == busy.node_id,
                      "spilled_to": spilled_to}
+    out["beside a label_selector"] = _beside_a_label_selector(snap)
+    out["zero-CPU actors, soft='gone'"] = _zero_cpu_actors()
     print(json.dumps(out))
     ray.shutdown()
     return 0
+
+
+@ray.remote(num_cpus=0)
+class Idle:
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def _beside_a_label_selector(snap: placement.ClusterSnapshot) -> dict[str, Any]:
+    """Soft node affinity to node0 with a label_selector node0 does not match: where Ray runs
+    it says whether the selector bounds the fallback (soft="gone" relies on it for where=)."""
+    target = snap.by_label["node0"]
+    refs = [where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        target.node_id, soft=True), label_selector={LABEL_KEY: "!node0"}).remote()
+        for _ in range(4)]
+    ran = ray.get(refs, timeout=60)
+    return {"target": target.node_id, "ran_on": ran,
+            "ran_on_target": sum(node == target.node_id for node in ran)}
+
+
+def _zero_cpu_actors() -> dict[str, Any]:
+    """Actors asking no resources, placed by RoundRobin's default (soft="gone"): Ray ignores
+    soft node affinity for them, so the toolkit names the node by label instead."""
+    placed = [placement.RoundRobin().place(Idle).submit() for _ in range(8)]
+    ran = ray.get([s.result.node.remote() for s in placed], timeout=60)
+    for s in placed:
+        ray.kill(s.result)
+    return {"placed": len(placed),
+            "where_planned": sum(s.decision.node.node_id == node
+                                 for s, node in zip(placed, ran, strict=True)),
+            "nodes": len(set(ran))}
 
 
 if __name__ == "__main__":

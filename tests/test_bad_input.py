@@ -232,7 +232,7 @@ CASES = [
      lambda: ClusterSnapshot.from_json('[{"id": "a", "alive": "false"}]'),
      ValueError, '"alive": false, without quotes'),
     # a pin larger than a node's label resource: refused before submit, in the decide layer
-    ("pin above node<i>", lambda: RoundRobin(pin_amount=2000).decide(TWO_NODES),
+    ("pin above node<i>", lambda: RoundRobin(pin_amount=2000, soft=False).decide(TWO_NODES),
      PlacementError, "use pin_amount <= 1000"),
     ("pin above node<i>, Affinity", lambda: Affinity("node0", pin_amount=1500).decide(TWO_NODES),
      PlacementError, "use pin_amount <= 1000"),
@@ -244,7 +244,7 @@ CASES = [
     ("pin above node<i>, Local",
      lambda: Local(backend="resource", pin_amount=2000).decide(TWO_NODES, caller_node_id="a" * 56),
      PlacementError, "use pin_amount <= 1000"),
-    ("pin above one node's node<i>", lambda: RoundRobin(pin_amount=800).decide(UNEVEN),
+    ("pin above one node's node<i>", lambda: RoundRobin(pin_amount=800, soft=False).decide(UNEVEN),
      PlacementError, "use pin_amount <= 500"),
     # Ray options: unknown names with a suggestion, ill-typed values with the expected type
     ("option num_cpu", lambda: check_user_options({"num_cpu": 1}),
@@ -534,9 +534,10 @@ def test_start_refuses_to_overwrite_a_users_files(no_ray_start, name, setup, fix
 
 def test_pin_refusal_names_its_rule_and_soft_or_node_id_placements_need_no_pin():
     with pytest.raises(PlacementError) as refusal:
-        RoundRobin(pin_amount=2000).decide(TWO_NODES)
+        RoundRobin(pin_amount=2000, soft=False).decide(TWO_NODES)
     assert refusal.value.rule == PIN_EXCEEDS_LABEL and refusal.value.nodes == ("node0", "node1")
-    for fits in (RoundRobin(pin_amount=1000), RoundRobin(pin_amount=2000, soft=True),
+    for fits in (RoundRobin(pin_amount=1000), RoundRobin(pin_amount=2000),
+                 RoundRobin(pin_amount=2000, soft=True),
                  RoundRobin(pin_amount=2000, backend="node_id")):
         assert fits.decide(TWO_NODES).node_name in ("node0", "node1")
 

@@ -281,6 +281,18 @@ def test_all_of_members_must_judge_and_compose_with_fallbacks():
     assert capped.decide(snap).node_name == first.node_name
 
 
+def test_all_of_pins_as_its_strictest_member():
+    """A hard member's rule holds only where the work runs: an & with one is pinned hard, not
+    as the balance policy that leads it (soft="gone")."""
+    snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
+                                       {"id": "b", "label": "node1"}])
+    assert (RoundRobin() & AntiAffinity()).decide(snap).soft is False
+    assert (RoundRobin() & LeastLoaded()).decide(snap).soft == "gone"
+    assert (RoundRobin(soft=True) & LeastLoaded(soft=True)).decide(snap).soft is True
+    assert (RoundRobin(soft=True) & LeastLoaded()).decide(snap).soft == "gone"
+    assert (RoundRobin() | AntiAffinity()).decide(snap).soft == "gone"  # its member decided
+
+
 def test_all_of_distributes_over_a_fallback_and_shares_its_other_members():
     """(a | b) & c is (a & c) | (b & c) with one c: the cap counts placements either way,
     a release gives the slot back, a clone keeps c shared; a fallback first in an AllOf

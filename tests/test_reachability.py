@@ -197,7 +197,8 @@ def test_a_round_warns_when_it_leaves_a_node_out_and_when_the_node_is_back(monke
     cut = snapshot.placeable[1]
     ejection.RECENT.append((None, Affinity(cut.node_id).decide(snapshot)))
     answers = {"ok": False}
-    monkeypatch.setattr(ejection, "tcp_probe", lambda targets, timeout: [answers["ok"]] * len(targets))
+    monkeypatch.setattr(ejection, "tcp_probe",
+                        lambda targets, timeout: [answers["ok"]] * len(targets))
 
     class Held:
         latest = snapshot

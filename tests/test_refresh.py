@@ -258,10 +258,12 @@ def test_followed_candidates_are_exactly_fresh_ones(table, rounds, backend, pin,
 
 def test_candidates_are_shared_by_the_policies_deciding_on_one_snapshot():
     snap = ClusterSnapshot.from_dicts([{"id": f"n{i}", "label": f"node{i}"} for i in range(3)])
-    policies = [RoundRobin(), AntiAffinity(), Packing()]
-    for policy in policies:
+    hard = [RoundRobin(soft=False), AntiAffinity(), Packing()]
+    soft = [RoundRobin(), LeastLoaded(), AntiAffinity(strict=False)]  # no pin to check
+    for policy in hard + soft:
         policy.decide(snap, group="g")
-    assert len({id(policy._candidates) for policy in policies}) == 1
+    assert len({id(policy._candidates) for policy in hard}) == 1
+    assert len({id(policy._candidates) for policy in soft}) == 1
 
 
 # -- policies across refreshes ---------------------------------------------------------------------

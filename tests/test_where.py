@@ -159,6 +159,36 @@ def test_soft_placements_fall_back_only_to_nodes_the_filter_keeps():
         "fallback_strategy": [{"label_selector": {"zone": "z1"}}]}
 
 
+def test_gone_placements_fall_back_inside_the_filter_and_the_users_selector():
+    """soft="gone" (the balance policies' default): soft node affinity with the filter's and
+    the user's label_selector beside it (Ray keeps the fallback inside it: measured in
+    tests/test_soft_semantics.py); work that asks for no resources gets the label form, as Ray
+    ignores soft node affinity for an empty actor request."""
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a" * 56, "label": "node0",
+         "labels": {"zone": "z1", LABEL_KEY: "node0", NODE_ID_LABEL: "a" * 56}},
+        {"id": "b" * 56, "label": "node1",
+         "labels": {"zone": "z2", LABEL_KEY: "node1", NODE_ID_LABEL: "b" * 56}},
+    ])
+    anywhere = RoundRobin().decide(snap)
+    assert anywhere.soft == "gone" and set(placement_options(anywhere)) == {
+        "scheduling_strategy"}
+    strategy = placement_options(anywhere)["scheduling_strategy"]
+    assert (strategy.node_id, strategy.soft) == (anywhere.node.node_id, True)
+    inside = RoundRobin(where={"zone": "z1"}).decide(snap)
+    options = merged_options({"num_cpus": 1, "label_selector": {"disk": "ssd"}}, inside)
+    assert options["label_selector"] == {"disk": "ssd", "zone": "z1"}
+    strategy = options["scheduling_strategy"]
+    assert (strategy.node_id, strategy.soft) == ("a" * 56, True)
+    for user, own in (({"num_cpus": 0}, {}), ({}, {"num_cpus": 0})):
+        empty = merged_options(user, inside, own)
+        assert "scheduling_strategy" not in empty and empty["label_selector"] == {
+            LABEL_KEY: "node0"}
+        assert empty["fallback_strategy"] == [{"label_selector": {"zone": "z1",
+                                                                  LABEL_KEY: "!node0"}}]
+    assert "fallback_strategy" not in merged_options({"num_cpus": 0, "num_gpus": 1}, inside)
+
+
 def test_requests_with_a_demand_still_fit_inside_the_filter():
     snap = ClusterSnapshot.from_dicts([
         {"id": "a", "label": "node0", "labels": {"zone": "z1"}, "resources": {"CPU": 1}},
@@ -247,10 +277,10 @@ def test_a_label_selector_in_the_demand_restricts_every_policy():
 def test_a_users_label_selector_is_passed_on_and_kept_by_soft_fallbacks():
     snap, asked = _zoned(), {"zone": "z2"}
     need = Demand(labels=asked)
-    hard = RoundRobin(backend="label").decide(snap, need)
+    hard = RoundRobin(backend="label", soft=False).decide(snap, need)
     assert merged_options({"label_selector": asked}, hard)["label_selector"] == {
         "zone": "z2", LABEL_KEY: hard.node_name}
-    pinned = RoundRobin(backend="node_id").decide(snap, need)
+    pinned = RoundRobin(backend="node_id", soft=False).decide(snap, need)
     assert merged_options({"label_selector": asked}, pinned)["label_selector"] == asked
     soft = RoundRobin(soft=True).decide(snap, need)
     merged = merged_options({}, soft, defaults={"label_selector": asked})  # @ray.remote's own

@@ -574,7 +574,8 @@ class Composite(Policy):
                              "placement twice in its ledger; give each place its own policy "
                              "object")
         first = flat[0]
-        super().__init__(soft=first.soft, backend=first.backend, pin_amount=first.pin_amount,
+        super().__init__(soft=self._soft_of(flat), backend=first.backend,
+                         pin_amount=first.pin_amount,
                          cache=first.cache,
                          where=None if first.where is None else dict(first.where.selector))
         self.policies = tuple(flat)
@@ -582,6 +583,12 @@ class Composite(Policy):
         self.wait_for_nodes = max((p.wait_for_nodes for p in flat if p.wait_for_nodes),
                                   default=None)
         self.needs = functools.reduce(lambda a, b: a | b, (p.needs for p in flat))
+
+    @staticmethod
+    def _soft_of(members: list[Policy]) -> bool | str:
+        """How a decision of this composite is pinned when no member's own decision is used:
+        the first member's way (a fallback's members decide with their own)."""
+        return members[0].soft
 
     def _repr(self) -> str:
         name = self._name
@@ -740,6 +747,12 @@ class AllOf(Composite):
     """
 
     symbol = "&"
+
+    @staticmethod
+    def _soft_of(members: list[Policy]) -> bool | str:
+        # The strictest member's: a hard member's rule holds only where it placed the work.
+        kinds = {member.soft for member in members}
+        return False if False in kinds else "gone" if "gone" in kinds else members[0].soft
 
     def __init__(self, *policies: Policy) -> None:
         super().__init__(*policies)

@@ -56,15 +56,17 @@ class LeastLoaded(Policy):
     when no other node fits. ``choices=2`` compares two nodes drawn at random instead of all
     (``seed=`` makes the draws repeatable). A placement counts until it is released: the submit
     layer releases a task when its result is ready and an actor when it dies
-    (placement/liveness.py).
+    (placement/liveness.py). Soft when the node is gone (``soft="gone"``, the default), as
+    ``RoundRobin``: the work waits for a busy node and runs elsewhere only once its node is gone.
     """
 
+    default_soft = "gone"
     keeps = True
     needs = Needs(completion=True)
     repr_defaults = {"weights": "capacity"}
 
     def __init__(self, weights: str | Mapping[str, float] = "capacity", *,
-                 choices: int | None = None, seed: int | None = None, soft: bool = False,
+                 choices: int | None = None, seed: int | None = None, soft: bool | str = "gone",
                  backend: str | None = None, pin_amount: float = DEFAULT_PIN_AMOUNT,
                  cache: Any = None, where: Mapping[str, str] | None = None,
                  wait_for_nodes: float | None = None) -> None:

@@ -156,6 +156,11 @@ class RoundRobin(Policy):
     within 1 of its target share. ``seed`` picks the starting node (spreads several drivers); the
     same seed gives the same sequence.
 
+    ``soft="gone"`` (the default, the intent being balance): the work waits for its node while
+    that node is busy, and runs elsewhere (inside ``where=`` and the work's ``label_selector``)
+    only when the node is gone (dead, or cut off once Ray marks it dead). ``soft=False``: only
+    there (work bound to a dead node fails); ``soft=True``: elsewhere also while it is busy.
+
     >>> from placement.snapshot import ClusterSnapshot
     >>> snap = ClusterSnapshot.from_dicts([{"id": "a", "label": "node0"},
     ...                                    {"id": "b", "label": "node1"}])
@@ -164,8 +169,11 @@ class RoundRobin(Policy):
     ['node0', 'node0', 'node0', 'node1']
     """
 
-    def __init__(self, weights: Weights = None, *, seed: int | None = None, soft: bool = False,
-                 backend: str | None = None, pin_amount: float = DEFAULT_PIN_AMOUNT,
+    default_soft = "gone"
+
+    def __init__(self, weights: Weights = None, *, seed: int | None = None,
+                 soft: bool | str = "gone", backend: str | None = None,
+                 pin_amount: float = DEFAULT_PIN_AMOUNT,
                  cache: Any = None, where: Mapping[str, str] | None = None,
                  wait_for_nodes: float | None = None) -> None:
         super().__init__(soft=soft, backend=backend, pin_amount=pin_amount, cache=cache,
