@@ -28,15 +28,15 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
 
-from . import _ray, errors
+from . import _ray, diagnosis, errors
 from .diagnosis import note_refused, refused_because, waiting_because
 from .errors import PlacementError
-from .policies.decision import check_seconds
+from .policies.decision import check_seconds, node_name
 
 logger = logging.getLogger("placement")
 
@@ -224,9 +224,11 @@ def _refused(work_id: str, watch: _Watch, reason: str) -> None:
 def get(refs: Any, *, timeout: float | None = None) -> Any:
     """``ray.get(refs, timeout=timeout)``, except that a task refused at its pending deadline
     raises the PlacementError that says why, from Ray's ``TaskCancelledError`` (whose message
-    Ray leaves empty: a cancelled task's error cannot carry a reason).
+    Ray leaves empty: a cancelled task's error cannot carry a reason), and a hard placement on a
+    node Ray can no longer run it on (dead, or cut off and marked dead) raises ``dead-node``
+    naming the node, from Ray's ``TaskUnschedulableError``.
 
-    >>> late = placement.RoundRobin().place(f, pending_timeout=2).remote()   # doctest: +SKIP
+    >>> late = placement.Affinity("node2").place(f, pending_timeout=2).remote()  # doctest: +SKIP
     >>> placement.get(late)                                                   # doctest: +SKIP
     Traceback (most recent call last):
     placement.errors.PlacementError: it did not start in time: pending-timeout after 2s: ...
@@ -240,6 +242,34 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
                 if why is not None:
                     raise why from cancelled
         raise
+    except ray.exceptions.TaskUnschedulableError as lost:
+        gone = _hard_on_a_gone_node(refs if isinstance(refs, (list, tuple)) else [refs])
+        if gone is not None:
+            raise gone from lost
+        raise
+
+
+def _hard_on_a_gone_node(refs: Sequence[Any]) -> PlacementError | None:
+    """The PlacementError for the first of ``refs`` that a hard placement bound to a node Ray
+    could no longer schedule on (it died, or was cut off and marked dead), or None."""
+    for ref, decision in diagnosis.decisions_of([r for r in refs if isinstance(r, ray.ObjectRef)]):
+        if decision.soft is not False or not ray.wait([ref], timeout=0)[0]:
+            continue
+        try:
+            ray.get(ref, timeout=0)
+        except ray.exceptions.TaskUnschedulableError:
+            node = decision.node
+            return PlacementError(
+                errors.DEAD_NODE,
+                f"{decision.policy} placed it on {node_name(node)} ({node.address or 'no address'},"
+                f" node {node.node_id[:12]}), which Ray could no longer run it on: the node died "
+                "or was cut off, and the placement was hard (soft=False)",
+                "resubmit it; to let Ray run such work elsewhere when its node is gone, use "
+                "soft='gone' (RoundRobin's and LeastLoaded's default) or soft=True",
+                (node_name(node),))
+        except Exception:  # noqa: BLE001 - another error: not this ref's case
+            continue
+    return None
 
 
 def refusal(work_id: str) -> PlacementError | None:

@@ -123,6 +123,19 @@ def _recorded() -> dict[str, Decision]:
     return {k if isinstance(k, str) else k.hex(): d for k, d in list(RECENT)}
 
 
+def decisions_of(refs: Sequence[Any]) -> list[tuple[Any, Decision]]:
+    """(ref, the decision that placed it) for the refs among the recent decisions, in order.
+    Reads all of ``RECENT`` (bounded): for error paths only."""
+    recorded = _recorded()
+    found = []
+    for ref in refs:
+        work_id = _work_id(ref)
+        decision = recorded.get(work_id) if work_id is not None else None
+        if decision is not None:
+            found.append((ref, decision))
+    return found
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Where one piece of work stands and, if it waits, why and what to do."""

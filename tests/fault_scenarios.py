@@ -100,18 +100,27 @@ def strict_to_dead_node(victim_label: str) -> dict:
     # placement reaches Ray, which must fail it (not wait for it).
     alive_again = BEFORE_KILL[-1]
     outcomes: dict[str, str] = {}
+    said: dict[str, str] = {}  # what placement.get raises for the same work
     for backend in ("resource", "node_id"):  # each backend's own outcome, none overwritten
         stale_cache = SnapshotCache(ttl=3600, reader=lambda previous: alive_again)
         policy = Affinity(victim_label, backend=backend, cache=stale_cache)
+        ref = policy.place(work).remote(1)
         try:
-            ray.get(policy.place(work).remote(1), timeout=STALE_WAIT_SECONDS)
+            ray.get(ref, timeout=STALE_WAIT_SECONDS)
             outcomes[backend] = "no error"
         except ray.exceptions.GetTimeoutError:  # the bound: no answer in time counts as a hang
             outcomes[backend] = "hung"
         except Exception as error:  # noqa: BLE001 - the type is the result
             outcomes[backend] = type(error).__name__
+        try:
+            placement.get([ref], timeout=5)
+            said[backend] = "no error"
+        except PlacementError as error:
+            said[backend] = f"{error.rule}: {error}"
+        except Exception as error:  # noqa: BLE001 - the type is the result
+            said[backend] = type(error).__name__
     return {"refused_rule": refused, "refused_ms": round(refused_ms, 1),
-            "stale_outcomes": outcomes}
+            "stale_outcomes": outcomes, "get_says": said, "victim_label": victim_label}
 
 
 def anti_affinity_replaced(state_dir: str) -> dict:

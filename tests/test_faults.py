@@ -62,6 +62,17 @@ def test_strict_placement_to_a_dead_node_fails_fast_and_never_hangs(faults):
         assert outcome in failed_fast, f"{backend}: {outcome}"
 
 
+def test_placement_get_names_the_gone_node_of_a_hard_placement(faults):
+    """Where Ray says only TaskUnschedulableError, placement.get says which node, and the fix."""
+    strict = faults["strict"]
+    for backend, said in strict["get_says"].items():
+        if strict["stale_outcomes"][backend] != "TaskUnschedulableError":
+            continue  # another error: Ray's own, passed on
+        assert said.startswith("dead-node: ") and strict["victim_label"] in said, said
+        assert "soft='gone'" in said, said
+    assert "TaskUnschedulableError" in strict["stale_outcomes"].values(), strict
+
+
 def test_anti_affinity_replicas_lost_with_a_node_are_replaced_on_a_survivor(faults):
     anti = faults["anti"]
     assert anti["distinct"] == anti["replicas"]
