@@ -47,6 +47,7 @@ def read_snapshot(
         )
     nodes = ray.nodes()
     left_out = REACHABILITY.ejected()
+    listed: list[str] = []
     if left_out:  # unreachable, not yet dead to Ray: read as gone (reachability.py)
         listed = [raw.get("NodeID") for raw in nodes
                   if raw.get("NodeID") in left_out and raw.get("Alive")]
@@ -58,7 +59,7 @@ def read_snapshot(
     except Exception:  # noqa: BLE001 - private API moved: fall back to totals (no free counts)
         available = {}
     return ClusterSnapshot.from_ray(nodes, available, label_prefix=label_prefix,
-                                    label_key=label_key, previous=previous)
+                                    label_key=label_key, previous=previous, left_out=listed)
 
 
 class Follower(Protocol):

@@ -180,6 +180,9 @@ class ClusterSnapshot:
     label_key: str | None = field(default=LABEL_KEY, compare=False)
     # Order of creation in this process: newer snapshots have larger versions.
     version: int = field(default_factory=lambda: next(_versions), compare=False)
+    # Ids of the nodes Ray lists alive that this snapshot reads as gone because they do not
+    # answer (outlier ejection, reachability.py); decisions mention them.
+    left_out: tuple[str, ...] = field(default=(), compare=False)
     # Derived once in __post_init__: snapshots are immutable and read on every placement.
     live: tuple[NodeInfo, ...] = field(init=False, repr=False, compare=False)
     placeable: tuple[NodeInfo, ...] = field(init=False, repr=False, compare=False)
@@ -283,8 +286,10 @@ class ClusterSnapshot:
         label_key: str = LABEL_KEY,
         taken_at: float | None = None,
         previous: ClusterSnapshot | None = None,
+        left_out: Sequence[str] = (),
     ) -> ClusterSnapshot:
-        """Build from the records ``ray.nodes()`` returns (pure: pass them in).
+        """Build from the records ``ray.nodes()`` returns (pure: pass them in). ``left_out``:
+        ids of nodes read as gone because they do not answer (their records say not alive).
 
         A node's label is its Ray label ``label_key`` when set, otherwise the one custom resource
         named ``<label_prefix><number>`` it carries. With ``previous`` (built with the same
@@ -331,7 +336,7 @@ class ClusterSnapshot:
                     nodes.append(node)
         snapshot = cls(tuple(nodes), label_prefix, time.time() if taken_at is None else taken_at,
                        available_per_node or {}, base, added if base is not None else None,
-                       label_key)
+                       label_key, left_out=tuple(left_out))
         # What the next refresh compares against: each node's record as read (with copies).
         object.__setattr__(snapshot, "_records", [n.ray_record for n in snapshot.nodes]
                            if base is None else _patched_records(base._records, nodes, changed))

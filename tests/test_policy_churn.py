@@ -32,7 +32,10 @@ from placement.policies import (
 )
 from placement.snapshot import ClusterSnapshot
 
-CORE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from .thoroughness import examples
+
+CORE = settings(max_examples=examples(300), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 # The demands one policy serves, interleaved: CPU only, CPU plus an accelerator, a big CPU ask,
 # nothing at all, and CPU on nodes of zones z0 or z1 (a user's label_selector).
@@ -476,7 +479,7 @@ def test_requests_are_values():
 # -- inline and long-lived round robin -------------------------------------------------------------
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.integers(1, 30), st.integers(1, 200))
 def test_inline_round_robin_objects_still_spread(n_nodes, calls):
     snap = ClusterSnapshot.from_dicts([{"id": f"n{i}", "label": f"node{i}"}
@@ -486,7 +489,7 @@ def test_inline_round_robin_objects_still_spread(n_nodes, calls):
     assert max(per_node) - min(per_node) <= 1
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.integers(1, 30), st.lists(st.booleans(), min_size=1, max_size=300))
 def test_interleaved_round_robins_each_stay_balanced(n_nodes, which):
     snap = ClusterSnapshot.from_dicts([{"id": f"n{i}", "label": f"node{i}"}

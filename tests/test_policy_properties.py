@@ -28,6 +28,8 @@ from placement import (
 from placement.naming import LABEL_KEY
 from placement.policies.decision import AUTO, BACKENDS, LABEL, NODE_ID, RESOURCE
 
+from .thoroughness import examples
+
 settings.register_profile("placement", deadline=None, max_examples=60,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("placement")
@@ -199,7 +201,7 @@ def test_anti_affinity_across_topology_values(snap):
         policy.decide(snap)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(clusters(max_nodes=30), st.integers(1, 3), st.integers(1, 8), st.integers(0, 40),
        st.booleans())
 def test_min_domains_caps_each_domain_at_max_skew_until_enough_domains_exist(snap, skew, k, n,
@@ -231,7 +233,7 @@ def test_min_domains_caps_each_domain_at_max_skew_until_enough_domains_exist(sna
         assert len(domains) >= k or max(placed.values()) <= skew
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(clusters(max_nodes=30), st.integers(1, 2), st.integers(1, 3), st.integers(1, 60))
 def test_all_of_places_only_where_every_member_allows(snap, skew, cap, n):
     """Generated clusters, a zone spread with max_skew and a cap per node, together: each
@@ -481,7 +483,7 @@ def test_soft_packing_places_a_member_its_groups_node_cannot_hold_apart():
         assert pack.node_of("g") == "a"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 8), st.booleans()), min_size=1, max_size=6),
        st.lists(st.tuples(st.booleans(), st.integers(0, 10**6)), max_size=200))
 def test_least_loaded_chooses_the_least_loaded_fitting_node_as_work_ends(nodes, steps):
@@ -534,7 +536,7 @@ def test_least_loaded_sends_work_where_work_ended_whichever_demand_placed_it():
         "capacity"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 4), st.booleans(), st.booleans()), min_size=1,
                 max_size=8),
        st.dictionaries(st.integers(0, 9), st.integers(0, 3), max_size=6), st.booleans())
@@ -564,7 +566,7 @@ def test_locality_takes_the_fitting_node_with_the_most_bytes_of_its_arguments(no
     assert (Locality() | RoundRobin()).decide(snap, demand, data=sizes).node.node_id == first
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(1, 12), st.dictionaries(st.integers(0, 14), st.integers(1, 20), min_size=1,
                                          max_size=8),
        st.sampled_from([0.0, 0.05, 0.1, 0.5, 0.99]), st.integers(1, 40), st.booleans())
@@ -785,7 +787,7 @@ def test_anti_affinity_from_8_threads_stays_distinct():
     assert sum(counts.values()) == 8000 and set(counts.values()) == {80}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.integers(1, 8), st.integers(0, 6), st.integers(0, 30), st.sampled_from([None, 2, 4]),
        st.sampled_from([None, 1, 2]), st.booleans(), st.data())
 def test_a_rebalance_plan_restores_the_spread_and_the_ledger_follows_the_moves(

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import placement.cluster as cluster_module
-from placement import Affinity, PlacementError, RoundRobin, ejection
+from placement import Affinity, AntiAffinity, PlacementError, RoundRobin, ejection
 from placement.diagnosis import RECENT
 from placement.reachability import (
     FAILURES,
@@ -150,6 +150,11 @@ def test_the_reader_reads_an_ejected_node_as_gone(monkeypatch):
     snapshot = cluster_module.read_snapshot()
     assert [n.label for n in snapshot.placeable] == ["node0", "node2"]
     assert records[1]["Alive"]  # Ray's own records are not changed
+    assert snapshot.left_out == (records[1]["NodeID"],)
+    for policy in (RoundRobin(), RoundRobin() & AntiAffinity(), AntiAffinity() | RoundRobin()):
+        reason = policy.decide(snapshot).reason
+        assert reason.endswith("; left out, not answering: node1"), (policy, reason)
+    assert "left out" not in RoundRobin().decide(ClusterSnapshot.from_ray(records)).reason
     with pytest.raises(PlacementError) as refusal:
         Affinity("node1").decide(snapshot)
     assert refusal.value.rule == "dead-node"

@@ -35,8 +35,10 @@ from placement.policies.selector import LabelFilter
 from placement.snapshot import ClusterSnapshot
 
 from .conftest import SESSION_NODES, run_python
+from .thoroughness import examples
 
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=examples(150), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 DEMANDS = (Demand(), Demand({"CPU": 1}), Demand({"CPU": 4}), Demand({"CPU": 1, "accel": 1}))
 
 
@@ -648,7 +650,7 @@ def test_followers_can_register_while_the_cache_refreshes():
     registrar = threading.Thread(target=register)
     registrar.start()
     try:
-        for _ in range(60):
+        for _ in range(examples(60)):
             try:
                 cache.refresh()
             except RuntimeError as error:

@@ -15,6 +15,8 @@ from placement.policies import AntiAffinity, RoundRobin
 from placement.policies.claims import ClaimBook
 from placement.snapshot import ClusterSnapshot
 
+from .thoroughness import examples
+
 
 def nodes(count: int, first: int = 0) -> ClusterSnapshot:
     return ClusterSnapshot.from_dicts([{"id": f"n{i}", "label": f"node{i}"}
@@ -130,7 +132,7 @@ STEP = st.tuples(st.sampled_from(["place", "place", "place", "refused", "release
                  st.integers(0, 2), st.integers(0, 99))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(steps=st.lists(STEP, max_size=40), cap=st.integers(1, 2), strict=st.booleans(),
        fallback=st.booleans())
 def test_drivers_sharing_a_ledger_never_exceed_the_cap_and_refuse_only_when_it_is_reached(

@@ -23,6 +23,8 @@ from placement.policies import (
 )
 from placement.snapshot import ClusterSnapshot
 
+from .thoroughness import examples
+
 
 def snap_of(*nodes: dict) -> ClusterSnapshot:
     return ClusterSnapshot.from_dicts(list(nodes))
@@ -162,7 +164,7 @@ _ZONED_CASES = {
 }
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.integers(0, 2), min_size=1, max_size=8), st.sampled_from(sorted(_ZONED_CASES)),
        st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=40))
 def test_a_rolled_back_proposal_changes_no_later_choice(zones, case, steps):

@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, settings
 
+from .thoroughness import examples
 from .twin_machine import FAMILIES, TwinMachine
 
 QUICK = settings(max_examples=15, stateful_step_count=25, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-THOROUGH = settings(max_examples=500, stateful_step_count=40, deadline=None,
+THOROUGH = settings(max_examples=examples(500), stateful_step_count=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 

@@ -34,7 +34,10 @@ from placement.policies import (
 from placement.policies.selector import LabelFilter
 from placement.snapshot import ClusterSnapshot
 
-PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from .thoroughness import examples
+
+PROPERTY = settings(max_examples=examples(200), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 ZONES = ("z0", "z1", "z2")
 
 

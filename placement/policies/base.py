@@ -44,6 +44,7 @@ from .decision import (
     check_soft,
     check_wait_for_nodes,
     next_ticket,
+    node_name,
 )
 from .needs import NOTHING_NEEDED, Needs
 from .plan import Plan, make_plan
@@ -145,6 +146,28 @@ def submit_layer() -> SubmitLayer:
         raise RuntimeError("no submit layer is registered: import placement (its __init__ "
                            "registers it) before calling place() or reserve()")
     return _submit_layer
+
+
+_LEFT_OUT_NOTE = object()  # the key of a snapshot's left-out note (ClusterSnapshot.derived)
+
+
+def left_out_note(snapshot: ClusterSnapshot) -> str:
+    """What a decision on ``snapshot`` adds to its reason when nodes are left out for not
+    answering, e.g. "; left out, not answering: node3"; built once per snapshot.
+
+    >>> snap = ClusterSnapshot.from_ray([{"NodeID": "a" * 56, "Alive": False,
+    ...     "NodeManagerAddress": "10.0.0.3", "Resources": {"node3": 1000}}], left_out=["a" * 56])
+    >>> left_out_note(snap)
+    '; left out, not answering: node3'
+    """
+    def build() -> str:
+        named = [node_name(node) for node in map(snapshot.by_id.get, snapshot.left_out[:3])
+                 if node is not None]
+        more = len(snapshot.left_out) - len(named)
+        return ("; left out, not answering: " + ", ".join(named)
+                + (f" and {more} more" if more > 0 else ""))
+
+    return snapshot.derived(_LEFT_OUT_NOTE, build)
 
 
 class Policy(abc.ABC):
@@ -304,6 +327,8 @@ class Policy(abc.ABC):
                 return choice
             hold = self._reserve(request, choice)
             node, reason, fallback, _, local_bytes = choice
+            if cands.snapshot.left_out:
+                reason += left_out_note(cands.snapshot)
             name = self._name
             if name is None:  # repr once: decisions are on the submit path
                 name = self._name = repr(self)
@@ -862,6 +887,8 @@ class AllOf(Composite):
             if claim is None and member._claims is not None:
                 claim = member._claims(choice)
         node, reason, _, _, local_bytes = choices[proposer]
+        if self._newest is not None and self._newest.left_out:
+            reason += left_out_note(self._newest)
         decision = _new_decision((
             node, reason, self._repr(), self.policies[0]._backend_now, self.soft,
             self.pin_amount, fallback, request.group, next_ticket(), self.where, local_bytes,
