@@ -753,8 +753,9 @@ class AllOf(Composite):
     never a pass over the nodes. So it can refuse while some node every member allows exists
     elsewhere; the refusal names which member refused which node, and why. Members after the
     first must be able to judge a node another chose (``AntiAffinity``, ``LeastLoaded``,
-    ``RoundRobin``); the first member's ``backend`` and ``soft`` tell Ray how to pin the
-    placement. Build it with ``&``, which distributes over ``|`` (``all_of``).
+    ``RoundRobin``); the first member's ``backend`` tells Ray how to pin the placement, and the
+    strictest member's ``soft`` (hard if any member is hard). Build it with ``&``, which
+    distributes over ``|`` (``all_of``).
 
     >>> from placement.policies import AntiAffinity
     >>> snap = ClusterSnapshot.from_dicts(
