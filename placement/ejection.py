@@ -89,16 +89,18 @@ def _round(caches: list[SnapshotCache]) -> None:
         return
     answered = tcp_probe(list(probes.values()), PROBE_TIMEOUT)
     before = REACHABILITY.ejected()
-    if REACHABILITY.observe(dict(zip(probes, answered, strict=True))):
-        _say_changes(before, REACHABILITY.ejected(), probes)
+    results = dict(zip(probes, answered, strict=True))
+    if REACHABILITY.observe(results):
+        _say_changes(before, REACHABILITY.ejected(), probes, results)
         for cache in caches:  # now, not at the next refresh: decisions skip it at once
             cache.refresh()
 
 
 def _say_changes(before: dict[str, Ejection], after: dict[str, Ejection],
-                 probes: dict[str, tuple[str, int]]) -> None:
-    """A warning per node left out, a note per node back: a user reading the driver's log
-    learns why work stopped going to a node."""
+                 probes: dict[str, tuple[str, int]], answered: dict[str, bool]) -> None:
+    """A warning per node left out, a note per node back (one that answered this round; the
+    bounded table may also forget the oldest): a user reading the driver's log learns why work
+    stopped going to a node."""
     for node_id, ejection in after.items():
         if node_id not in before:
             address, port = probes.get(node_id, ("?", 0))
@@ -106,6 +108,8 @@ def _say_changes(before: dict[str, Ejection], after: dict[str, Ejection],
                            "%s", node_id[:12], address, port,
                            ejection.until - REACHABILITY.now(), ejection.why)
     for node_id in before.keys() - after.keys():
+        if not answered.get(node_id):
+            continue
         logger.warning("placement: node %s answers again: placements may use it", node_id[:12])
 
 

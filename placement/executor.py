@@ -390,14 +390,16 @@ class PlacementExecutor(Executor):
         if error is not None and self._pending_timeout is not None:
             refused = refusal(str(future.object_ref.task_id().hex()))
             if refused is not None:
-                if self._policy.soft and future not in self._replaced and self._again(future):
+                if decision is not None and decision.soft and future not in self._replaced \
+                        and self._again(future, decision):
                     return
                 error = refused
         self._settle(future, error, None if error is not None else ray_future.result())
 
-    def _again(self, future: RayFuture) -> bool:
-        """Submit a call refused at its deadline once more (a soft policy), with no node named:
-        Ray runs it on any node with room. Whether it was submitted."""
+    def _again(self, future: RayFuture, decision: Decision) -> bool:
+        """Submit a call refused at its deadline once more (a soft placement), with no node
+        named: Ray runs it on any node with room that the policy's ``where=`` keeps. Whether it
+        was submitted."""
         with self._lock:
             item = self._items.get(future)
         if item is None:
@@ -405,7 +407,7 @@ class PlacementExecutor(Executor):
         self._replaced.add(future)
         _, placed, args, kwargs = item
         try:
-            future.object_ref = placed.unplaced().remote(*args, **kwargs)
+            future.object_ref = placed.unplaced(decision.where).remote(*args, **kwargs)
         except BaseException:  # noqa: BLE001 - refused now: the first refusal is reported
             return False
         future.object_ref.future().add_done_callback(

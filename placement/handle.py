@@ -17,8 +17,15 @@ from ray.remote_function import RemoteFunction
 
 from . import _ray
 from .deadlines import check_pending_timeout, gated_remote, watch_actor, watch_task
-from .options import check_label_selector, check_user_options, demand_of, merged_options
+from .options import (
+    check_label_selector,
+    check_user_options,
+    demand_of,
+    effective_options,
+    merged_options,
+)
 from .policies import Decision, Policy, Submitted
+from .policies.selector import LabelFilter
 from .transaction import After, Transaction, check_followed
 
 _MAX_CACHED_HANDLES = 1024
@@ -86,7 +93,7 @@ class PlacedRemote:
         kind = "actor" if isinstance(self._fn, ActorClass) else "task"
         self._name = _ray.remote_name(self._fn)
         # What Ray will apply: the function's own options, then this handle's.
-        self._effective = effective = {**self._defaults, **options}
+        self._effective = effective = effective_options(options, self._defaults)
         # A task with a deadline runs behind a gate that settles whether it started in time.
         self._gated = self._pending_timeout is not None and kind == "task"
         if self._gated and effective.get("num_returns") in ("streaming", "dynamic"):
@@ -128,10 +135,15 @@ class PlacedRemote:
         """Place and submit one call, as ``fn.remote(*args, **kwargs)`` would."""
         return self._transaction.run(self._send, args, kwargs)[0]
 
-    def unplaced(self) -> Any:
-        """This work bound to its own options and no placement: Ray decides where it runs (the
-        executor's last resort for a soft call refused at its deadline)."""
-        return self._fn.options(**self._effective)
+    def unplaced(self, where: LabelFilter | None = None) -> Any:
+        """This work bound to its own options and no node: Ray decides where it runs, among the
+        nodes ``where`` (the policy's filter) keeps (the executor's last resort for a soft call
+        refused at its deadline)."""
+        if where is None:
+            return self._fn.options(**self._effective)
+        asked = self._effective.get("label_selector") or {}
+        return self._fn.options(**{**self._effective,
+                                   "label_selector": {**where.selector, **asked}})
 
     # -- submitting -------------------------------------------------------------------------------
 

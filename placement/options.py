@@ -258,11 +258,12 @@ def merged_options(user: Mapping[str, Any], decision: Decision,
     {'accel': 1, 'node0': 0.001}
     """
     placed = placement_options(decision, empty=decision.soft == "gone"
-                               and not demand_of({**(defaults or {}), **user}).as_dict())
+                               and asks_nothing(effective_options(user, defaults)))
     merged = {**user, **placed}
-    if "resources" in placed:
-        own = (defaults or {}).get("resources") or {}
-        merged["resources"] = {**own, **(user.get("resources") or {}), **placed["resources"]}
+    own = (defaults or {}).get("resources") or {}
+    if "resources" in placed or (own and user.get("resources")):
+        merged["resources"] = {**own, **(user.get("resources") or {}),
+                               **(placed.get("resources") or {})}
     # The user's label_selector, else the function's own (label_selector=None in .options()
     # drops the function's, as in Ray).
     asked = (user["label_selector"] if "label_selector" in user
@@ -276,6 +277,30 @@ def merged_options(user: Mapping[str, Any], decision: Decision,
                 {**alternative, "label_selector": {**alternative["label_selector"], **asked}}
                 for alternative in placed["fallback_strategy"]]
     return merged
+
+
+def effective_options(user: Mapping[str, Any],
+                      defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What the work asks for: the function's own options (``defaults``) with the user's over
+    them, ``resources`` merged as ``merged_options`` sends them (so the policy checks the
+    demand Ray will get).
+
+    >>> effective_options({"resources": {"disk": 1}}, {"resources": {"accel": 1}, "num_cpus": 0})
+    {'resources': {'accel': 1, 'disk': 1}, 'num_cpus': 0}
+    """
+    effective = {**(defaults or {}), **user}
+    own = (defaults or {}).get("resources") or {}
+    if own and user.get("resources"):
+        effective["resources"] = {**own, **user["resources"]}
+    return effective
+
+
+def asks_nothing(options: Mapping[str, Any]) -> bool:
+    """Whether work with these options asks Ray for no resources at all (Ray then ignores soft
+    node affinity for an actor): no CPU, GPU, memory or custom resource, and no accelerator
+    type or object store memory (each of which Ray turns into a resource)."""
+    return (not demand_of(options).as_dict() and not options.get("accelerator_type")
+            and not options.get("object_store_memory"))
 
 
 def _node_affinity(node_id: str, soft: bool) -> NodeAffinitySchedulingStrategy:

@@ -334,9 +334,11 @@ class ClusterSnapshot:
                     nodes[i] = node
                 else:
                     nodes.append(node)
+        if isinstance(left_out, str):
+            raise TypeError(f"left_out takes node ids (a list), got the string {left_out!r:.60}")
         snapshot = cls(tuple(nodes), label_prefix, time.time() if taken_at is None else taken_at,
                        available_per_node or {}, base, added if base is not None else None,
-                       label_key, left_out=tuple(left_out))
+                       label_key, left_out=tuple(dict.fromkeys(left_out)))
         # What the next refresh compares against: each node's record as read (with copies).
         object.__setattr__(snapshot, "_records", [n.ray_record for n in snapshot.nodes]
                            if base is None else _patched_records(base._records, nodes, changed))

@@ -15,9 +15,11 @@ from placement.errors import PlacementError
 from placement.naming import LABEL_KEY
 from placement.options import (
     NODE_ID_LABEL,
+    asks_nothing,
     check_label_selector,
     check_user_options,
     demand_of,
+    effective_options,
     merged_options,
     placement_options,
 )
@@ -27,6 +29,7 @@ from placement.policies import (
     Affinity,
     AntiAffinity,
     Demand,
+    LeastLoaded,
     Packing,
     Request,
     RoundRobin,
@@ -317,3 +320,58 @@ def test_demands_pickle_and_copy_as_values():
     need = Demand({"CPU": 1}, labels={"zone": "in(z1,z2)"})
     assert pickle.loads(pickle.dumps(need)) == need and copy.deepcopy(need) == need
     assert pickle.loads(pickle.dumps(Demand({"CPU": 2}))) == Demand({"CPU": 2})
+
+
+def test_an_all_of_tells_ray_every_members_filter_and_pins_as_its_first_hard_member():
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a" * 56, "label": "node0",
+         "labels": {"zone": "z1", "disk": "ssd", LABEL_KEY: "node0", NODE_ID_LABEL: "a" * 56}},
+        {"id": "b" * 56, "label": "node1",
+         "labels": {"zone": "z2", "disk": "ssd", LABEL_KEY: "node1", NODE_ID_LABEL: "b" * 56}},
+    ])
+    both = LeastLoaded(where={"disk": "ssd"}) & RoundRobin(where={"zone": "z1"})
+    decision = both.decide(snap)
+    assert decision.soft == "gone" and decision.node_name == "node0"
+    assert merged_options({"num_cpus": 1}, decision)["label_selector"] == {
+        "disk": "ssd", "zone": "z1"}
+    assert merged_options({"num_cpus": 0}, decision)["fallback_strategy"] == [
+        {"label_selector": {"disk": "ssd", "zone": "z1", LABEL_KEY: "!node0"}}]
+    # One label filtered two ways cannot be one Ray selector: the placement is hard instead.
+    split = RoundRobin(where={"zone": "in(z1,z2)"}) & LeastLoaded(where={"zone": "!z2"})
+    hard = split.decide(snap)
+    assert hard.soft is False and hard.backend == NODE_ID
+    assert merged_options({}, hard)["scheduling_strategy"].soft is False
+    # Hard because of a hard member: pinned as that member pins (its pin was checked).
+    pinned = (RoundRobin(pin_amount=2000) & AntiAffinity()).decide(snap)
+    assert pinned.soft is False and pinned.pin_amount == AntiAffinity().pin_amount
+
+
+def test_work_that_asks_for_something_is_not_taken_for_empty():
+    assert asks_nothing({"num_cpus": 0}) and asks_nothing({"num_cpus": 0, "memory": 0})
+    for asks in ({"num_cpus": 0, "accelerator_type": "A100"},
+                 {"num_cpus": 0, "object_store_memory": 2**20},
+                 {"num_cpus": 0, "resources": {"accel": 1}}, {}):
+        assert not asks_nothing(asks), asks
+
+
+def test_the_functions_own_resources_are_kept_and_checked_whatever_the_pin():
+    own, user = {"resources": {"accel": 1}}, {"resources": {"disk": 1}}
+    assert effective_options(user, own)["resources"] == {"accel": 1, "disk": 1}
+    assert demand_of(effective_options(user, own)).as_dict() == {
+        "CPU": 1.0, "accel": 1.0, "disk": 1.0}
+    snap = ClusterSnapshot.from_dicts([{"id": "a" * 56, "label": "node0"}])
+    for policy in (RoundRobin(), RoundRobin(soft=True), RoundRobin(soft=False)):
+        sent = merged_options(user, policy.decide(snap), own)
+        assert {"accel", "disk"} <= set(sent["resources"]), (policy, sent)
+
+
+def test_an_unplaced_retry_keeps_to_the_policys_filter():
+    class Recorder:
+        def options(self, **options):
+            return options
+
+    handle = RoundRobin(where={"zone": "z1"}).place(lambda: None, label_selector={"disk": "ssd"})
+    handle._fn = Recorder()
+    assert handle.unplaced(LabelFilter({"zone": "z1"}))["label_selector"] == {
+        "zone": "z1", "disk": "ssd"}
+    assert handle.unplaced()["label_selector"] == {"disk": "ssd"}

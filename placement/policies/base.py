@@ -37,6 +37,7 @@ from .candidates import Candidates
 from .decision import (
     AUTO,
     DEFAULT_PIN_AMOUNT,
+    NODE_ID,
     Decision,
     Submitted,
     check_backend,
@@ -164,6 +165,8 @@ def left_out_note(snapshot: ClusterSnapshot) -> str:
         named = [node_name(node) for node in map(snapshot.by_id.get, snapshot.left_out[:3])
                  if node is not None]
         more = len(snapshot.left_out) - len(named)
+        if not named:
+            return f"; left out, not answering: {more} node(s)"
         return ("; left out, not answering: " + ", ".join(named)
                 + (f" and {more} more" if more > 0 else ""))
 
@@ -805,6 +808,19 @@ class AllOf(Composite):
         # Taken in the order of their ids, as every AllOf takes them: two that share members
         # in another order (x & y, y & x) never wait on each other.
         self._locks = sorted({id(p._lock): p._lock for p in flat}.values(), key=id)
+        # What Ray is told: every member's where= (a soft placement's fallback stays inside all
+        # of them). One Ray selector holds one condition per label: members that filter one
+        # label differently make the placement hard, so that no fallback can leave a filter.
+        merged: dict[str, str] = {}
+        for member in flat:
+            for key, value in (member.where.selector if member.where is not None else {}).items():
+                if merged.setdefault(key, value) != value:
+                    self.soft = False
+        self.where = LabelFilter(merged) if merged else None
+        # A hard placement is pinned as its first hard member pins (its candidates checked the
+        # pin against the nodes); one made hard by the filters above names the node only.
+        self._pinner = next((p for p in flat if p.soft is False), flat[0])
+        self.backend, self.pin_amount = self._pinner.backend, self._pinner.pin_amount
 
     def _attempt(self, snapshot: ClusterSnapshot, request: Request) -> Decision | Refusal:
         with self._lock:
@@ -890,8 +906,10 @@ class AllOf(Composite):
         node, reason, _, _, local_bytes = choices[proposer]
         if self._newest is not None and self._newest.left_out:
             reason += left_out_note(self._newest)
+        pinner = self._pinner
+        backend = pinner._backend_now if pinner.soft is False or self.soft else NODE_ID
         decision = _new_decision((
-            node, reason, self._repr(), self.policies[0]._backend_now, self.soft,
+            node, reason, self._repr(), backend, self.soft,
             self.pin_amount, fallback, request.group, next_ticket(), self.where, local_bytes,
             self._tracked, claim))
         self._open[decision.ticket] = tuple(holds)
