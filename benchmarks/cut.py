@@ -30,13 +30,13 @@ from tests.netns import SeparateHosts, available
 REPO = Path(__file__).resolve().parent.parent
 VICTIM = 4
 CONTENDERS = ['RoundRobin() (soft="gone", the default)', "RoundRobin(soft=False), hard",
-              'LeastLoaded() (soft="gone", the default)', "RoundRobin(), ejection off",
-              "Ray DEFAULT"]
-KEEPALIVE = "RoundRobin(), driver's gRPC keepalive 10 s"
-# Ray's gRPC clients ping a silent connection after 5 minutes and give up 2 minutes later
-# (grpc_client_keepalive_time_ms, _timeout_ms): until then a call running on a cut host waits.
-KEEPALIVE_ENV = {"RAY_grpc_client_keepalive_time_ms": "10000",
-                 "RAY_grpc_client_keepalive_timeout_ms": "5000"}
+              'LeastLoaded() (soft="gone", the default)',
+              "RoundRobin(), Ray's gRPC keepalive (PLACEMENT_KEEPALIVE=off)",
+              "RoundRobin(), ejection off", "Ray DEFAULT"]
+# The contenders' drivers connect with placement.connect(), which shortens the driver's gRPC
+# keepalive (placement/connect.py); this environment keeps Ray's own, or turns ejection off.
+ENV = {CONTENDERS[3]: {"PLACEMENT_KEEPALIVE": "off"},
+       "RoundRobin(), ejection off": {"PLACEMENT_EJECTION": "off"}}
 
 
 def policy_of(name: str) -> Any:
@@ -46,8 +46,8 @@ def policy_of(name: str) -> Any:
     return {'RoundRobin() (soft="gone", the default)': lambda: RoundRobin(),
             "RoundRobin(soft=False), hard": lambda: RoundRobin(soft=False),
             'LeastLoaded() (soft="gone", the default)': lambda: LeastLoaded(),
+            CONTENDERS[3]: lambda: RoundRobin(),
             "RoundRobin(), ejection off": lambda: RoundRobin(),
-            KEEPALIVE: lambda: RoundRobin(),
             "Ray DEFAULT": lambda: None}[name]()
 
 
@@ -70,9 +70,8 @@ def main() -> int:
     parser.add_argument("--wait", type=int, default=RESULT_WAIT_SECONDS,
                         help="with --rounds: the seconds those rounds waited after Ray marked "
                              "the host dead")
-    parser.add_argument("--contender", action="append", choices=[*CONTENDERS, KEEPALIVE],
-                        help="run only these contenders (repeat it; default: all but the "
-                             "keepalive one)")
+    parser.add_argument("--contender", action="append", choices=CONTENDERS,
+                        help="run only these contenders (repeat it; default: all)")
     args = parser.parse_args()
     if args.rounds is not None:
         result = report(json.loads(args.rounds.read_text())["rounds"], args.wait)
@@ -90,8 +89,7 @@ def main() -> int:
         cluster = hosts_cluster.start(hosts, root, joined=4)
         for round_, name in enumerate(args.contender or CONTENDERS):
             cluster.join(VICTIM, root / f"victim-{round_}")
-            env = cluster.env(**({"PLACEMENT_EJECTION": "off"} if "ejection off" in name
-                                 else KEEPALIVE_ENV if name == KEEPALIVE else {}))
+            env = cluster.env(**ENV.get(name, {}))
             done = hosts.run(0, [sys.executable, "-m", "benchmarks.cut", "--driver",
                                  cluster.describe(), name], env=env, timeout=600, cwd=REPO)
             if done.returncode:

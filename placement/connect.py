@@ -2,10 +2,12 @@
 the Ray already initialised here."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,13 @@ from .errors import ClusterNotFoundError
 from .local_cluster import ClusterState, cluster_processes, default_state_dir, load_state
 
 _REACH_TIMEOUT_SECONDS = 5.0
+
+# Ray's gRPC clients ping a silent connection only after 5 minutes and give up 2 minutes later:
+# a call running on a host that is cut off (silence, no reset) waits that long for its answer,
+# even after Ray marks the host dead, before Ray retries it elsewhere (benchmarks/cut.py). This
+# driver's clients ping sooner; a value the user set wins, PLACEMENT_KEEPALIVE=off keeps Ray's.
+DRIVER_KEEPALIVE = {"RAY_grpc_client_keepalive_time_ms": "10000",
+                    "RAY_grpc_client_keepalive_timeout_ms": "5000"}
 
 
 @dataclass(frozen=True)
@@ -127,11 +136,27 @@ def connect(
         )
     import ray  # only now: Ray reads the token settings above when it loads
 
-    ray.init(
-        address=address,
-        namespace=namespace,
-        log_to_driver=log_to_driver,
-        logging_level=logging.WARNING,
-        configure_logging=False,
-    )
+    with _driver_keepalive():
+        ray.init(
+            address=address,
+            namespace=namespace,
+            log_to_driver=log_to_driver,
+            logging_level=logging.WARNING,
+            configure_logging=False,
+        )
     return Connection(address, source)
+
+
+@contextlib.contextmanager
+def _driver_keepalive() -> Iterator[None]:
+    """``DRIVER_KEEPALIVE`` in the environment while Ray initialises this driver (its core worker
+    reads them then), unless set already or PLACEMENT_KEEPALIVE=off; put back afterwards, so
+    that no process started later inherits them."""
+    added = {} if os.environ.get("PLACEMENT_KEEPALIVE") == "off" else {
+        name: value for name, value in DRIVER_KEEPALIVE.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)

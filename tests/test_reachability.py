@@ -4,6 +4,7 @@ snapshot reader leaving ejected nodes out, and which raylets a round probes (nev
 On real hosts: tests/test_hosts.py."""
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 
 import placement.cluster as cluster_module
 from placement import Affinity, AntiAffinity, PlacementError, RoundRobin, ejection
+from placement.connect import DRIVER_KEEPALIVE, _driver_keepalive
 from placement.diagnosis import RECENT
+from placement.policies.base import left_out_note
 from placement.reachability import (
     FAILURES,
     MAX_BACK_OFF_SECONDS,
@@ -225,3 +228,44 @@ def test_a_round_warns_when_it_leaves_a_node_out_and_when_the_node_is_back(monke
     ejection._round([held])
     (back,) = [r.getMessage() for r in caplog.records]
     assert cut.node_id[:12] in back and "answers again" in back and held.refreshed == 2
+
+
+def test_the_left_out_note_names_known_nodes_and_counts_the_rest():
+    records = _records(5)
+    ids = [r["NodeID"] for r in records]
+    unknown = f"{999:056x}"
+    snap = ClusterSnapshot.from_ray(records, left_out=[unknown, ids[1], ids[1], ids[2]])
+    assert snap.left_out == (unknown, ids[1], ids[2])  # each once
+    assert left_out_note(snap) == "; left out, not answering: node1, node2 and 1 more"
+    assert left_out_note(ClusterSnapshot.from_ray(records, left_out=[unknown])) == (
+        "; left out, not answering: 1 node(s)")
+    with pytest.raises(TypeError, match="node ids"):
+        ClusterSnapshot.from_ray(records, left_out=ids[0])
+
+
+def test_a_node_the_table_forgot_is_not_said_to_answer_again(caplog):
+    gone = Reachability(clock=Clock())
+    for _ in range(FAILURES):
+        gone.observe({"x": False})
+    caplog.set_level("WARNING", logger="placement")
+    ejection._say_changes(gone.ejected(), {}, {"x": ("10.0.0.1", 1)}, {})  # forgotten
+    assert caplog.records == []
+    ejection._say_changes(gone.ejected(), {}, {"x": ("10.0.0.1", 1)}, {"x": True})
+    assert "answers again" in caplog.records[0].getMessage()
+
+
+def test_the_driver_pings_silent_connections_sooner_only_while_ray_initialises(monkeypatch):
+    names = list(DRIVER_KEEPALIVE)
+    for name in [*names, "PLACEMENT_KEEPALIVE"]:
+        monkeypatch.delenv(name, raising=False)
+    with _driver_keepalive():
+        assert {n: os.environ.get(n) for n in names} == DRIVER_KEEPALIVE
+    assert not any(n in os.environ for n in names)  # no process started later inherits them
+    monkeypatch.setenv(names[0], "60000")
+    with _driver_keepalive():
+        assert os.environ[names[0]] == "60000"  # the user's value wins
+    assert os.environ[names[0]] == "60000"
+    monkeypatch.delenv(names[0])
+    monkeypatch.setenv("PLACEMENT_KEEPALIVE", "off")
+    with _driver_keepalive():
+        assert not any(n in os.environ for n in names)
