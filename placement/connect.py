@@ -85,7 +85,10 @@ def connect(
 
     The token of a local cluster is taken from its state directory. Raises ClusterNotFoundError,
     naming what was tried and how to start a cluster, when there is none; never waits more than a
-    few seconds for an address that does not answer.
+    few seconds for an address that does not answer. The driver's gRPC clients are set to ping
+    a silent connection after 10 s (``DRIVER_KEEPALIVE``; Ray's own default is 5 minutes), so
+    calls running on a host that is cut off come back once Ray marks it dead; variables already
+    set win, and ``PLACEMENT_KEEPALIVE=off`` keeps Ray's.
 
     >>> import placement
     >>> placement.connect().source          # doctest: +SKIP

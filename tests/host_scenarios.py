@@ -282,8 +282,9 @@ SCENARIOS = {
     # Cut host 2 off for 6 s (Ray does not mark it dead): left out, then back after its back-off.
     "cut_and_heal": lambda c: stream(c, lambda: RoundRobin(), 2, "cut", seconds=30,
                                      fault_at=4, heal_after=6),
-    # Cut host 3 off for good while host 1's CPUs are held by long tasks (busy, not cut).
-    "cut": lambda c: stream(c, lambda: RoundRobin(), 3, "cut", busy=1),
+    # Cut host 3 off for good while host 1's CPUs are held by long tasks (busy, not cut); the
+    # calls last a second, so some are running on host 3 at the cut.
+    "cut": lambda c: stream(c, lambda: RoundRobin(), 3, "cut", busy=1, hold=1.0),
     "hard_after_cut": hard_after_cut,
     "fresh_host_joins": fresh_host_joins,
     # Host 4's processes killed mid-stream (its raylet refuses connections at once).
