@@ -130,10 +130,12 @@ def report(rows: list[dict[str, Any]], wait: int) -> dict[str, Any]:
              "value": lost + row["pending"], "unit": "",
              "note": f"failed: {row['errors'] or 'none'}; pending: {row['pending']}"},
             {"benchmark": "cut", "contender": f"{name}: Ray marked the host dead, after the cut",
-             "value": "no" if row.get("ray_marked_dead_after") is None
+             "value": "not seen" if row.get("ray_marked_dead_after") is None
              else round(row["ray_marked_dead_after"], 1),
              "unit": "" if row.get("ray_marked_dead_after") is None else "s",
-             "note": "read from ray.nodes() while waiting for the results"},
+             "note": "read from ray.nodes() while waiting for the results" if
+             row.get("ray_marked_dead_after") is not None else
+             "read only while results are awaited: every call had come back or failed"},
             {"benchmark": "cut", "contender": f"{name}: last result, from the stream's start",
              "value": round(row["last_result_at"] or 0.0, 1), "unit": "s",
              "note": f"the stream lasts {row['stream_seconds']:g} s"}]
