@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ _REACH_TIMEOUT_SECONDS = 5.0
 # a call running on a host that is cut off (silence, no reset) waits that long for its answer,
 # even after Ray marks the host dead, before Ray retries it elsewhere (benchmarks/cut.py). This
 # driver's clients ping sooner; a value the user set wins, PLACEMENT_KEEPALIVE=off keeps Ray's.
+_KEEPALIVE_LOCK = threading.Lock()
 DRIVER_KEEPALIVE = {"RAY_grpc_client_keepalive_time_ms": "10000",
                     "RAY_grpc_client_keepalive_timeout_ms": "5000"}
 
@@ -155,11 +157,13 @@ def _driver_keepalive() -> Iterator[None]:
     """``DRIVER_KEEPALIVE`` in the environment while Ray initialises this driver (its core worker
     reads them then), unless set already or PLACEMENT_KEEPALIVE=off; put back afterwards, so
     that no process started later inherits them."""
-    added = {} if os.environ.get("PLACEMENT_KEEPALIVE") == "off" else {
-        name: value for name, value in DRIVER_KEEPALIVE.items() if name not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
+    off = os.environ.get("PLACEMENT_KEEPALIVE", "").strip().lower() in ("off", "0", "false", "no")
+    with _KEEPALIVE_LOCK:  # two connect() calls at once: neither removes what the other uses
+        added = {} if off else {
+            name: value for name, value in DRIVER_KEEPALIVE.items() if name not in os.environ}
+        os.environ.update(added)
+        try:
+            yield
+        finally:
+            for name in added:
+                os.environ.pop(name, None)

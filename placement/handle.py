@@ -96,6 +96,10 @@ class PlacedRemote:
         self._effective = effective = effective_options(options, self._defaults)
         # A task with a deadline runs behind a gate that settles whether it started in time.
         self._gated = self._pending_timeout is not None and kind == "task"
+        if self._gated and effective.get("max_calls"):
+            raise ValueError("pending_timeout= cannot keep max_calls=: the deadline's gate runs "
+                             "the function in a task of its own, and Ray takes max_calls only "
+                             "in @ray.remote; drop one of them")
         if self._gated and effective.get("num_returns") in ("streaming", "dynamic"):
             raise ValueError("pending_timeout= does not apply to generator tasks: drop it, or "
                              "return a list instead of yielding")
@@ -139,11 +143,12 @@ class PlacedRemote:
         """This work bound to its own options and no node: Ray decides where it runs, among the
         nodes ``where`` (the policy's filter) keeps (the executor's last resort for a soft call
         refused at its deadline)."""
+        # max_calls is kept by the function itself: Ray refuses it in .options().
+        own = {k: v for k, v in self._effective.items() if k != "max_calls"}
         if where is None:
-            return self._fn.options(**self._effective)
-        asked = self._effective.get("label_selector") or {}
-        return self._fn.options(**{**self._effective,
-                                   "label_selector": {**where.selector, **asked}})
+            return self._fn.options(**own)
+        asked = own.get("label_selector") or {}
+        return self._fn.options(**{**own, "label_selector": {**where.selector, **asked}})
 
     # -- submitting -------------------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ from .policies.decision import NODE_ID, RESOURCE, Decision
 from .policies.request import Demand, finite
 from .policies.selector import LabelFilter
 
+# What Ray 2.60 asks of a node for accelerator_type="A100": {"accelerator_type:A100": 0.001}.
+ACCELERATOR_PREFIX = "accelerator_type:"
+ACCELERATOR_AMOUNT = 0.001
+
 # The label Ray 2.60 gives every node: its id.
 NODE_ID_LABEL = "ray.io/node-id"
 
@@ -180,6 +184,8 @@ def demand_of(options: Mapping[str, Any]) -> Demand:
         demand["memory"] = float(options["memory"])
     for name, amount in (options.get("resources") or {}).items():
         demand[name] = float(amount)
+    if options.get("accelerator_type"):  # Ray asks for a sliver of this node resource
+        demand[f"{ACCELERATOR_PREFIX}{options['accelerator_type']}"] = ACCELERATOR_AMOUNT
     selector = options.get("label_selector")
     return Demand(demand, LabelFilter(selector, "label_selector") if selector else None)
 
@@ -260,7 +266,7 @@ def merged_options(user: Mapping[str, Any], decision: Decision,
     placed = placement_options(decision, empty=decision.soft == "gone"
                                and asks_nothing(effective_options(user, defaults)))
     merged = {**user, **placed}
-    own = (defaults or {}).get("resources") or {}
+    own = _own_resources(user, defaults)
     if "resources" in placed or (own and user.get("resources")):
         merged["resources"] = {**own, **(user.get("resources") or {}),
                                **(placed.get("resources") or {})}
@@ -289,18 +295,25 @@ def effective_options(user: Mapping[str, Any],
     {'resources': {'accel': 1, 'disk': 1}, 'num_cpus': 0}
     """
     effective = {**(defaults or {}), **user}
-    own = (defaults or {}).get("resources") or {}
+    own = _own_resources(user, defaults)
     if own and user.get("resources"):
         effective["resources"] = {**own, **user["resources"]}
     return effective
+
+
+def _own_resources(user: Mapping[str, Any], defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The function's own resources that the work keeps: all of them, unless the user's options
+    give ``resources`` empty or None (which, as in Ray, drops them)."""
+    if "resources" in user and not user["resources"]:
+        return {}
+    return dict((defaults or {}).get("resources") or {})
 
 
 def asks_nothing(options: Mapping[str, Any]) -> bool:
     """Whether work with these options asks Ray for no resources at all (Ray then ignores soft
     node affinity for an actor): no CPU, GPU, memory or custom resource, and no accelerator
     type or object store memory (each of which Ray turns into a resource)."""
-    return (not demand_of(options).as_dict() and not options.get("accelerator_type")
-            and not options.get("object_store_memory"))
+    return not demand_of(options).as_dict() and not options.get("object_store_memory")
 
 
 def _node_affinity(node_id: str, soft: bool) -> NodeAffinitySchedulingStrategy:

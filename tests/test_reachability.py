@@ -266,6 +266,7 @@ def test_the_driver_pings_silent_connections_sooner_only_while_ray_initialises(m
         assert os.environ[names[0]] == "60000"  # the user's value wins
     assert os.environ[names[0]] == "60000"
     monkeypatch.delenv(names[0])
-    monkeypatch.setenv("PLACEMENT_KEEPALIVE", "off")
-    with _driver_keepalive():
-        assert not any(n in os.environ for n in names)
+    for off in ("off", "OFF", "0", "false", "no"):
+        monkeypatch.setenv("PLACEMENT_KEEPALIVE", off)
+        with _driver_keepalive():
+            assert not any(n in os.environ for n in names), off

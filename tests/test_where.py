@@ -375,3 +375,36 @@ def test_an_unplaced_retry_keeps_to_the_policys_filter():
     assert handle.unplaced(LabelFilter({"zone": "z1"}))["label_selector"] == {
         "zone": "z1", "disk": "ssd"}
     assert handle.unplaced()["label_selector"] == {"disk": "ssd"}
+
+
+def test_resources_given_empty_drop_the_functions_own_as_in_ray_and_accelerators_count():
+    own = {"resources": {"accel": 1}}
+    for user in ({"resources": {}}, {"resources": None}):
+        assert "accel" not in (effective_options(user, own).get("resources") or {})
+        snap = ClusterSnapshot.from_dicts([{"id": "a" * 56, "label": "node0"}])
+        sent = merged_options(user, RoundRobin(soft=False).decide(snap), own)
+        assert "accel" not in sent["resources"], sent
+    asked = demand_of({"accelerator_type": "A100"}).as_dict()
+    assert asked["accelerator_type:A100"] > 0 and not asks_nothing(
+        {"num_cpus": 0, "accelerator_type": "A100"})
+
+
+def test_one_condition_spelled_two_ways_keeps_an_all_of_soft():
+    snap = ClusterSnapshot.from_dicts([
+        {"id": "a" * 56, "label": "node0",
+         "labels": {"zone": "z1", LABEL_KEY: "node0", NODE_ID_LABEL: "a" * 56}}])
+    both = RoundRobin(where={"zone": "in(z1,z2)"}) & LeastLoaded(where={"zone": "in(z2, z1)"})
+    assert both.decide(snap).soft == "gone"
+
+
+def test_max_calls_is_left_to_the_function_and_refused_beside_a_deadline():
+    import ray
+
+    @ray.remote(max_calls=1)
+    def once():
+        return 1
+
+    handle = RoundRobin().place(once)
+    handle.unplaced()  # Ray refuses max_calls in .options(): it must not be passed
+    with pytest.raises(ValueError, match="max_calls"):
+        RoundRobin().place(once, pending_timeout=5)

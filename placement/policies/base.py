@@ -814,8 +814,9 @@ class AllOf(Composite):
         merged: dict[str, str] = {}
         for member in flat:
             for key, value in (member.where.selector if member.where is not None else {}).items():
-                if merged.setdefault(key, value) != value:
-                    self.soft = False
+                first = merged.setdefault(key, value)
+                if first != value and LabelFilter({key: first}) != LabelFilter({key: value}):
+                    self.soft = False  # not one condition spelled two ways
         self.where = LabelFilter(merged) if merged else None
         # A hard placement is pinned as its first hard member pins (its candidates checked the
         # pin against the nodes); one made hard by the filters above names the node only.
