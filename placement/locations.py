@@ -25,7 +25,7 @@ from ray.experimental import get_local_object_locations, get_object_locations
 # A lookup at an argument's owner (another worker): past this the call goes on without it.
 LOOKUP_TIMEOUT_MS = 1000
 # A ready result whose node is still in flight to its owner: read again for at most this long
-# (the window is a millisecond or so; an object whose copies are all lost waits it out).
+# (far longer than that window; an object whose copies are all lost waits it out).
 SETTLE_S = 0.05
 _SETTLE_STEP_S = 0.001
 # Ray's max_direct_call_object_size: a larger result lives in a node's object store, a smaller
